@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run the control plane locally: install what is missing, build, start an embedded
+# PostgreSQL under .local/, apply migrations and serve http://127.0.0.1:8080 with the dev
+# issuer for sign-in. Ctrl-C stops the server and PostgreSQL; the data is kept for next time.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+LOCAL=$QDB_ROOT/.local
+PG_PORT=${QDB_LOCAL_PG_PORT:-54329}
+
+qdb_install_packages "${QDB_PACKAGES[@]}"
+qdb_build "$QDB_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQDB_TESTS=OFF
+qdb_pg_start "$LOCAL/pgdata" "$PG_PORT"
+trap 'qdb_log "stopping PostgreSQL"; qdb_pg_stop "$LOCAL/pgdata"' EXIT
+qdb_pg_createdb "$PG_PORT" qdb_control
+
+mkdir -p "$LOCAL/secrets"
+chmod 700 "$LOCAL/secrets"
+# The audit chain key, as a Vault agent would mount it in production.
+[ -s "$LOCAL/secrets/audit-hmac-key" ] || openssl rand -hex 32 > "$LOCAL/secrets/audit-hmac-key"
+chmod 600 "$LOCAL/secrets/audit-hmac-key"
+
+export QDB_DATABASE_URL=${QDB_DATABASE_URL:-postgresql://postgres@127.0.0.1:$PG_PORT/qdb_control}
+export QDB_LISTEN=${QDB_LISTEN:-127.0.0.1:8080}
+export QDB_WEB_DIR=${QDB_WEB_DIR:-$QDB_ROOT/web}
+export QDB_AUTH_MODE=${QDB_AUTH_MODE:-dev}
+export QDB_AUDIT_HMAC_KEY_FILE=${QDB_AUDIT_HMAC_KEY_FILE:-$LOCAL/secrets/audit-hmac-key}
+
+qdb_log "serving http://$QDB_LISTEN (Ctrl-C to stop)"
+# Not exec: the EXIT trap must stop PostgreSQL after the server has stopped.
+"$QDB_ROOT/build/qdb-control" serve &
+server=$!
+trap 'kill -TERM $server 2>/dev/null || true' INT TERM
+wait $server || true
+wait $server 2>/dev/null || true

@@ -1,0 +1,216 @@
+#include "platform/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int config_error(const char *name, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "qdb-control: %s: %s\n", name, msg);
+    return -1;
+}
+
+static const char *env_value(const char *name)
+{
+    const char *v = getenv(name);
+    return (v && *v) ? v : NULL;
+}
+
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int config_int(const char *name, long def, long min, long max, long *out)
+{
+    const char *v = env_value(name);
+    long n = def;
+    if (v && parse_long(v, &n) != 0)
+        return config_error(name, "'%s' is not an integer", v);
+    if (n < min || n > max)
+        return config_error(name, "%ld is out of range [%ld, %ld]", n, min, max);
+    *out = n;
+    return 0;
+}
+
+int config_str(const char *name, const char *def, const char **out)
+{
+    const char *v = env_value(name);
+    *out = v ? v : def;
+    return 0;
+}
+
+int config_enum(const char *name, const char *def, const char *const *choices, int *out)
+{
+    const char *v = env_value(name);
+    if (!v)
+        v = def;
+    for (int i = 0; choices[i]; i++) {
+        if (strcmp(v, choices[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    char allowed[256] = "";
+    size_t used = 0;
+    for (int i = 0; choices[i] && used < sizeof allowed; i++)
+        used += (size_t)snprintf(allowed + used, sizeof allowed - used, "%s%s", i ? ", " : "",
+                                 choices[i]);
+    return config_error(name, "'%s' is not one of: %s", v, allowed);
+}
+
+int config_parse_seconds(const char *s, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || v < 0)
+        return -1;
+    long mult = 1;
+    if (*end) {
+        switch (*end) {
+        case 's': mult = 1; break;
+        case 'm': mult = 60; break;
+        case 'h': mult = 3600; break;
+        case 'd': mult = 86400; break;
+        default: return -1;
+        }
+        if (end[1] != '\0')
+            return -1;
+    }
+    if (v > LONG_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int config_seconds(const char *name, long def, long min, long max, long *out)
+{
+    const char *v = env_value(name);
+    long n = def;
+    if (v && config_parse_seconds(v, &n) != 0)
+        return config_error(name, "'%s' is not a duration (e.g. 30, 30s, 5m, 2h, 7d)", v);
+    if (n < min || n > max)
+        return config_error(name, "%ld seconds is out of range [%ld, %ld]", n, min, max);
+    *out = n;
+    return 0;
+}
+
+int config_parse_listen(const char *s, char *host, unsigned hostlen, uint16_t *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hlen;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -1;
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -1;
+        hlen = (size_t)(colon - s);
+        if (memchr(s, ':', hlen))
+            return -1; /* bare IPv6 must be bracketed */
+    }
+    if (hlen == 0 || hlen >= hostlen)
+        return -1;
+    long p;
+    if (parse_long(colon + 1, &p) != 0 || p < 0 || p > 65535)
+        return -1;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+int config_load(struct config *cfg, int need_database)
+{
+    memset(cfg, 0, sizeof *cfg);
+    const char *listen;
+    config_str("QDB_LISTEN", "127.0.0.1:8080", &listen);
+    if (config_parse_listen(listen, cfg->listen_host, sizeof cfg->listen_host,
+                            &cfg->listen_port) != 0)
+        return config_error("QDB_LISTEN", "'%s' is not host:port", listen);
+
+    const char *url;
+    config_str("QDB_DATABASE_URL", NULL, &url);
+    if (!url && need_database)
+        return config_error("QDB_DATABASE_URL", "is required (a libpq URI, e.g. "
+                                                "postgresql://qdb@127.0.0.1:5432/qdb_control)");
+    if (url && strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0)
+        return config_error("QDB_DATABASE_URL", "must be a postgresql:// URI");
+
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    long v;
+    if (config_int("QDB_DB_POOL_SIZE", 8, 1, 200, &v) != 0)
+        return -1;
+    cfg->db_pool_size = (int)v;
+    if (config_int("QDB_DB_STATEMENT_TIMEOUT_MS", 5000, 100, 600000, &v) != 0)
+        return -1;
+    cfg->db_statement_timeout_ms = (int)v;
+    if (config_seconds("QDB_DB_CONNECT_TIMEOUT", 3, 1, 60, &v) != 0)
+        return -1;
+    cfg->db_connect_timeout_s = (int)v;
+    if (config_int("QDB_WORKERS", 4, 0, 256, &v) != 0)
+        return -1;
+    cfg->workers = (int)v;
+    if (config_int("QDB_HTTP_THREADS", ncpu * 4, 1, 256, &v) != 0)
+        return -1;
+    cfg->http_threads = (int)v;
+    if (config_int("QDB_HTTP_MAX_CONNECTIONS", 1000, 1, 60000, &v) != 0)
+        return -1;
+    cfg->http_max_connections = (int)v;
+    if (config_int("QDB_HTTP_PER_IP_CONNECTIONS", 64, 1, 60000, &v) != 0)
+        return -1;
+    cfg->http_per_ip_connections = (int)v;
+    if (config_seconds("QDB_HTTP_IDLE_TIMEOUT", 30, 1, 3600, &v) != 0)
+        return -1;
+    cfg->http_idle_timeout_s = (int)v;
+    if (config_seconds("QDB_SHUTDOWN_TIMEOUT", 10, 0, 3600, &v) != 0)
+        return -1;
+    cfg->shutdown_timeout_s = (int)v;
+
+    const char *level;
+    config_str("QDB_LOG_LEVEL", "info", &level);
+    if (log_level_parse(level, &cfg->log_level) != 0)
+        return config_error("QDB_LOG_LEVEL", "'%s' is not one of: debug, info, warn, error",
+                            level);
+
+    const char *web;
+    config_str("QDB_WEB_DIR", "web", &web);
+    if (access(web, R_OK | X_OK) != 0 && need_database)
+        return config_error("QDB_WEB_DIR", "'%s' is not a readable directory", web);
+
+    cfg->database_url = url ? strdup(url) : NULL;
+    cfg->web_dir = strdup(web);
+    return 0;
+}
+
+void config_free(struct config *cfg)
+{
+    free(cfg->database_url);
+    free(cfg->web_dir);
+    cfg->database_url = NULL;
+    cfg->web_dir = NULL;
+}

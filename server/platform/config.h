@@ -1,0 +1,52 @@
+/* Configuration from environment variables. Every variable is validated at start-up; a bad
+ * value prints one line on stderr naming the variable and start-up exits with status 2.
+ * Rooms read their own variables with the config_* helpers below, before anything starts,
+ * and document each one in the README's configuration table. */
+#ifndef QDB_PLATFORM_CONFIG_H
+#define QDB_PLATFORM_CONFIG_H
+
+#include <stdint.h>
+
+#include "platform/log.h"
+
+struct config {
+    char listen_host[256]; /* QDB_LISTEN host part, numeric or a name */
+    uint16_t listen_port;  /* QDB_LISTEN port part; 0 picks a free port */
+    char *database_url;    /* QDB_DATABASE_URL, required (owned) */
+    int db_pool_size;      /* QDB_DB_POOL_SIZE */
+    int db_statement_timeout_ms; /* QDB_DB_STATEMENT_TIMEOUT_MS */
+    int db_connect_timeout_s;    /* QDB_DB_CONNECT_TIMEOUT */
+    int workers;                 /* QDB_WORKERS: job worker threads */
+    enum log_level log_level;    /* QDB_LOG_LEVEL */
+    char *web_dir;               /* QDB_WEB_DIR (owned) */
+    int shutdown_timeout_s;      /* QDB_SHUTDOWN_TIMEOUT */
+    int http_threads;            /* QDB_HTTP_THREADS */
+    int http_max_connections;    /* QDB_HTTP_MAX_CONNECTIONS */
+    int http_per_ip_connections; /* QDB_HTTP_PER_IP_CONNECTIONS */
+    int http_idle_timeout_s;     /* QDB_HTTP_IDLE_TIMEOUT */
+};
+
+/* Read and validate the platform's variables into `cfg`. `need_database` says whether
+ * QDB_DATABASE_URL is required (it is not for `version`). Returns 0, or -1 after printing
+ * the error line. Free with config_free. */
+int config_load(struct config *cfg, int need_database);
+void config_free(struct config *cfg);
+
+/* Helpers for rooms. Each returns 0 with *out set (to `def` when the variable is unset or
+ * empty), or -1 after printing "qdb-control: NAME: reason" on stderr. */
+int config_int(const char *name, long def, long min, long max, long *out);
+/* A string; *out borrows the environment's value or `def` (may be NULL). */
+int config_str(const char *name, const char *def, const char **out);
+/* One of `choices` (NULL-terminated); *out is its index. */
+int config_enum(const char *name, const char *def, const char *const *choices, int *out);
+/* Duration like "30", "30s", "5m", "2h", "7d" in seconds. */
+int config_seconds(const char *name, long def, long min, long max, long *out);
+/* Print "qdb-control: NAME: reason" on stderr; always returns -1. */
+int config_error(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parse "host:port" or "[v6]:port". Returns 0 or -1. Pure; exposed for unit tests. */
+int config_parse_listen(const char *s, char *host, unsigned hostlen, uint16_t *port);
+/* Parse a duration (see config_seconds). Returns 0 or -1. */
+int config_parse_seconds(const char *s, long *out);
+
+#endif

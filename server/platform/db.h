@@ -1,0 +1,101 @@
+/* PostgreSQL access: a bounded pool of libpq connections, named prepared statements, and a
+ * transaction helper that retries what is retryable.
+ *
+ * Return convention of every db_ function that runs SQL:
+ *   >= 0        success; for db_exec the number of rows returned (SELECT/RETURNING) or
+ *               affected (UPDATE/DELETE without RETURNING). "No row" is 0.
+ *   DB_HARD     a hard error (bad SQL, constraint other than unique, ...); logged here.
+ *   DB_RETRY    retryable: serialization failure, deadlock, connection lost. db_tx retries.
+ *   DB_UNIQUE   a unique constraint was violated (callers usually answer 409).
+ * Each thread uses its own connection at a time (libpq's rule); the pool hands them out
+ * exclusively. */
+#ifndef QDB_PLATFORM_DB_H
+#define QDB_PLATFORM_DB_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+enum { DB_HARD = -1, DB_RETRY = -2, DB_UNIQUE = -3 };
+
+/* One SQL statement, defined once as a static const beside the C function that runs it,
+ * prepared by name the first time a connection uses it:
+ *     static struct db_stmt q_get = DB_STMT("flags_get", 2, "SELECT ... WHERE a=$1 AND b=$2");
+ * (not const: the pool assigns `slot` lazily, atomically). Parameters are text (NULL = SQL
+ * NULL); results are text. */
+struct db_stmt {
+    const char *name;
+    int nparams;
+    const char *sql;
+    int slot; /* assigned on first use; 0 = unassigned */
+};
+#define DB_STMT(name_, nparams_, sql_) {(name_), (nparams_), (sql_), 0}
+
+struct db_pool;
+struct db_conn;
+
+/* Settings shared by pooled and standalone connections. */
+struct db_settings {
+    const char *url;          /* libpq URI (borrowed; must outlive the pool) */
+    int statement_timeout_ms; /* applied to every connection */
+    int connect_timeout_s;    /* libpq connect_timeout */
+    const char *application_name;
+};
+
+/* Create a pool of at most `size` connections. Connections are opened lazily, so this
+ * succeeds even while PostgreSQL is down. Free with db_pool_free (all connections must have
+ * been released). Returns NULL only when memory ran out. */
+struct db_pool *db_pool_new(const struct db_settings *s, unsigned size);
+void db_pool_free(struct db_pool *pool);
+
+/* Take a connection, waiting at most `wait_ms` for one to be free; a broken one is
+ * reconnected first. Returns NULL when none could be had in time or PostgreSQL cannot be
+ * reached (the caller answers 503). Give it back with db_release. */
+struct db_conn *db_acquire(struct db_pool *pool, int wait_ms);
+/* Give a connection back. A connection left inside a transaction is rolled back; a broken
+ * one is closed and reopened on its next use. */
+void db_release(struct db_pool *pool, struct db_conn *conn);
+/* Pool figures for /metrics. */
+void db_pool_stats(struct db_pool *pool, unsigned *in_use, unsigned *idle, unsigned *size);
+
+/* A connection outside any pool (migrations, LISTEN threads, workers that hold one for
+ * their life). Returns NULL (logged) when it cannot connect. Close with db_conn_close. */
+struct db_conn *db_conn_open(const struct db_settings *s);
+void db_conn_close(struct db_conn *conn);
+/* Whether the connection is usable; reconnects a broken one. Returns 0 or DB_RETRY. */
+int db_conn_check(struct db_conn *conn);
+/* The libpq connection, for LISTEN/NOTIFY and PQsocket. Borrowed. */
+PGconn *db_pgconn(struct db_conn *conn);
+
+/* Run a prepared statement with text parameters (`params` has st->nparams entries, NULL for
+ * SQL NULL). When `res` is not NULL it receives the result (caller PQclears) on success.
+ * Returns the row count, DB_HARD, DB_RETRY or DB_UNIQUE (see above). */
+int db_exec(struct db_conn *conn, struct db_stmt *st, const char *const *params,
+            PGresult **res);
+/* Run a fixed SQL text with no parameters (BEGIN, COMMIT, LISTEN x, SET ...). Never use it
+ * with text built from input. Same returns as db_exec without a result. */
+int db_exec_fixed(struct db_conn *conn, const char *sql);
+
+int db_begin(struct db_conn *conn);    /* BEGIN */
+int db_commit(struct db_conn *conn);   /* COMMIT; DB_RETRY on serialization failure */
+void db_rollback(struct db_conn *conn); /* ROLLBACK, errors ignored */
+
+/* Run fn(conn, cls) inside BEGIN ... COMMIT on `conn`, retrying the whole transaction up to
+ * 5 times with a short randomized backoff when fn or COMMIT returns DB_RETRY. fn returns
+ * >= 0 to commit, or a negative value to roll back; that value is returned. When fn returns
+ * a negative value other than the DB_ codes, it is passed through (use values < -100 for
+ * your own reasons). */
+int db_tx(struct db_conn *conn, int (*fn)(struct db_conn *conn, void *cls), void *cls);
+
+/* SQLSTATE of the last error on this connection ("" when none). */
+const char *db_last_sqlstate(const struct db_conn *conn);
+/* The last error message on this connection, for logs (never contains parameters). */
+const char *db_last_error(const struct db_conn *conn);
+
+/* Helpers to format parameters into caller-owned buffers. */
+const char *db_int64(char out[24], int64_t v);
+/* Read a result field as int64 (0 when NULL or invalid). */
+int64_t db_get_int64(const PGresult *res, int row, int col);
+/* A field as a borrowed string, or NULL when SQL NULL. */
+const char *db_get_str(const PGresult *res, int row, int col);
+
+#endif

@@ -1,0 +1,29 @@
+#include "platform/errors.h"
+
+static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
+    [QDB_E_BAD_REQUEST] = {400, "bad-request", "Bad request"},
+    [QDB_E_INVALID_JSON] = {400, "invalid-json", "Request body is not valid JSON"},
+    [QDB_E_VALIDATION] = {400, "validation", "Invalid field"},
+    [QDB_E_UNAUTHORIZED] = {401, "unauthorized", "Authentication required"},
+    [QDB_E_FORBIDDEN] = {403, "forbidden", "Permission denied"},
+    [QDB_E_NOT_FOUND] = {404, "not-found", "Not found"},
+    [QDB_E_METHOD_NOT_ALLOWED] = {405, "method-not-allowed", "Method not allowed"},
+    [QDB_E_CONFLICT] = {409, "conflict", "Conflict"},
+    [QDB_E_PAYLOAD_TOO_LARGE] = {413, "payload-too-large", "Request body too large"},
+    [QDB_E_UNSUPPORTED_MEDIA] = {415, "unsupported-media-type", "Unsupported media type"},
+    [QDB_E_INTERNAL] = {500, "internal", "Internal server error"},
+    [QDB_E_DB_UNAVAILABLE] = {503, "state-store-unavailable", "State store unavailable"},
+    [QDB_E_NOT_READY] = {503, "not-ready", "Not ready"},
+    [QDB_E_SHUTTING_DOWN] = {503, "shutting-down", "Server is shutting down"},
+    [QDB_E_AUTH_UNAVAILABLE] = {503, "issuer-unavailable", "Token issuer unavailable"},
+    [QDB_E_JOB_STATE] = {409, "job-state", "Job state does not allow this"},
+    [QDB_E_IDEMPOTENCY_CONFLICT] = {409, "idempotency-conflict",
+                                    "Idempotency key reused with a different request"},
+};
+
+const struct qdb_error_info *qdb_error_info(enum qdb_error code)
+{
+    if ((unsigned)code >= QDB_E__COUNT || catalogue[code].status == 0)
+        return &catalogue[QDB_E_INTERNAL];
+    return &catalogue[code];
+}

@@ -1,0 +1,42 @@
+/* The one error catalogue: every problem this service reports, with its HTTP status, title
+ * and RFC 9457 `type` URI. Rooms add their codes to this enum (in their section) and to the
+ * table in errors.c; nothing else renders problems. */
+#ifndef QDB_PLATFORM_ERRORS_H
+#define QDB_PLATFORM_ERRORS_H
+
+enum qdb_error {
+    /* platform */
+    QDB_E_BAD_REQUEST = 0,    /* 400 generic malformed request */
+    QDB_E_INVALID_JSON,       /* 400 body is not JSON; extension: line, column */
+    QDB_E_VALIDATION,         /* 400 a field is missing or invalid; extension: field */
+    QDB_E_UNAUTHORIZED,       /* 401 */
+    QDB_E_FORBIDDEN,          /* 403 */
+    QDB_E_NOT_FOUND,          /* 404 */
+    QDB_E_METHOD_NOT_ALLOWED, /* 405; Allow header set by the router */
+    QDB_E_CONFLICT,           /* 409 */
+    QDB_E_PAYLOAD_TOO_LARGE,  /* 413 */
+    QDB_E_UNSUPPORTED_MEDIA,  /* 415 */
+    QDB_E_INTERNAL,           /* 500 */
+    QDB_E_DB_UNAVAILABLE,     /* 503 the state store cannot be reached */
+    QDB_E_NOT_READY,          /* 503 readiness failed */
+    QDB_E_SHUTTING_DOWN,      /* 503 */
+    /* auth */
+    QDB_E_AUTH_UNAVAILABLE,   /* 503 issuer unreachable and no cached keys */
+    /* jobs */
+    QDB_E_JOB_STATE,          /* 409 the job's state does not allow the action */
+    QDB_E_IDEMPOTENCY_CONFLICT, /* 409 same Idempotency-Key, different request */
+    /* audit */
+
+    QDB_E__COUNT
+};
+
+struct qdb_error_info {
+    unsigned status;
+    const char *slug;  /* type URI is "urn:qdb:problem:" slug */
+    const char *title;
+};
+
+/* The catalogue entry of `code` (never NULL; unknown codes map to the internal error). */
+const struct qdb_error_info *qdb_error_info(enum qdb_error code);
+
+#endif

@@ -1,0 +1,166 @@
+/* HTTP core on libmicrohttpd: the route table, per-request context, JSON and problem+json
+ * replies, static files, access log and request metrics.
+ *
+ * A request goes: route match (404 / 405 with Allow) -> Content-Length limit (413) ->
+ * authentication hook for non-public routes (401 / 403 / 503, see http_set_authenticator)
+ * -> media type for routes taking a JSON body (415) -> body read incrementally up to
+ * HTTP_BODY_MAX (413) -> JSON parse (400 naming line and column) -> handler.
+ * A handler sends exactly one reply with one of the http_reply_* functions; a handler that
+ * sends none gets a 500 (and a log line). Handlers run on HTTP threads and may block on the
+ * state store, never on long work: long work becomes a job (202 + Location). */
+#ifndef QDB_PLATFORM_HTTP_H
+#define QDB_PLATFORM_HTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "platform/errors.h"
+
+#define HTTP_BODY_MAX (1024u * 1024u)
+
+struct db_pool;
+struct db_conn;
+struct http_request;
+struct http_server;
+struct MHD_Connection;
+struct MHD_Response;
+
+/* Who may call a route: the least role needed. Roles are ordered. */
+enum http_perm { HTTP_PUBLIC = 0, HTTP_VIEWER = 1, HTTP_OPERATOR = 2, HTTP_ADMIN = 3 };
+
+/* Route flags */
+#define HTTP_BODY_JSON 0x1u /* the route takes a JSON body (application/json or +json) */
+
+typedef void (*http_handler_fn)(struct http_request *req);
+
+struct http_route {
+    const char *method;  /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+    const char *pattern; /* "/api/v1/jobs/{id}": {name} matches one non-empty segment */
+    http_handler_fn handler;
+    enum http_perm perm;
+    unsigned flags;
+};
+
+/* The caller, set by the authentication hook. */
+struct http_principal {
+    char subject[256];
+    char name[256];
+    enum http_perm role;
+    char method[16];      /* "oidc", "dev" or "api-token" */
+    char token_id[64];    /* API token id when method is "api-token", else "" */
+    int64_t expires_at;   /* unix seconds; 0 when it does not expire */
+    json_t *environments; /* API tokens: array of environment names it may act on; NULL =
+                             all. Owned by the request once set. */
+};
+
+/* The authentication hook, registered by the auth room before the server starts. It is
+ * called for every non-public route with the route's permission. It returns 0 after
+ * http_set_principal when the caller may proceed, or -1 after sending a reply itself
+ * (401, 403, 503). Without a hook, every non-public route answers 401. */
+typedef int (*http_authenticate_fn)(struct http_request *req, enum http_perm required,
+                                    void *cls);
+void http_set_authenticator(http_authenticate_fn fn, void *cls);
+
+/* ---- server life cycle ---- */
+
+struct http_server_config {
+    const char *host;
+    uint16_t port; /* 0: a free port, see http_server_port */
+    unsigned threads;
+    unsigned max_connections;
+    unsigned per_ip_connections;
+    unsigned idle_timeout_s;
+    const char *web_dir; /* static files served at / */
+    const struct http_route *routes;
+    size_t nroutes;
+    struct db_pool *pool; /* for http_db */
+    int db_wait_ms;       /* how long a request waits for a pooled connection */
+};
+
+/* Start listening. Returns NULL (logged) on failure. */
+struct http_server *http_server_start(const struct http_server_config *cfg);
+/* The port actually bound. */
+uint16_t http_server_port(const struct http_server *srv);
+/* Stop accepting, let in-flight requests finish for up to timeout_s, then close every
+ * connection and free the server. */
+void http_server_stop(struct http_server *srv, int timeout_s);
+/* Whether shutdown has begun (for long-lived streams to end themselves). */
+int http_server_stopping(const struct http_server *srv);
+
+/* ---- reading the request ---- */
+
+const char *http_method(const struct http_request *req);
+const char *http_path(const struct http_request *req);
+/* A path parameter by name ("id" for {id}); NULL when the pattern has none. */
+const char *http_param(const struct http_request *req, const char *name);
+/* A query argument (decoded), or NULL. */
+const char *http_query(struct http_request *req, const char *name);
+/* A request header, or NULL. */
+const char *http_header(struct http_request *req, const char *name);
+/* The parsed JSON body (borrowed), or NULL when the route takes none. */
+json_t *http_body(const struct http_request *req);
+const struct http_route *http_route_of(const struct http_request *req);
+const char *http_request_id(const struct http_request *req);
+/* The client's address as text ("127.0.0.1"). */
+const char *http_client_addr(const struct http_request *req);
+/* The caller; NULL on public routes. */
+const struct http_principal *http_principal(const struct http_request *req);
+/* Set the caller (copied; p->environments is stolen). */
+void http_set_principal(struct http_request *req, const struct http_principal *p);
+struct http_server *http_server_of(const struct http_request *req);
+struct MHD_Connection *http_connection(const struct http_request *req);
+
+/* A state-store connection owned by this request, taken from the pool on first use and
+ * given back when the handler returns. NULL when none could be had: then answer with
+ * http_reply_db_error(req, DB_RETRY). */
+struct db_conn *http_db(struct http_request *req);
+
+/* ---- replying (exactly once per request) ---- */
+
+/* JSON reply; `body` is stolen. */
+void http_reply_json(struct http_request *req, unsigned status, json_t *body);
+/* problem+json from the catalogue, with a printf-style detail. */
+void http_reply_problem(struct http_request *req, enum qdb_error code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, with extension members merged into the problem (`ext` stolen, may be NULL). */
+void http_reply_problem_ext(struct http_request *req, enum qdb_error code, json_t *ext,
+                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Map a DB_ code to a problem: DB_RETRY 503, DB_UNIQUE 409, anything else 500. */
+void http_reply_db_error(struct http_request *req, int db_rc);
+/* Bytes with a content type; `data` is copied. */
+void http_reply_data(struct http_request *req, unsigned status, const char *content_type,
+                     const void *data, size_t len);
+/* Bytes with a content type; `data` (malloc'd) is stolen. */
+void http_reply_data_take(struct http_request *req, unsigned status, const char *content_type,
+                          char *data, size_t len);
+/* An empty reply (204, 304, ...). */
+void http_reply_empty(struct http_request *req, unsigned status);
+/* A prepared libmicrohttpd response (stolen), for streams. The core adds the request id. */
+void http_reply_response(struct http_request *req, unsigned status, struct MHD_Response *resp);
+/* Add a header to the reply; call before or after the reply function. Copied. */
+void http_reply_header(struct http_request *req, const char *name, const char *value);
+/* Count bytes a streamed reply sent, for the access log. */
+void http_count_bytes(struct http_request *req, size_t n);
+
+/* ---- helpers shared by handlers ---- */
+
+/* Match `path` against `pattern`; on success fill up to `max` name/value pairs (pointers
+ * into pattern and copies of values in `store`) and return the number of params, else -1.
+ * Pure; exposed for unit tests. */
+struct http_path_param {
+    const char *name;
+    size_t name_len;
+    const char *value;
+};
+int http_match_pattern(const char *pattern, const char *path, struct http_path_param *params,
+                       int max, char *store, size_t store_len);
+/* Build a problem+json body: type, title, status, detail, instance (+ ext members).
+ * Returns a new object. Pure; exposed for unit tests. */
+json_t *http_problem_json(enum qdb_error code, const char *detail, const char *instance,
+                          json_t *ext);
+/* Whether a client-sent X-Request-Id is acceptable (1..128 of [A-Za-z0-9._:-]). */
+int http_request_id_valid(const char *s);
+
+#endif

@@ -1,0 +1,137 @@
+#include "platform/jsonspec.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+int jspec_is_rfc3339(const char *s)
+{
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    size_t i = 0;
+    for (; shape[i]; i++) {
+        char c = s[i];
+        if (shape[i] == 'd' ? !isdigit((unsigned char)c)
+                            : (shape[i] == 'T' ? (c != 'T' && c != 't') : c != shape[i]))
+            return 0;
+    }
+    if (s[i] == '.') {
+        i++;
+        if (!isdigit((unsigned char)s[i]))
+            return 0;
+        while (isdigit((unsigned char)s[i]))
+            i++;
+    }
+    if ((s[i] == 'Z' || s[i] == 'z') && s[i + 1] == '\0')
+        return 1;
+    if ((s[i] == '+' || s[i] == '-') && isdigit((unsigned char)s[i + 1]) &&
+        isdigit((unsigned char)s[i + 2]) && s[i + 3] == ':' && isdigit((unsigned char)s[i + 4]) &&
+        isdigit((unsigned char)s[i + 5]) && s[i + 6] == '\0')
+        return 1;
+    return 0;
+}
+
+static int fail(struct http_request *req, const char *field, char *err, size_t errlen,
+                const char *fmt, const char *a, long long b, long long c)
+{
+    char detail[512];
+    snprintf(detail, sizeof detail, fmt, field, a, b, c);
+    if (req)
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", field), "%s",
+                               detail);
+    else if (err)
+        snprintf(err, errlen, "%s", detail);
+    return -1;
+}
+
+int jspec_parse(struct http_request *req, json_t *body, const struct jspec_field *fields,
+                char *err, size_t errlen)
+{
+    if (!json_is_object(body))
+        return fail(req, "(body)", err, errlen, "%s must be a JSON object", "", 0, 0);
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        const struct jspec_field *f = fields;
+        while (f->name && strcmp(f->name, key) != 0)
+            f++;
+        if (!f->name)
+            return fail(req, key, err, errlen, "%s is not a field of this request", "", 0, 0);
+    }
+    for (const struct jspec_field *f = fields; f->name; f++) {
+        v = json_object_get(body, f->name);
+        if (!v || json_is_null(v)) {
+            if (f->required)
+                return fail(req, f->name, err, errlen, "%s is required", "", 0, 0);
+            continue;
+        }
+        switch (f->type) {
+        case JSPEC_STRING:
+        case JSPEC_TIME: {
+            if (!json_is_string(v))
+                return fail(req, f->name, err, errlen, "%s must be a string", "", 0, 0);
+            size_t len = json_string_length(v);
+            long long max = f->max ? f->max : 1024;
+            if ((long long)len < f->min || (long long)len > max)
+                return fail(req, f->name, err, errlen,
+                            "%s must be %s%lld to %lld characters long", "", f->min, max);
+            if (memchr(json_string_value(v), '\0', len))
+                return fail(req, f->name, err, errlen, "%s must not contain NUL", "", 0, 0);
+            if (f->type == JSPEC_TIME && !jspec_is_rfc3339(json_string_value(v)))
+                return fail(req, f->name, err, errlen,
+                            "%s must be an RFC 3339 time such as 2026-01-31T12:00:00Z", "", 0, 0);
+            *(const char **)f->out = json_string_value(v);
+            break;
+        }
+        case JSPEC_INT: {
+            if (!json_is_integer(v))
+                return fail(req, f->name, err, errlen, "%s must be an integer", "", 0, 0);
+            json_int_t n = json_integer_value(v);
+            if (n < f->min || n > f->max)
+                return fail(req, f->name, err, errlen, "%s must be between %s%lld and %lld", "",
+                            f->min, f->max);
+            *(int64_t *)f->out = n;
+            break;
+        }
+        case JSPEC_BOOL:
+            if (!json_is_boolean(v))
+                return fail(req, f->name, err, errlen, "%s must be true or false", "", 0, 0);
+            *(int *)f->out = json_is_true(v);
+            break;
+        case JSPEC_OBJECT:
+            if (!json_is_object(v))
+                return fail(req, f->name, err, errlen, "%s must be an object", "", 0, 0);
+            *(json_t **)f->out = v;
+            break;
+        case JSPEC_ARRAY:
+            if (!json_is_array(v))
+                return fail(req, f->name, err, errlen, "%s must be an array", "", 0, 0);
+            *(json_t **)f->out = v;
+            break;
+        case JSPEC_ANY:
+            *(json_t **)f->out = v;
+            break;
+        case JSPEC_ENUM: {
+            if (!json_is_string(v))
+                return fail(req, f->name, err, errlen, "%s must be a string", "", 0, 0);
+            int idx = -1;
+            for (int i = 0; f->choices[i]; i++)
+                if (strcmp(f->choices[i], json_string_value(v)) == 0)
+                    idx = i;
+            if (idx < 0) {
+                char allowed[256] = "";
+                size_t used = 0;
+                for (int i = 0; f->choices[i] && used < sizeof allowed; i++)
+                    used += (size_t)snprintf(allowed + used, sizeof allowed - used, "%s%s",
+                                             i ? ", " : "", f->choices[i]);
+                return fail(req, f->name, err, errlen, "%s must be one of: %s", allowed, 0, 0);
+            }
+            *(int *)f->out = idx;
+            break;
+        }
+        }
+        if (f->present)
+            *f->present = 1;
+    }
+    return 0;
+}

@@ -1,0 +1,43 @@
+/* Declarative parsing of JSON request bodies: describe the fields once, parse in one call
+ * that answers 400 problem+json naming the field on failure. Handlers then work with C
+ * values only. */
+#ifndef QDB_PLATFORM_JSONSPEC_H
+#define QDB_PLATFORM_JSONSPEC_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "platform/http.h"
+
+enum jspec_type {
+    JSPEC_STRING, /* out: const char ** (borrowed from the JSON) */
+    JSPEC_INT,    /* out: int64_t * */
+    JSPEC_BOOL,   /* out: int * */
+    JSPEC_OBJECT, /* out: json_t ** (borrowed) */
+    JSPEC_ARRAY,  /* out: json_t ** (borrowed) */
+    JSPEC_ANY,    /* out: json_t ** (borrowed), any JSON value */
+    JSPEC_ENUM,   /* out: int * index into `choices` */
+    JSPEC_TIME,   /* RFC 3339 string; out: const char ** (borrowed), checked for shape */
+};
+
+struct jspec_field {
+    const char *name;
+    enum jspec_type type;
+    int required;
+    int64_t min, max; /* INT: value range; STRING: length range (max 0 = 1024) */
+    const char *const *choices; /* ENUM: NULL-terminated */
+    void *out;                  /* left untouched when the field is absent */
+    int *present;               /* optional: set to 1 when the field was given */
+};
+#define JSPEC_END {NULL, 0, 0, 0, 0, NULL, NULL, NULL}
+
+/* Parse `body` (an object) against `fields`; unknown members are refused. Returns 0, or -1
+ * after replying 400 (QDB_E_VALIDATION with "field") on `req`. With req NULL, writes the
+ * reason into err (for callers that are not HTTP, e.g. job args). */
+int jspec_parse(struct http_request *req, json_t *body, const struct jspec_field *fields,
+                char *err, size_t errlen);
+
+/* Whether s looks like an RFC 3339 timestamp (YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm)). */
+int jspec_is_rfc3339(const char *s);
+
+#endif

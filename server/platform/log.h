@@ -1,0 +1,29 @@
+/* JSON-lines logging to stderr: one line per event, written with one write() so that lines
+ * from different threads never interleave. Secrets must never be passed here. */
+#ifndef QDB_PLATFORM_LOG_H
+#define QDB_PLATFORM_LOG_H
+
+#include <jansson.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+/* Parse "debug", "info", "warn", "error". Returns 0 or -1. */
+int log_level_parse(const char *s, enum log_level *out);
+/* Set the minimum level written (default info). */
+void log_set_level(enum log_level level);
+/* Whether a message at `level` would be written. */
+int log_enabled(enum log_level level);
+/* Write one event: {"time", "level", "msg", ...fields}. `fields` (may be NULL) is stolen. */
+void log_event(enum log_level level, const char *msg, json_t *fields);
+/* printf-style convenience for messages without structured fields. */
+void log_msgf(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msgf(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msgf(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msgf(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msgf(LOG_ERROR, __VA_ARGS__)
+
+/* Format the current UTC time as RFC 3339 with milliseconds into out (>= 32 bytes). */
+void log_time_now(char *out, size_t n);
+
+#endif
