@@ -1,0 +1,42 @@
+/* The audit trail's door. Every mutation, from HTTP or a job, records one audit event in
+ * the same transaction as the change; events form an HMAC-SHA256 hash chain. */
+#ifndef QDB_AUDIT_H
+#define QDB_AUDIT_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "module.h"
+#include "platform/db.h"
+#include "platform/http.h"
+
+extern const struct qdb_module audit_module;
+
+struct audit_entry {
+    const char *action;        /* "<resource>.<verb>": "job.cancel", "token.create" */
+    const char *resource_type; /* "job", "api_token", "schedule" */
+    const char *resource_id;
+    const char *environment;   /* NULL when the change is not about one environment */
+    json_t *before;            /* borrowed, may be NULL; members that look like secrets
+                                  (secret, token, password, key, ...) are removed */
+    json_t *after;             /* borrowed, may be NULL; same */
+    int64_t job_id;            /* 0 when not made by a job */
+};
+
+struct audit_actor {
+    const char *subject;
+    const char *name;
+    const char *auth_method; /* "oidc", "dev", "api-token", "system" */
+    const char *token_id;    /* NULL unless api-token */
+};
+
+/* Record an event made by an HTTP request: actor, request id and client address come from
+ * the request. Call on the request's connection inside its transaction. Returns 0 or a
+ * DB_ code (the caller rolls back). */
+int audit_record_http(struct db_conn *conn, struct http_request *req,
+                      const struct audit_entry *e);
+/* Record an event made outside HTTP (job runners, schedules). Same return. */
+int audit_record(struct db_conn *conn, const struct audit_actor *actor, const char *request_id,
+                 const char *client_addr, const struct audit_entry *e);
+
+#endif

@@ -1,0 +1,107 @@
+/* The job engine's door. The engine knows no domain: a room registers its kinds (a runner
+ * and its limits) and enqueues jobs inside its own transactions.
+ *
+ * State machine (also in api/openapi.yaml, Job.state):
+ *
+ *   enqueue --> pending --claim--> running --ok------------------> succeeded
+ *                 ^  |               |  \--error, attempts left--> retrying --run_at--> pending
+ *                 |  |               |  \--error, none left / permanent --> failed
+ *                 |  |               \--cancel seen by runner-----> cancelled
+ *                 |  \--cancel-------------------------------------> cancelled
+ *                 \------ operator retry (failed/cancelled; new attempt, same id)
+ *   running whose lease expired (its replica died) --rescue--> retrying (or failed)
+ */
+#ifndef QDB_JOBS_H
+#define QDB_JOBS_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "module.h"
+#include "platform/db.h"
+#include "platform/http.h"
+
+extern const struct qdb_module jobs_module;
+
+struct jobs_ctx; /* a running job, handed to its runner */
+
+/* What a runner returns. */
+enum jobs_outcome {
+    JOBS_OK = 0,        /* succeeded; *result (if set) is stored */
+    JOBS_RETRY = 1,     /* failed, retryable: retried with backoff while attempts remain */
+    JOBS_FAIL = 2,      /* failed permanently: no more attempts */
+    JOBS_CANCELLED = 3, /* stopped because jobs_heartbeat said cancel; cleaned up */
+};
+
+/* A runner: `args` borrowed; may set *result (stolen by the engine). Use jobs_error to
+ * say why it failed. Runs on a worker thread; must call jobs_heartbeat at least every few
+ * seconds during long work and stop when it returns non-zero. */
+typedef enum jobs_outcome (*jobs_runner_fn)(struct jobs_ctx *ctx, json_t *args,
+                                            json_t **result);
+
+struct jobs_kind {
+    const char *kind;      /* "backup.run", "noop" */
+    const char *queue;     /* default queue: "default" when NULL */
+    int max_attempts;      /* default for new jobs (>= 1) */
+    int timeout_seconds;   /* a running attempt longer than this is stopped and failed */
+    int max_running;       /* across all replicas; 0 = unlimited */
+    const char *concurrency_arg; /* with max_running: limit per distinct value of this
+                                    top-level arg (e.g. "database"); NULL = per kind */
+    enum http_perm direct_role;  /* who may POST /api/v1/jobs with this kind; HTTP_PUBLIC =
+                                    nobody (enqueued by the room's own endpoints only) */
+    /* Check args before enqueue; 0, or -1 with a reason naming the field. May be NULL. */
+    int (*validate)(json_t *args, char *err, size_t errlen);
+    jobs_runner_fn run;
+};
+
+/* Register a kind; call from a module's config_load or start, before jobs_module starts.
+ * `k` must outlive the process (a static). */
+void jobs_register_kind(const struct jobs_kind *k);
+const struct jobs_kind *jobs_find_kind(const char *kind);
+
+/* ---- enqueue, inside the caller's transaction ---- */
+
+struct jobs_new {
+    const char *kind;
+    json_t *args;                /* borrowed; NULL = {} */
+    const char *queue;           /* NULL: the kind's */
+    int priority;                /* lower runs first; default 0 */
+    const char *run_at;          /* RFC 3339 or NULL for now */
+    int max_attempts;            /* 0: the kind's */
+    const char *idempotency_key; /* NULL: none */
+    const char *created_by;      /* subject of the caller, or "system" */
+};
+
+enum { JOBS_E_IDEMPOTENCY = -101 }; /* same key, different args */
+
+/* Insert a pending job on `conn` (inside the caller's BEGIN..COMMIT, so it commits with the
+ * caller's change or not at all) and NOTIFY the workers at commit. *id receives its id;
+ * *existed (may be NULL) is 1 when an idempotency key matched an existing job with the same
+ * request. Returns 0, a DB_ code, or JOBS_E_IDEMPOTENCY. */
+int jobs_enqueue(struct db_conn *conn, const struct jobs_new *j, int64_t *id, int *existed);
+
+/* The job as its API representation (new reference), or NULL when absent / on error. */
+json_t *jobs_get_json(struct db_conn *conn, int64_t id);
+
+/* Reply 202 Accepted with Location: /api/v1/jobs/{id} and the job in the body. */
+void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t id);
+
+/* ---- inside a runner ---- */
+
+/* Extend the lease and learn whether to stop: 0 = go on, -1 = stop (cancel requested, the
+ * lease was lost, timeout, or the process is shutting down). */
+int jobs_heartbeat(struct jobs_ctx *ctx);
+/* Record progress (0..100) and a short message; also heartbeats. Same return. */
+int jobs_progress(struct jobs_ctx *ctx, int percent, const char *msg);
+/* Append to the job's log (job_log). */
+void jobs_log(struct jobs_ctx *ctx, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Say why the attempt failed (kept in errors[]). */
+void jobs_error(struct jobs_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int64_t jobs_id(const struct jobs_ctx *ctx);
+int jobs_attempt(const struct jobs_ctx *ctx);
+const char *jobs_created_by(const struct jobs_ctx *ctx);
+/* The worker's own state-store connection, for the runner's domain transactions. */
+struct db_conn *jobs_db(struct jobs_ctx *ctx);
+
+#endif
