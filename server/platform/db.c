@@ -133,8 +133,11 @@ const char *db_last_error(const struct db_conn *c)
 }
 
 /* Classify a failed result (res may be NULL) into DB_HARD / DB_RETRY / DB_UNIQUE. */
-static int classify(struct db_conn *c, const PGresult *res, const char *what)
+static int classify(struct db_conn *c, const PGresult *res, const char *what_full)
 {
+    /* `what` is a statement name or, for fixed SQL, its text: keep logs to one short line. */
+    char what[64];
+    snprintf(what, sizeof what, "%.*s", (int)strcspn(what_full, "\n"), what_full);
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c->pg);

@@ -428,7 +428,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                 "{s:s,s:s,s:s,s:i,s:I,s:f,s:s,s:s}", "method", r->method ? r->method : "",
                 "path", r->path ? r->path : "", "route",
                 r->route ? r->route->pattern : "", "status", (int)status, "bytes",
-                (json_int_t)r->bytes_sent, "duration_ms", secs * 1000.0, "request_id",
+                (json_int_t)r->bytes_sent, "duration_ms", (double)(long long)(secs * 1e6) / 1000.0, "request_id",
                 r->request_id, "client", r->client_addr);
             if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
                 json_object_set_new(f, "terminated", json_string("early"));

@@ -58,7 +58,7 @@ void log_event(enum log_level level, const char *msg, json_t *fields)
     if (fields)
         json_object_update_missing(o, fields);
     json_decref(fields);
-    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(o);
     if (!line)
         return;

@@ -1,0 +1,571 @@
+/* The foundation end to end: the real binary against real PostgreSQL over HTTP.
+ * Health, readiness, metrics (checked by promtool), the contract, static files (types, ETag,
+ * 304, traversal), errors (404, 405, 413, 415, 400 with line/column), request ids and the
+ * access log, random bodies, idle connections from one address, slow clients, graceful
+ * shutdown, configuration errors, migrations (concurrent, changed checksum, newer database)
+ * and a state-store outage. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <glob.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+/* A raw TCP connection from `src` (e.g. "127.0.0.2") to the server. */
+static int tcp_connect(const struct th_server *s, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (src) {
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        inet_pton(AF_INET, src, &a.sin_addr);
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    struct sockaddr_in d = {0};
+    d.sin_family = AF_INET;
+    d.sin_port = htons(s->port);
+    inet_pton(AF_INET, "127.0.0.1", &d.sin_addr);
+    if (connect(fd, (struct sockaddr *)&d, sizeof d) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *p)
+{
+    size_t n = strlen(p);
+    return send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
+}
+
+/* Whether the peer closed fd within ms (read returns 0 or an error). */
+static int closed_within(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    double end = th_now_ms() + ms;
+    for (;;) {
+        double left = end - th_now_ms();
+        if (poll(&p, 1, left > 50 ? 50 : (left > 0 ? (int)left : 0)) > 0) {
+            char b[512];
+            ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN))
+                return 1;
+        }
+        if (th_now_ms() >= end)
+            return 0;
+    }
+}
+
+static size_t migration_files(void)
+{
+    glob_t g;
+    size_t n = 0;
+    if (glob(QDB_SOURCE_DIR "/migrations/*.sql", 0, NULL, &g) == 0)
+        n = g.gl_pathc;
+    globfree(&g);
+    return n;
+}
+
+/* The first route that takes a JSON body, from `qdb-control routes`. */
+static char *json_body_route(void)
+{
+    FILE *p = popen(QDB_BINARY " routes", "r");
+    json_t *routes = json_loadf(p, 0, NULL);
+    pclose(p);
+    char *path = NULL;
+    size_t i;
+    json_t *r;
+    json_array_foreach(routes, i, r)
+    {
+        if (json_is_true(json_object_get(r, "json_body")) &&
+            !strchr(json_string_value(json_object_get(r, "path")), '{') &&
+            strcmp(json_string_value(json_object_get(r, "method")), "POST") == 0) {
+            path = strdup(json_string_value(json_object_get(r, "path")));
+            break;
+        }
+    }
+    json_decref(routes);
+    return path;
+}
+
+static void test_health_and_contract(const struct th_server *s)
+{
+    struct th_resp r;
+    th_step("GET /healthz, /readyz");
+    th_get(s, "/healthz", NULL, &r);
+    CHECK(r.status == 200 && strcmp(json_string_value(json_object_get(r.json, "status")), "ok") == 0,
+          "healthz %ld", r.status);
+    th_resp_free(&r);
+    th_get(s, "/readyz", NULL, &r);
+    CHECK(r.status == 200 && json_integer_value(json_object_get(r.json, "schema_version")) >= 0,
+          "readyz %ld %s", r.status, r.body);
+    th_resp_free(&r);
+
+    th_step("GET /api/v1/openapi.yaml serves the contract file byte for byte");
+    th_get(s, "/api/v1/openapi.yaml", NULL, &r);
+    FILE *f = fopen(QDB_SOURCE_DIR "/api/openapi.yaml", "rb");
+    char *file = calloc(1, 1 << 20);
+    size_t flen = fread(file, 1, (1 << 20) - 1, f);
+    fclose(f);
+    CHECK(r.status == 200 && r.len == flen && memcmp(r.body, file, flen) == 0,
+          "openapi.yaml differs from the file (%zu vs %zu bytes)", r.len, flen);
+    free(file);
+    th_resp_free(&r);
+}
+
+static void test_metrics(const struct th_server *s)
+{
+    th_step("GET /metrics passes promtool check metrics and counts requests by route");
+    struct th_resp r;
+    th_get(s, "/healthz", NULL, &r);
+    th_resp_free(&r);
+    th_get(s, "/metrics", NULL, &r);
+    char *ct = th_resp_header(&r, "Content-Type");
+    CHECK(r.status == 200 && ct && strstr(ct, "version=0.0.4"), "content type %s", ct);
+    free(ct);
+    CHECK(strstr(r.body, "qdb_http_requests_total{route=\"/healthz\",status=\"200\"}") != NULL,
+          "request counter for /healthz");
+    CHECK(strstr(r.body, "qdb_http_request_duration_seconds_bucket{route=\"/healthz\",status="
+                         "\"200\",le=\"+Inf\"}") != NULL,
+          "latency histogram for /healthz");
+    CHECK(strstr(r.body, "qdb_db_pool_connections{state=\"in_use\"}") != NULL, "pool in use");
+    CHECK(strstr(r.body, "qdb_db_pool_connections{state=\"idle\"}") != NULL, "pool idle");
+    CHECK(strstr(r.body, "process_start_time_seconds ") != NULL, "start time");
+    CHECK(strstr(r.body, "process_resident_memory_bytes ") != NULL, "resident memory");
+    char path[256];
+    snprintf(path, sizeof path, "%s/metrics-%d.txt",
+             getenv("QDB_TEST_LOG_DIR") ? getenv("QDB_TEST_LOG_DIR") : "/tmp", (int)getpid());
+    FILE *f = fopen(path, "w");
+    fwrite(r.body, 1, r.len, f);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "promtool check metrics < %s", path);
+    int rc = system(cmd);
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "promtool check metrics failed on %s", path);
+    th_resp_free(&r);
+}
+
+static void test_static(const struct th_server *s)
+{
+    th_step("static files: content types, ETag, 304");
+    struct th_resp r;
+    th_get(s, "/", NULL, &r);
+    char *ct = th_resp_header(&r, "Content-Type");
+    char *etag = th_resp_header(&r, "ETag");
+    CHECK(r.status == 200 && ct && strncmp(ct, "text/html", 9) == 0 && strstr(r.body, "<html"),
+          "index %ld %s", r.status, ct);
+    CHECK(etag && etag[0] == '"', "ETag %s", etag);
+    free(ct);
+    th_resp_free(&r);
+    if (etag) {
+        char h[128];
+        snprintf(h, sizeof h, "If-None-Match: %s", etag);
+        const char *hdrs[] = {h, NULL};
+        th_http(s, "GET", "/index.html", hdrs, NULL, 0, &r);
+        CHECK(r.status == 304 && r.len == 0, "If-None-Match gives 304, got %ld", r.status);
+        th_resp_free(&r);
+        const char *stale[] = {"If-None-Match: \"0-0\"", NULL};
+        th_http(s, "GET", "/", stale, NULL, 0, &r);
+        CHECK(r.status == 200, "stale ETag gives 200, got %ld", r.status);
+        th_resp_free(&r);
+    }
+    free(etag);
+    static const struct {
+        const char *path, *type;
+    } types[] = {{"/style.css", "text/css"}, {"/app.js", "text/javascript"}};
+    for (size_t i = 0; i < 2; i++) {
+        th_get(s, types[i].path, NULL, &r);
+        ct = th_resp_header(&r, "Content-Type");
+        CHECK(r.status == 200 && ct && strncmp(ct, types[i].type, strlen(types[i].type)) == 0,
+              "%s is %s", types[i].path, ct);
+        free(ct);
+        th_resp_free(&r);
+    }
+    th_http(s, "HEAD", "/style.css", NULL, NULL, 0, &r);
+    CHECK(r.status == 200 && r.len == 0, "HEAD of a file: %ld, %zu bytes", r.status, r.len);
+    th_resp_free(&r);
+
+    th_step("no path traversal: every variant is 404 and never the file above web/");
+    /* web/ sits beside CMakeLists.txt in the source tree: that file is the target. */
+    static const char *const attacks[] = {
+        "/../CMakeLists.txt",          "/%2e%2e/CMakeLists.txt",    "/%2E%2E/CMakeLists.txt",
+        "/..%2fCMakeLists.txt",        "/..%2FCMakeLists.txt",      "/%2e%2e%2fCMakeLists.txt",
+        "/.%2e/CMakeLists.txt",        "/..%5cCMakeLists.txt",      "/x/../../CMakeLists.txt",
+        "/index.html%00.css",          "/.git/config",              "//etc/passwd",
+        "/%2fetc%2fpasswd",            "/..\\CMakeLists.txt",       "/x/%2e%2e/%2e%2e/README.md",
+    };
+    for (size_t i = 0; i < sizeof attacks / sizeof attacks[0]; i++) {
+        th_get(s, attacks[i], NULL, &r);
+        CHECK(r.status == 404 && th_is_problem(&r, 404) && !strstr(r.body, "cmake_minimum"),
+              "%s gave %ld", attacks[i], r.status);
+        th_resp_free(&r);
+    }
+    th_get(s, "/no-such-file.html", NULL, &r);
+    CHECK(th_is_problem(&r, 404), "missing file 404 problem");
+    th_resp_free(&r);
+}
+
+static void test_errors_and_ids(const struct th_server *s)
+{
+    struct th_resp r;
+    th_step("unknown API path is 404 problem+json with every RFC 9457 member");
+    th_get(s, "/api/v1/nothing-here", NULL, &r);
+    CHECK(th_is_problem(&r, 404), "404 problem: %s", r.body);
+    CHECK(strcmp(json_string_value(json_object_get(r.json, "instance")), "/api/v1/nothing-here") == 0,
+          "instance is the path");
+    th_resp_free(&r);
+
+    th_step("known path, wrong method: 405 with Allow");
+    th_http(s, "DELETE", "/healthz", NULL, NULL, 0, &r);
+    char *allow = th_resp_header(&r, "Allow");
+    CHECK(th_is_problem(&r, 405) && allow && strstr(allow, "GET"), "405 Allow=%s", allow);
+    free(allow);
+    th_resp_free(&r);
+
+    th_step("X-Request-Id: a sane one is echoed and logged, an insane one replaced");
+    const char *good[] = {"X-Request-Id: test-req-0001", NULL};
+    th_http(s, "GET", "/healthz", good, NULL, 0, &r);
+    char *rid = th_resp_header(&r, "X-Request-Id");
+    CHECK(rid && strcmp(rid, "test-req-0001") == 0, "echoed %s", rid);
+    free(rid);
+    th_resp_free(&r);
+    const char *bad[] = {"X-Request-Id: bad id with spaces\"}", NULL};
+    th_http(s, "GET", "/healthz", bad, NULL, 0, &r);
+    rid = th_resp_header(&r, "X-Request-Id");
+    CHECK(rid && strlen(rid) == 32 && !strchr(rid, ' '), "generated %s", rid);
+    free(rid);
+    th_resp_free(&r);
+    th_sleep_ms(200);
+    CHECK(th_server_log_contains(s, "\"request_id\":\"test-req-0001\""), "request id logged");
+    CHECK(th_server_log_contains(s, "\"duration_ms\":"), "access log has duration_ms");
+    CHECK(!th_server_log_contains(s, "bad id with spaces"), "insane id never logged");
+
+    th_step("bodies: 1 MiB + 1 byte is 413 (declared and chunked); exactly 1 MiB is read");
+    char *route = json_body_route();
+    CHECK(route != NULL, "some route takes a JSON body");
+    if (route) {
+        size_t big = 1024 * 1024 + 1;
+        char *body = malloc(big);
+        memset(body, ' ', big);
+        const char *ct[] = {"Content-Type: application/json", NULL};
+        th_http(s, "POST", route, ct, body, big, &r);
+        CHECK(th_is_problem(&r, 413), "declared 1 MiB + 1 gave %ld", r.status);
+        th_resp_free(&r);
+        th_http(s, "POST", "/healthz", ct, body, big, &r);
+        CHECK(th_is_problem(&r, 413), "413 even on a route without a body, got %ld", r.status);
+        th_resp_free(&r);
+        const char *chunked[] = {"Content-Type: application/json", "Transfer-Encoding: chunked",
+                                 NULL};
+        th_http(s, "POST", route, chunked, body, big, &r);
+        CHECK(r.status == 413 || r.status == 401, "chunked 1 MiB + 1 gave %ld", r.status);
+        th_resp_free(&r);
+        th_http(s, "GET", "/healthz", chunked, body, big, &r);
+        CHECK(th_is_problem(&r, 413), "chunked 1 MiB + 1 on a public route gave %ld", r.status);
+        th_resp_free(&r);
+        th_http(s, "GET", "/healthz", chunked, body, big - 1, &r);
+        CHECK(r.status == 200, "chunked exactly 1 MiB is read, got %ld", r.status);
+        th_resp_free(&r);
+        free(body);
+
+        th_step("a JSON route without a token is 401 before the body is read");
+        th_http(s, "POST", route, ct, "{}", 2, &r);
+        CHECK(th_is_problem(&r, 401), "no token: %ld", r.status);
+        th_resp_free(&r);
+    }
+    free(route);
+    th_get(s, "/healthz", NULL, &r);
+    CHECK(r.status == 200, "still alive after the big bodies");
+    th_resp_free(&r);
+}
+
+static void test_connections(const char *url)
+{
+    th_step("200 idle connections from 127.0.0.1; 127.0.0.2 is still served at once");
+    struct th_server s;
+    const char *env[] = {"QDB_HTTP_IDLE_TIMEOUT=3", "QDB_HTTP_PER_IP_CONNECTIONS=64", NULL};
+    if (th_server_start(&s, url, env, 1) != 0) {
+        CHECK(0, "server start");
+        return;
+    }
+    int fds[200], opened = 0;
+    for (int i = 0; i < 200; i++) {
+        fds[i] = tcp_connect(&s, "127.0.0.1");
+        if (fds[i] >= 0)
+            opened++;
+    }
+    CHECK(opened == 200, "opened %d connections", opened);
+    th_sleep_ms(300);
+    int cut = 0;
+    for (int i = 0; i < 200; i++)
+        if (fds[i] >= 0 && closed_within(fds[i], 5))
+            cut++;
+    CHECK(cut >= 200 - 64, "the per-IP limit closed %d of 200 (limit 64)", cut);
+
+    int other = tcp_connect(&s, "127.0.0.2");
+    CHECK(other >= 0, "connect from 127.0.0.2");
+    double t0 = th_now_ms();
+    send_all(other, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    char buf[1024] = "";
+    ssize_t n = 0, got;
+    while ((got = recv(other, buf + n, sizeof buf - 1 - (size_t)n, 0)) > 0)
+        n += got;
+    buf[n > 0 ? n : 0] = '\0';
+    double took = th_now_ms() - t0;
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0, "127.0.0.2 got: %.40s", buf);
+    CHECK(took < 500, "127.0.0.2 served in %.0f ms", took);
+    close(other);
+
+    th_step("idle and slow connections are closed after QDB_HTTP_IDLE_TIMEOUT (3 s)");
+    int held = 0;
+    for (int i = 0; i < 200; i++)
+        if (fds[i] >= 0 && !closed_within(fds[i], 1))
+            held++;
+    int slow = tcp_connect(&s, "127.0.0.3");
+    send_all(slow, "GET /healthz HTTP/1.1\r\nHo"); /* a slowloris never finishes */
+    CHECK(held > 0, "some idle connections were held (%d)", held);
+    CHECK(closed_within(slow, 6000), "a slow client is cut after the idle timeout");
+    int all_closed = 1;
+    for (int i = 0; i < 200; i++)
+        if (fds[i] >= 0 && !closed_within(fds[i], 10))
+            all_closed = 0;
+    CHECK(all_closed, "idle connections are cut after the idle timeout");
+    for (int i = 0; i < 200; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    close(slow);
+    CHECK(th_server_stop(&s) == 0, "clean stop");
+}
+
+static void test_graceful_shutdown(const char *url)
+{
+    th_step("SIGTERM: stop accepting, finish the in-flight request, exit 0");
+    struct th_server s;
+    const char *env[] = {"QDB_SHUTDOWN_TIMEOUT=10", NULL};
+    if (th_server_start(&s, url, env, 1) != 0) {
+        CHECK(0, "server start");
+        return;
+    }
+    int fd = tcp_connect(&s, NULL);
+    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345");
+    th_sleep_ms(200);
+    kill(s.pid, SIGTERM);
+    th_sleep_ms(500);
+    int late = tcp_connect(&s, NULL);
+    CHECK(late < 0, "new connections are refused after SIGTERM");
+    if (late >= 0)
+        close(late);
+    send_all(fd, "67890");
+    char buf[512] = "";
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    CHECK(strncmp(buf, "HTTP/1.1 200", 12) == 0, "in-flight request finished: %.40s", buf);
+    close(fd);
+    int st = 0;
+    double t0 = th_now_ms();
+    while (waitpid(s.pid, &st, WNOHANG) == 0 && th_now_ms() - t0 < 10000)
+        th_sleep_ms(50);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status 0 after SIGTERM");
+    s.pid = 0;
+
+    th_step("a request that never finishes is cut at QDB_SHUTDOWN_TIMEOUT (2 s)");
+    const char *env2[] = {"QDB_SHUTDOWN_TIMEOUT=2", NULL};
+    if (th_server_start(&s, url, env2, 1) != 0) {
+        CHECK(0, "server start");
+        return;
+    }
+    fd = tcp_connect(&s, NULL);
+    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n1");
+    th_sleep_ms(200);
+    t0 = th_now_ms();
+    int rc = th_server_stop(&s);
+    double took = th_now_ms() - t0;
+    CHECK(rc == 0 && took >= 1800 && took < 6000, "stopped in %.0f ms with status %d", took, rc);
+    close(fd);
+}
+
+static void test_config_errors(void)
+{
+    th_step("bad configuration: one line naming the variable, exit 2");
+    static const struct {
+        const char *env, *name;
+    } cases[] = {
+        {"QDB_DB_POOL_SIZE=abc", "QDB_DB_POOL_SIZE"},
+        {"QDB_LISTEN=nonsense", "QDB_LISTEN"},
+        {"QDB_LOG_LEVEL=loud", "QDB_LOG_LEVEL"},
+        {"QDB_SHUTDOWN_TIMEOUT=10parsecs", "QDB_SHUTDOWN_TIMEOUT"},
+        {"QDB_WORKERS=-1", "QDB_WORKERS"},
+        {"QDB_WEB_DIR=/no/such/dir", "QDB_WEB_DIR"},
+        {"QDB_DATABASE_URL=", "QDB_DATABASE_URL"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *env[] = {"QDB_DATABASE_URL=postgresql://nobody@127.0.0.1:1/x", cases[i].env,
+                             NULL};
+        const char *argv[] = {"serve", NULL};
+        char err[2048];
+        int rc = th_run_binary(argv, env, err, sizeof err);
+        int lines = 0;
+        for (char *p = err; *p; p++)
+            lines += *p == '\n';
+        CHECK(rc == 2 && strstr(err, cases[i].name) && lines == 1,
+              "%s: exit %d, %d lines: %s", cases[i].env, rc, lines, err);
+    }
+    const char *argv[] = {"no-such-command", NULL};
+    CHECK(th_run_binary(argv, NULL, NULL, 0) == 2, "unknown command exits 2");
+}
+
+static void test_migrations(void)
+{
+    size_t files = migration_files();
+    th_step("two servers migrating one empty database at once: applied once, both ready");
+    char *url = th_db_create("migrate");
+    struct th_server a, b;
+    th_server_start(&a, url, NULL, 0);
+    th_server_start(&b, url, NULL, 0);
+    int ready_a = 0, ready_b = 0;
+    for (int i = 0; i < 300 && !(ready_a && ready_b); i++) {
+        struct th_resp r;
+        if (!ready_a && th_get(&a, "/readyz", NULL, &r) == 0) {
+            ready_a = r.status == 200;
+            th_resp_free(&r);
+        }
+        if (!ready_b && th_get(&b, "/readyz", NULL, &r) == 0) {
+            ready_b = r.status == 200;
+            th_resp_free(&r);
+        }
+        th_sleep_ms(100);
+    }
+    CHECK(ready_a && ready_b, "both ready (%d, %d)", ready_a, ready_b);
+    long rows = th_sql_long(url, "SELECT count(*) FROM schema_migrations", NULL);
+    CHECK(rows == (long)files, "schema_migrations has %ld rows for %zu files", rows, files);
+    /* each file was applied by exactly one of the two */
+    int applied_logs = 0;
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(k ? b.log : a.log, "r");
+        char line[4096];
+        while (f && fgets(line, sizeof line, f))
+            applied_logs += strstr(line, "\"migration applied\"") != NULL;
+        if (f)
+            fclose(f);
+    }
+    CHECK(applied_logs == (int)files, "%d 'migration applied' lines for %zu files", applied_logs,
+          files);
+    CHECK(th_server_stop(&a) == 0 && th_server_stop(&b) == 0, "clean stops");
+
+    const char *env[] = {NULL, NULL};
+    char envurl[600];
+    snprintf(envurl, sizeof envurl, "QDB_DATABASE_URL=%s", url);
+    env[0] = envurl;
+    const char *argv[] = {"migrate", NULL};
+    char err[2048];
+    th_step("qdb-control migrate on a current database applies nothing and exits 0");
+    CHECK(th_run_binary(argv, env, err, sizeof err) == 0, "migrate: %s", err);
+    if (files > 0) {
+        th_step("a changed migration file (checksum) is refused");
+        PQclear(th_sql(url,
+                       "UPDATE schema_migrations SET checksum = 'deadbeef' WHERE version = "
+                       "(SELECT min(version) FROM schema_migrations)",
+                       NULL));
+        int rc = th_run_binary(argv, env, err, sizeof err);
+        CHECK(rc != 0 && strstr(err, "changed after it was applied"), "exit %d: %s", rc, err);
+        struct th_server c;
+        CHECK(th_server_start(&c, url, NULL, 1) != 0, "serve refuses to start too");
+        th_server_kill(&c);
+    }
+    th_step("a database newer than the binary is refused");
+    PQclear(th_sql(url, "DELETE FROM schema_migrations", NULL));
+    PQclear(th_sql(url,
+                   "INSERT INTO schema_migrations (version, name, checksum) VALUES "
+                   "(9999, 'from_the_future', 'x')",
+                   NULL));
+    int rc = th_run_binary(argv, env, err, sizeof err);
+    CHECK(rc != 0 && strstr(err, "newer than this binary"), "exit %d: %s", rc, err);
+    th_db_drop(url);
+    free(url);
+}
+
+static void test_outage(void)
+{
+    th_step("PostgreSQL stopped under a running server: 503 in time, then 200 without restart");
+    struct th_pg pg;
+    if (th_pg_private_start(&pg) != 0) {
+        CHECK(0, "private PostgreSQL start");
+        return;
+    }
+    char *url = th_pg_private_db(&pg, "outage");
+    struct th_server s;
+    const char *env[] = {"QDB_DB_CONNECT_TIMEOUT=2", NULL};
+    if (th_server_start(&s, url, env, 1) != 0) {
+        CHECK(0, "server start");
+        goto out;
+    }
+    pid_t pid = s.pid;
+    CHECK(th_pg_private_stop(&pg) == 0, "PostgreSQL stopped");
+    for (int i = 0; i < 5; i++) {
+        struct th_resp r;
+        double t0 = th_now_ms();
+        int ok = th_get(&s, "/readyz", NULL, &r);
+        double took = th_now_ms() - t0;
+        CHECK(ok == 0 && th_is_problem(&r, 503), "during the outage: %ld %s", r.status, r.body);
+        CHECK(took < 2500, "answered in %.0f ms (connect timeout 2 s)", took);
+        th_resp_free(&r);
+        th_get(&s, "/healthz", NULL, &r);
+        CHECK(r.status == 200, "healthz stays 200 during the outage");
+        th_resp_free(&r);
+    }
+    CHECK(th_pg_private_restart(&pg) == 0, "PostgreSQL started again");
+    int back = 0;
+    for (int i = 0; i < 100 && !back; i++) {
+        struct th_resp r;
+        if (th_get(&s, "/readyz", NULL, &r) == 0) {
+            back = r.status == 200;
+            th_resp_free(&r);
+        }
+        if (!back)
+            th_sleep_ms(100);
+    }
+    CHECK(back, "ready again after the restart");
+    CHECK(s.pid == pid && kill(pid, 0) == 0, "same server process");
+    struct th_resp r;
+    th_get(&s, "/metrics", NULL, &r);
+    CHECK(r.status == 200 && strstr(r.body, "qdb_db_pool_connections"), "metrics after outage");
+    th_resp_free(&r);
+    CHECK(th_server_stop(&s) == 0, "clean stop");
+out:
+    free(url);
+    th_pg_private_destroy(&pg);
+}
+
+int main(void)
+{
+    char *url = th_db_create("platform");
+    struct th_server s;
+    if (th_server_start(&s, url, NULL, 1) != 0) {
+        CHECK(0, "server start; log %s", s.log);
+        return th_done();
+    }
+    test_health_and_contract(&s);
+    test_metrics(&s);
+    test_static(&s);
+    test_errors_and_ids(&s);
+    CHECK(th_server_stop(&s) == 0, "clean stop of the main server");
+
+    test_connections(url);
+    test_graceful_shutdown(url);
+    test_config_errors();
+    test_migrations();
+    test_outage();
+    th_db_drop(url);
+    free(url);
+    return th_done();
+}

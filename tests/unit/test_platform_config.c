@@ -1,0 +1,103 @@
+/* Configuration parsing: listen addresses, durations, integer ranges and enums. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "platform/config.h"
+#include "unit.h"
+
+static void test_listen(void)
+{
+    char host[64];
+    uint16_t port = 0;
+    EXPECT(config_parse_listen("127.0.0.1:8080", host, sizeof host, &port) == 0 &&
+               strcmp(host, "127.0.0.1") == 0 && port == 8080,
+           "ipv4");
+    EXPECT(config_parse_listen("[::1]:9000", host, sizeof host, &port) == 0 &&
+               strcmp(host, "::1") == 0 && port == 9000,
+           "bracketed ipv6");
+    EXPECT(config_parse_listen("localhost:0", host, sizeof host, &port) == 0 && port == 0,
+           "port 0");
+    const char *bad[] = {"8080", ":8080", "host:", "host:65536", "host:-1", "host:80x",
+                         "::1:80", "[::1]80", "[::1]", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(config_parse_listen(bad[i], host, sizeof host, &port) == -1, "'%s' refused",
+               bad[i]);
+    char tiny[4];
+    EXPECT(config_parse_listen("longhost:80", tiny, sizeof tiny, &port) == -1,
+           "host longer than the buffer is refused, not truncated");
+}
+
+static void test_seconds(void)
+{
+    long s;
+    EXPECT(config_parse_seconds("30", &s) == 0 && s == 30, "plain");
+    EXPECT(config_parse_seconds("30s", &s) == 0 && s == 30, "s");
+    EXPECT(config_parse_seconds("5m", &s) == 0 && s == 300, "m");
+    EXPECT(config_parse_seconds("2h", &s) == 0 && s == 7200, "h");
+    EXPECT(config_parse_seconds("7d", &s) == 0 && s == 604800, "d");
+    const char *bad[] = {"", "x", "5x", "5mm", "-1", "1.5h", "99999999999999999999d"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT(config_parse_seconds(bad[i], &s) == -1, "'%s' refused", bad[i]);
+}
+
+static void test_env_helpers(void)
+{
+    long v;
+    unsetenv("QDB_T_INT");
+    EXPECT(config_int("QDB_T_INT", 7, 1, 10, &v) == 0 && v == 7, "default when unset");
+    setenv("QDB_T_INT", "", 1);
+    EXPECT(config_int("QDB_T_INT", 7, 1, 10, &v) == 0 && v == 7, "default when empty");
+    setenv("QDB_T_INT", "9", 1);
+    EXPECT(config_int("QDB_T_INT", 7, 1, 10, &v) == 0 && v == 9, "value");
+    setenv("QDB_T_INT", "11", 1);
+    EXPECT(config_int("QDB_T_INT", 7, 1, 10, &v) == -1, "above range refused");
+    setenv("QDB_T_INT", "9x", 1);
+    EXPECT(config_int("QDB_T_INT", 7, 1, 10, &v) == -1, "trailing junk refused");
+    setenv("QDB_T_INT", "99999999999999999999999", 1);
+    EXPECT(config_int("QDB_T_INT", 7, 1, 10, &v) == -1, "overflow refused");
+
+    static const char *const modes[] = {"oidc", "dev", NULL};
+    int idx = -1;
+    setenv("QDB_T_MODE", "dev", 1);
+    EXPECT(config_enum("QDB_T_MODE", "oidc", modes, &idx) == 0 && idx == 1, "enum value");
+    setenv("QDB_T_MODE", "DEV", 1);
+    EXPECT(config_enum("QDB_T_MODE", "oidc", modes, &idx) == -1, "enum is exact");
+    unsetenv("QDB_T_MODE");
+    EXPECT(config_enum("QDB_T_MODE", "oidc", modes, &idx) == 0 && idx == 0, "enum default");
+}
+
+static void test_load(void)
+{
+    struct config cfg;
+    unsetenv("QDB_DATABASE_URL");
+    EXPECT(config_load(&cfg, 1) == -1, "QDB_DATABASE_URL is required");
+    config_free(&cfg);
+    setenv("QDB_DATABASE_URL", "mysql://x", 1);
+    EXPECT(config_load(&cfg, 1) == -1, "non-postgresql URL refused");
+    config_free(&cfg);
+    setenv("QDB_DATABASE_URL", "postgresql://u@127.0.0.1:5432/db", 1);
+    setenv("QDB_WEB_DIR", "/", 1);
+    EXPECT(config_load(&cfg, 1) == 0 && cfg.listen_port == 8080 && cfg.db_pool_size == 8 &&
+               cfg.shutdown_timeout_s == 10,
+           "defaults");
+    config_free(&cfg);
+    setenv("QDB_LOG_LEVEL", "verbose", 1);
+    EXPECT(config_load(&cfg, 1) == -1, "bad log level refused");
+    config_free(&cfg);
+    unsetenv("QDB_LOG_LEVEL");
+    setenv("QDB_SHUTDOWN_TIMEOUT", "2m", 1);
+    EXPECT(config_load(&cfg, 1) == 0 && cfg.shutdown_timeout_s == 120, "duration setting");
+    config_free(&cfg);
+    setenv("QDB_DB_POOL_SIZE", "0", 1);
+    EXPECT(config_load(&cfg, 1) == -1, "pool size 0 refused");
+    config_free(&cfg);
+}
+
+int main(void)
+{
+    test_listen();
+    test_seconds();
+    test_env_helpers();
+    test_load();
+    return unit_done();
+}
