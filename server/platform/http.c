@@ -421,19 +421,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       (double)(end.tv_nsec - r->start.tv_nsec) / 1e9;
         unsigned status = r->status ? r->status : 500;
         metrics_http_observe(r->route_index, status, secs);
-        if (log_enabled(LOG_INFO)) {
-            char now[40];
-            log_time_now(now, sizeof now);
-            json_t *f = json_pack(
-                "{s:s,s:s,s:s,s:i,s:I,s:f,s:s,s:s}", "method", r->method ? r->method : "",
-                "path", r->path ? r->path : "", "route",
-                r->route ? r->route->pattern : "", "status", (int)status, "bytes",
-                (json_int_t)r->bytes_sent, "duration_ms", (double)(long long)(secs * 1e6) / 1000.0, "request_id",
-                r->request_id, "client", r->client_addr);
-            if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
-                json_object_set_new(f, "terminated", json_string("early"));
-            log_event(LOG_INFO, "request", f);
-        }
+        struct log_access a = {
+            .method = r->method,
+            .path = r->path,
+            .route = r->route ? r->route->pattern : "",
+            .request_id = r->request_id,
+            .client = r->client_addr,
+            .status = status,
+            .bytes = r->bytes_sent,
+            .duration_ms = secs * 1000.0,
+            .early = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK,
+        };
+        log_access(&a);
     }
     struct http_server *srv = r->srv;
     request_free(r);

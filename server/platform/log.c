@@ -85,3 +85,70 @@ void log_msgf(enum log_level level, const char *fmt, ...)
     va_end(ap);
     log_event(level, msg, NULL);
 }
+
+/* Append s as a JSON string body (without quotes) to out[*n..cap), escaping quotes,
+ * backslashes, control bytes and bytes >= 0x80 (as \u00XX: logs must stay valid UTF-8 even
+ * when a request path is not). Writes at most `max` bytes: long values are cut. */
+static void put_escaped(char *out, size_t cap, size_t *n, const char *s, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t limit = *n + max < cap ? *n + max : cap;
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (*n + 7 >= limit)
+            return;
+        if (c == '"' || c == '\\') {
+            out[(*n)++] = '\\';
+            out[(*n)++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            memcpy(out + *n, "\\u00", 4);
+            out[*n + 4] = hex[c >> 4];
+            out[*n + 5] = hex[c & 15];
+            *n += 6;
+        } else {
+            out[(*n)++] = (char)c;
+        }
+    }
+}
+
+static void put_raw(char *out, size_t cap, size_t *n, const char *s)
+{
+    size_t len = strlen(s);
+    if (*n + len < cap) {
+        memcpy(out + *n, s, len);
+        *n += len;
+    }
+}
+
+void log_access(const struct log_access *a)
+{
+    if (!log_enabled(LOG_INFO))
+        return;
+    char line[2048], num[96]; /* every field is capped below, so the line always fits */
+    size_t n = 0;
+    char now[40];
+    log_time_now(now, sizeof now);
+    put_raw(line, sizeof line, &n, "{\"time\":\"");
+    put_raw(line, sizeof line, &n, now);
+    put_raw(line, sizeof line, &n, "\",\"level\":\"info\",\"msg\":\"request\",\"method\":\"");
+    put_escaped(line, sizeof line, &n, a->method, 32);
+    put_raw(line, sizeof line, &n, "\",\"path\":\"");
+    put_escaped(line, sizeof line, &n, a->path, 1024);
+    put_raw(line, sizeof line, &n, "\",\"route\":\"");
+    put_escaped(line, sizeof line, &n, a->route, 256);
+    snprintf(num, sizeof num, "\",\"status\":%u,\"bytes\":%llu,\"duration_ms\":%.3f", a->status,
+             a->bytes, a->duration_ms);
+    put_raw(line, sizeof line, &n, num);
+    put_raw(line, sizeof line, &n, ",\"request_id\":\"");
+    put_escaped(line, sizeof line, &n, a->request_id, 256);
+    put_raw(line, sizeof line, &n, "\",\"client\":\"");
+    put_escaped(line, sizeof line, &n, a->client, 64);
+    put_raw(line, sizeof line, &n, a->early ? "\",\"terminated\":\"early\"}\n" : "\"}\n");
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(STDERR_FILENO, line + off, n - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+}

@@ -23,6 +23,17 @@ void log_msgf(enum log_level level, const char *fmt, ...) __attribute__((format(
 #define log_warn(...) log_msgf(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msgf(LOG_ERROR, __VA_ARGS__)
 
+/* One access-log line, written without allocating (it is on every request's path). Strings
+ * may hold any bytes: they are escaped so the line stays valid JSON. */
+struct log_access {
+    const char *method, *path, *route, *request_id, *client;
+    unsigned status;
+    unsigned long long bytes;
+    double duration_ms;
+    int early; /* the connection ended before the reply was sent */
+};
+void log_access(const struct log_access *a);
+
 /* Format the current UTC time as RFC 3339 with milliseconds into out (>= 32 bytes). */
 void log_time_now(char *out, size_t n);
 
