@@ -262,7 +262,7 @@ static void test_errors_and_ids(const struct th_server *s)
         th_http(s, "POST", route, ct, body, big, &r);
         CHECK(th_is_problem(&r, 413), "declared 1 MiB + 1 gave %ld", r.status);
         th_resp_free(&r);
-        th_http(s, "POST", "/healthz", ct, body, big, &r);
+        th_http(s, "GET", "/healthz", ct, body, big, &r);
         CHECK(th_is_problem(&r, 413), "413 even on a route without a body, got %ld", r.status);
         th_resp_free(&r);
         const char *chunked[] = {"Content-Type: application/json", "Transfer-Encoding: chunked",
