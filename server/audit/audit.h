@@ -30,6 +30,14 @@ struct audit_actor {
     const char *token_id;    /* NULL unless api-token */
 };
 
+/* Call audit_record* as the last statement before COMMIT: it locks the chain's head row
+ * (audit_chain_head, FOR UPDATE) until the transaction ends, which serializes writers on
+ * every replica so the chain never forks; the shorter that lock is held, the better.
+ * Outside a transaction (BEGIN) it refuses with DB_HARD. before/after are copied, scrubbed
+ * and stored in canonical form (see audit_internal.h); the caller keeps its references.
+ * audit_record with actor NULL records the system actor ("system"); request_id and
+ * client_addr may be NULL. */
+
 /* Record an event made by an HTTP request: actor, request id and client address come from
  * the request. Call on the request's connection inside its transaction. Returns 0 or a
  * DB_ code (the caller rolls back). */
@@ -38,5 +46,18 @@ int audit_record_http(struct db_conn *conn, struct http_request *req,
 /* Record an event made outside HTTP (job runners, schedules). Same return. */
 int audit_record(struct db_conn *conn, const struct audit_actor *actor, const char *request_id,
                  const char *client_addr, const struct audit_entry *e);
+
+/* ---- HTTP handlers (server/routes.c) ---- */
+
+/* GET /api/v1/audit: filters actor, resource_type, resource_id, action, environment,
+ * since, until; newest first; `limit` (1..500, default 100) and the opaque `cursor` of the
+ * previous page. Replies {"items": [...], "next_cursor": string|null}. */
+void audit_api_list(struct http_request *req);
+/* GET /api/v1/audit/verify?from_seq=&to_seq=: recompute the chain over the range (default
+ * the whole chain). Replies {"ok", "checked", "first_broken_seq"} (+ "reason" when broken). */
+void audit_api_verify(struct http_request *req);
+/* GET /api/v1/audit/export: the same filters as the list, oldest first, as JSON Lines,
+ * streamed in pages from a connection of its own up to the head as of the request. */
+void audit_api_export(struct http_request *req);
 
 #endif

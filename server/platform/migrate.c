@@ -118,7 +118,17 @@ int migrate_apply(struct db_conn *c, char *err, size_t errlen)
         return -1;
     }
     int applied = -1;
-    if (db_exec_fixed(c, create_table_sql) < 0) {
+    /* Create the table only when it is missing: a serving role without CREATE on the
+     * schema (deploy/postgres/grants.sql) must still be able to start on a migrated
+     * database. */
+    PGresult *has;
+    if (db_exec(c, &q_has_table, NULL, &has) < 0) {
+        snprintf(err, errlen, "cannot read the catalog: %s", db_last_error(c));
+        goto out;
+    }
+    int exists = strcmp(PQgetvalue(has, 0, 0), "t") == 0;
+    PQclear(has);
+    if (!exists && db_exec_fixed(c, create_table_sql) < 0) {
         snprintf(err, errlen, "cannot create schema_migrations: %s", db_last_error(c));
         goto out;
     }

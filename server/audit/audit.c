@@ -1,0 +1,166 @@
+/* The audit room as a module: its configuration (the chain key), its start (metrics, the
+ * daily verify kind), its counters, and the API shape of a stored event. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "audit/audit.h"
+#include "audit/audit_internal.h"
+#include "platform/config.h"
+#include "platform/metrics.h"
+
+/* audit_jobs.c */
+void audit_jobs_register(void);
+
+static struct db_settings audit_settings;
+
+const struct db_settings *audit_db_settings(void)
+{
+    return audit_settings.url ? &audit_settings : NULL;
+}
+
+static int audit_config_load(void)
+{
+    const char *path = NULL;
+    if (config_str("QDB_AUDIT_HMAC_KEY_FILE", NULL, &path) != 0)
+        return -1;
+    if (!path)
+        return config_error("QDB_AUDIT_HMAC_KEY_FILE",
+                            "required: the file holding the audit hash chain key (as a Vault "
+                            "agent mounts it; deploy/local/run.sh generates one)");
+    return audit_key_load(path);
+}
+
+static int audit_start(struct qdb_app *app)
+{
+    audit_settings.url = app->cfg->database_url;
+    audit_settings.statement_timeout_ms = app->cfg->db_statement_timeout_ms;
+    audit_settings.connect_timeout_s = app->cfg->db_connect_timeout_s;
+    audit_settings.application_name = "qdb-control-audit";
+    audit_metrics_register();
+    audit_jobs_register();
+    return 0;
+}
+
+const struct qdb_module audit_module = {
+    .name = "audit",
+    .config_load = audit_config_load,
+    .start = audit_start,
+};
+
+/* ---- metrics ---- */
+
+static atomic_uint_fast64_t events_recorded;
+static atomic_uint_fast64_t verify_ok, verify_broken, verify_error;
+static atomic_int chain_broken;          /* sticky until a full verification passes */
+static atomic_int_fast64_t first_broken; /* lowest broken seq seen, 0 = none */
+
+void audit_metrics_event_recorded(void)
+{
+    atomic_fetch_add(&events_recorded, 1);
+}
+
+void audit_metrics_verified(const struct audit_verify_result *r, int error, int full)
+{
+    if (error) {
+        atomic_fetch_add(&verify_error, 1);
+        return;
+    }
+    if (r->ok) {
+        atomic_fetch_add(&verify_ok, 1);
+        if (full) {
+            atomic_store(&chain_broken, 0);
+            atomic_store(&first_broken, 0);
+        }
+        return;
+    }
+    atomic_fetch_add(&verify_broken, 1);
+    atomic_store(&chain_broken, 1);
+    int_fast64_t cur = atomic_load(&first_broken);
+    while ((cur == 0 || r->first_broken_seq < cur) &&
+           !atomic_compare_exchange_weak(&first_broken, &cur, r->first_broken_seq))
+        ;
+}
+
+static void collect(struct buf *out, void *cls)
+{
+    (void)cls;
+    buf_printf(out,
+               "# HELP qdb_audit_events_recorded_total Audit events written by this replica "
+               "(a few may belong to transactions that rolled back).\n"
+               "# TYPE qdb_audit_events_recorded_total counter\n"
+               "qdb_audit_events_recorded_total %llu\n"
+               "# HELP qdb_audit_verify_runs_total Hash chain verifications on this replica "
+               "(API and daily job), by result.\n"
+               "# TYPE qdb_audit_verify_runs_total counter\n"
+               "qdb_audit_verify_runs_total{result=\"ok\"} %llu\n"
+               "qdb_audit_verify_runs_total{result=\"broken\"} %llu\n"
+               "qdb_audit_verify_runs_total{result=\"error\"} %llu\n"
+               "# HELP qdb_audit_chain_broken 1 when a verification on this replica found the "
+               "hash chain broken (until a full verification passes).\n"
+               "# TYPE qdb_audit_chain_broken gauge\n"
+               "qdb_audit_chain_broken %d\n"
+               "# HELP qdb_audit_chain_first_broken_seq The lowest broken seq found, 0 when "
+               "none.\n"
+               "# TYPE qdb_audit_chain_first_broken_seq gauge\n"
+               "qdb_audit_chain_first_broken_seq %lld\n",
+               (unsigned long long)atomic_load(&events_recorded),
+               (unsigned long long)atomic_load(&verify_ok),
+               (unsigned long long)atomic_load(&verify_broken),
+               (unsigned long long)atomic_load(&verify_error), atomic_load(&chain_broken),
+               (long long)atomic_load(&first_broken));
+}
+
+void audit_metrics_register(void)
+{
+    static atomic_int done;
+    if (atomic_exchange(&done, 1) == 0)
+        metrics_register(collect, NULL);
+}
+
+/* ---- a stored event as JSON ---- */
+
+static json_t *str_or_null(const PGresult *res, int row, int col)
+{
+    const char *s = db_get_str(res, row, col);
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *jsonb_or_null(const PGresult *res, int row, int col)
+{
+    const char *s = db_get_str(res, row, col);
+    return s ? json_loads(s, JSON_DECODE_ANY, NULL) : json_null();
+}
+
+json_t *audit_row_json(const PGresult *res, int row)
+{
+    json_t *before = jsonb_or_null(res, row, AUDIT_C_BEFORE);
+    json_t *after = jsonb_or_null(res, row, AUDIT_C_AFTER);
+    if (!before || !after) {
+        json_decref(before);
+        json_decref(after);
+        return NULL;
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "seq", json_integer(db_get_int64(res, row, AUDIT_C_SEQ)));
+    json_object_set_new(o, "time", str_or_null(res, row, AUDIT_C_TIME));
+    json_object_set_new(o, "actor_subject", str_or_null(res, row, AUDIT_C_ACTOR_SUBJECT));
+    json_object_set_new(o, "actor_name", str_or_null(res, row, AUDIT_C_ACTOR_NAME));
+    json_object_set_new(o, "auth_method", str_or_null(res, row, AUDIT_C_AUTH_METHOD));
+    json_object_set_new(o, "token_id", str_or_null(res, row, AUDIT_C_TOKEN_ID));
+    json_object_set_new(o, "action", str_or_null(res, row, AUDIT_C_ACTION));
+    json_object_set_new(o, "resource_type", str_or_null(res, row, AUDIT_C_RESOURCE_TYPE));
+    json_object_set_new(o, "resource_id", str_or_null(res, row, AUDIT_C_RESOURCE_ID));
+    json_object_set_new(o, "environment", str_or_null(res, row, AUDIT_C_ENVIRONMENT));
+    json_object_set_new(o, "before", before);
+    json_object_set_new(o, "after", after);
+    json_object_set_new(o, "request_id", str_or_null(res, row, AUDIT_C_REQUEST_ID));
+    json_object_set_new(o, "job_id",
+                        db_get_str(res, row, AUDIT_C_JOB_ID)
+                            ? json_integer(db_get_int64(res, row, AUDIT_C_JOB_ID))
+                            : json_null());
+    json_object_set_new(o, "client_addr", str_or_null(res, row, AUDIT_C_CLIENT_ADDR));
+    json_object_set_new(o, "prev_hash", str_or_null(res, row, AUDIT_C_PREV_HASH));
+    json_object_set_new(o, "hash", str_or_null(res, row, AUDIT_C_HASH));
+    return o;
+}

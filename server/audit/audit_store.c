@@ -1,0 +1,167 @@
+/* The audit room's SQL, one function per statement. Tables: migrations/0003_audit.sql. */
+#include <stdio.h>
+#include <string.h>
+
+#include "audit/audit_internal.h"
+
+/* Every row result, in enum audit_col order. time is rendered exactly as it is hashed. */
+#define AUDIT_COLUMNS                                                                              \
+    "seq, to_char(time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "                 \
+    "actor_subject, actor_name, auth_method, token_id, action, resource_type, resource_id, "       \
+    "environment, before::text, after::text, request_id, job_id, client_addr, prev_hash, "         \
+    "hash"
+
+/* The filters shared by list and export, on parameters $1..$7. */
+#define AUDIT_FILTERS                                                                              \
+    "($1::text IS NULL OR actor_subject = $1 OR actor_name = $1)"                                  \
+    " AND ($2::text IS NULL OR resource_type = $2)"                                                \
+    " AND ($3::text IS NULL OR resource_id = $3)"                                                  \
+    " AND ($4::text IS NULL OR action = $4)"                                                       \
+    " AND ($5::text IS NULL OR environment = $5)"                                                  \
+    " AND ($6::timestamptz IS NULL OR time >= $6::timestamptz)"                                    \
+    " AND ($7::timestamptz IS NULL OR time < $7::timestamptz)"
+
+static void copy_hash(char out[AUDIT_HASH_HEX + 1], const char *s)
+{
+    snprintf(out, AUDIT_HASH_HEX + 1, "%s", s ? s : "");
+}
+
+static struct db_stmt q_lock_head =
+    DB_STMT("audit_lock_head", 0,
+            "SELECT last_seq, last_hash, "
+            "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+            "FROM audit_chain_head WHERE id = 1 FOR UPDATE");
+
+int audit_store_lock_head(struct db_conn *conn, int64_t *last_seq,
+                          char last_hash[AUDIT_HASH_HEX + 1], char time[40])
+{
+    PGresult *res = NULL;
+    int rc = db_exec(conn, &q_lock_head, NULL, &res);
+    if (rc == 1) {
+        *last_seq = db_get_int64(res, 0, 0);
+        copy_hash(last_hash, db_get_str(res, 0, 1));
+        snprintf(time, 40, "%s", db_get_str(res, 0, 2));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_insert = DB_STMT(
+    "audit_insert", 17,
+    "WITH e AS (INSERT INTO audit_event (seq, time, actor_subject, actor_name, auth_method, "
+    "token_id, action, resource_type, resource_id, environment, before, after, request_id, "
+    "job_id, client_addr, prev_hash, hash) VALUES ($1::bigint, $2::timestamptz, $3, $4, $5, "
+    "$6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13, $14::bigint, $15, $16, $17) "
+    "RETURNING seq, hash) "
+    "UPDATE audit_chain_head h SET last_seq = e.seq, last_hash = e.hash FROM e "
+    "WHERE h.id = 1");
+
+int audit_store_insert(struct db_conn *conn, const struct audit_row *r, const char *before,
+                       const char *after)
+{
+    char seq[24], job[24];
+    const char *params[] = {db_int64(seq, r->seq),
+                            r->time,
+                            r->actor_subject,
+                            r->actor_name,
+                            r->auth_method,
+                            r->token_id,
+                            r->action,
+                            r->resource_type,
+                            r->resource_id,
+                            r->environment,
+                            before,
+                            after,
+                            r->request_id,
+                            r->job_id ? db_int64(job, r->job_id) : NULL,
+                            r->client_addr,
+                            r->prev_hash,
+                            r->hash};
+    return db_exec(conn, &q_insert, params, NULL);
+}
+
+static struct db_stmt q_head =
+    DB_STMT("audit_head", 0, "SELECT last_seq, last_hash FROM audit_chain_head WHERE id = 1");
+
+int audit_store_head(struct db_conn *conn, int64_t *last_seq, char last_hash[AUDIT_HASH_HEX + 1])
+{
+    PGresult *res = NULL;
+    int rc = db_exec(conn, &q_head, NULL, &res);
+    if (rc == 1) {
+        *last_seq = db_get_int64(res, 0, 0);
+        copy_hash(last_hash, db_get_str(res, 0, 1));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_hash_of =
+    DB_STMT("audit_hash_of", 1, "SELECT hash FROM audit_event WHERE seq = $1::bigint");
+
+int audit_store_hash_of(struct db_conn *conn, int64_t seq, char hash[AUDIT_HASH_HEX + 1])
+{
+    char s[24];
+    const char *params[] = {db_int64(s, seq)};
+    PGresult *res = NULL;
+    int rc = db_exec(conn, &q_hash_of, params, &res);
+    if (rc == 1)
+        copy_hash(hash, db_get_str(res, 0, 0));
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_range =
+    DB_STMT("audit_range", 3,
+            "SELECT " AUDIT_COLUMNS " FROM audit_event WHERE seq >= $1::bigint AND "
+            "seq <= $2::bigint ORDER BY seq LIMIT $3::int");
+
+int audit_store_range(struct db_conn *conn, int64_t from_seq, int64_t to_seq, int limit,
+                      PGresult **res)
+{
+    char from[24], to[24], lim[24];
+    const char *params[] = {db_int64(from, from_seq), db_int64(to, to_seq), db_int64(lim, limit)};
+    return db_exec(conn, &q_range, params, res);
+}
+
+static struct db_stmt q_list =
+    DB_STMT("audit_list", 9,
+            "SELECT " AUDIT_COLUMNS " FROM audit_event WHERE " AUDIT_FILTERS
+            " AND ($8::bigint IS NULL OR seq < $8::bigint) ORDER BY seq DESC LIMIT $9::int");
+
+int audit_store_list(struct db_conn *conn, const struct audit_filter *f, int64_t before_seq,
+                     int limit, PGresult **res)
+{
+    char before[24], lim[24];
+    const char *params[] = {f->actor,
+                            f->resource_type,
+                            f->resource_id,
+                            f->action,
+                            f->environment,
+                            f->since,
+                            f->until,
+                            before_seq > 0 ? db_int64(before, before_seq) : NULL,
+                            db_int64(lim, limit)};
+    return db_exec(conn, &q_list, params, res);
+}
+
+static struct db_stmt q_export =
+    DB_STMT("audit_export_page", 10,
+            "SELECT " AUDIT_COLUMNS " FROM audit_event WHERE " AUDIT_FILTERS
+            " AND seq > $8::bigint AND seq <= $9::bigint ORDER BY seq LIMIT $10::int");
+
+int audit_store_export_page(struct db_conn *conn, const struct audit_filter *f, int64_t after_seq,
+                            int64_t max_seq, int limit, PGresult **res)
+{
+    char after[24], max[24], lim[24];
+    const char *params[] = {f->actor,
+                            f->resource_type,
+                            f->resource_id,
+                            f->action,
+                            f->environment,
+                            f->since,
+                            f->until,
+                            db_int64(after, after_seq),
+                            db_int64(max, max_seq),
+                            db_int64(lim, limit)};
+    return db_exec(conn, &q_export, params, res);
+}
