@@ -1,0 +1,279 @@
+/* The authentication hook: every non-public route comes through here with the least role it
+ * needs. A bearer token is an API token ("qdb_...", looked up by its SHA-256 in the state
+ * store on every use, so a revocation holds at once on every replica) or a JWT from the
+ * configured issuer. Each denial is counted by reason and logged with the reason, never
+ * with the token. */
+#include <jwt.h>
+#include <openssl/crypto.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "auth/auth_internal.h"
+#include "platform/log.h"
+#include "platform/metrics.h"
+
+static atomic_ulong denials[AUTH_R__COUNT];
+static atomic_ulong accepted[3]; /* oidc|dev, api-token, unused */
+
+static const char *const reason_names[AUTH_R__COUNT] = {
+    [AUTH_R_MISSING] = "missing",
+    [AUTH_R_OVERSIZED] = "oversized",
+    [AUTH_R_MALFORMED] = "malformed",
+    [AUTH_R_ALG] = "alg",
+    [AUTH_R_UNKNOWN_KID] = "unknown_kid",
+    [AUTH_R_SIGNATURE] = "signature",
+    [AUTH_R_EXPIRED] = "expired",
+    [AUTH_R_NOT_YET_VALID] = "not_yet_valid",
+    [AUTH_R_ISSUER] = "issuer",
+    [AUTH_R_AUDIENCE] = "audience",
+    [AUTH_R_UNKNOWN_TOKEN] = "unknown_token",
+    [AUTH_R_REVOKED] = "revoked",
+    [AUTH_R_NO_ROLE] = "no_role",
+    [AUTH_R_INSUFFICIENT] = "insufficient_role",
+    [AUTH_R_UNAVAILABLE] = "unavailable",
+    [AUTH_R_ENVIRONMENT] = "environment",
+};
+
+const char *auth_reason_name(enum auth_reason r)
+{
+    return (unsigned)r < AUTH_R__COUNT ? reason_names[r] : "unknown";
+}
+
+static void collect(struct buf *out, void *cls)
+{
+    (void)cls;
+    buf_puts(out, "# HELP qdb_auth_denials_total Requests refused by authentication or "
+                  "authorization, by reason.\n"
+                  "# TYPE qdb_auth_denials_total counter\n");
+    for (int i = 0; i < AUTH_R__COUNT; i++)
+        buf_printf(out, "qdb_auth_denials_total{reason=\"%s\"} %lu\n", reason_names[i],
+                   atomic_load(&denials[i]));
+    buf_printf(out,
+               "# HELP qdb_auth_accepted_total Requests whose caller was authenticated.\n"
+               "# TYPE qdb_auth_accepted_total counter\n"
+               "qdb_auth_accepted_total{method=\"%s\"} %lu\n"
+               "qdb_auth_accepted_total{method=\"api-token\"} %lu\n",
+               auth_cfg.mode == AUTH_MODE_DEV ? "dev" : "oidc", atomic_load(&accepted[0]),
+               atomic_load(&accepted[1]));
+    auth_oidc_metrics(out);
+}
+
+void auth_metrics_init(void)
+{
+    metrics_register(collect, NULL);
+}
+
+/* Count, log and answer a denial. Returns -1 (the hook's "replied"). */
+/* `api`: the caller presented an API token (a 503 then names the state store). */
+static int deny(struct http_request *req, enum auth_reason reason, const char *who, int api)
+{
+    atomic_fetch_add(&denials[reason], 1);
+    log_event(LOG_INFO, "auth denied",
+              json_pack("{s:s,s:s,s:s,s:s,s:s}", "reason", reason_names[reason], "route",
+                        http_route_of(req) ? http_route_of(req)->pattern : "", "subject",
+                        who ? who : "", "request_id", http_request_id(req), "client",
+                        http_client_addr(req)));
+    switch (reason) {
+    case AUTH_R_UNAVAILABLE:
+        http_reply_header(req, "Retry-After", "5");
+        if (api)
+            http_reply_problem(req, QDB_E_DB_UNAVAILABLE,
+                               "API tokens cannot be checked: the state store is unreachable; "
+                               "try again shortly");
+        else
+            http_reply_problem(req, QDB_E_AUTH_UNAVAILABLE,
+                               "the token issuer cannot be reached and no cached keys can "
+                               "verify this token; try again shortly");
+        return -1;
+    case AUTH_R_NO_ROLE:
+        http_reply_problem(req, QDB_E_FORBIDDEN,
+                           "the caller holds none of the roles viewer, operator, admin");
+        return -1;
+    case AUTH_R_INSUFFICIENT:
+        http_reply_problem(req, QDB_E_FORBIDDEN, "this needs the %s role",
+                           auth_role_name(http_route_of(req)->perm));
+        return -1;
+    default:
+        break;
+    }
+    char hdr[160];
+    snprintf(hdr, sizeof hdr,
+             "Bearer realm=\"qdb-control\", error=\"invalid_token\", "
+             "error_description=\"%s\"",
+             reason_names[reason]);
+    http_reply_header(req, "WWW-Authenticate", hdr);
+    http_reply_problem_ext(req, QDB_E_UNAUTHORIZED,
+                           json_pack("{s:s}", "reason", reason_names[reason]),
+                           reason == AUTH_R_MISSING ? "a bearer token is required"
+                                                    : "the bearer token was refused (%s)",
+                           reason_names[reason]);
+    return -1;
+}
+
+static int authn_api_token(struct http_request *req, const char *token, struct http_principal *p,
+                           enum auth_reason *reason)
+{
+    char hash[65];
+    auth_sha256_hex(token, strlen(token), hash);
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        *reason = AUTH_R_UNAVAILABLE;
+        return -1;
+    }
+    PGresult *res = NULL;
+    int rc = -1;
+    int n = auth_store_token_lookup(c, hash, &res);
+    if (n < 0) {
+        *reason = AUTH_R_UNAVAILABLE;
+        goto out;
+    }
+    /* The index found the row; compare the whole hash in constant time all the same. */
+    const char *stored = n > 0 ? db_get_str(res, 0, 6) : NULL;
+    if (n == 0 || !stored || strlen(stored) != 64 || CRYPTO_memcmp(stored, hash, 64) != 0) {
+        *reason = AUTH_R_UNKNOWN_TOKEN;
+        goto out;
+    }
+    const char *id = db_get_str(res, 0, 0);
+    if (strcmp(db_get_str(res, 0, 5), "t") == 0) {
+        *reason = AUTH_R_REVOKED;
+        goto out;
+    }
+    int64_t expires = db_get_str(res, 0, 4) ? db_get_int64(res, 0, 4) : 0;
+    if (expires && expires <= (int64_t)time(NULL)) {
+        *reason = AUTH_R_EXPIRED;
+        goto out;
+    }
+    int role = auth_role_parse(db_get_str(res, 0, 1));
+    if (role < 0) {
+        *reason = AUTH_R_NO_ROLE;
+        goto out;
+    }
+    snprintf(p->subject, sizeof p->subject, "api-token:%s", id);
+    snprintf(p->name, sizeof p->name, "%s", db_get_str(res, 0, 2));
+    snprintf(p->method, sizeof p->method, "api-token");
+    snprintf(p->token_id, sizeof p->token_id, "%s", id);
+    p->role = (enum http_perm)role;
+    p->expires_at = expires;
+    const char *envs = db_get_str(res, 0, 3);
+    p->environments = envs ? json_loads(envs, 0, NULL) : NULL;
+    if (auth_store_token_touch(c, id) < 0)
+        log_event(LOG_WARN, "could not record token use", json_pack("{s:s}", "token_id", id));
+    rc = 0;
+out:
+    PQclear(res);
+    return rc;
+}
+
+static void name_from_claims(const json_t *claims, char *out, size_t n)
+{
+    static const char *const members[] = {"name", "preferred_username", "client_id", "azp", "sub"};
+    for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
+        const char *s = json_string_value(json_object_get(claims, members[i]));
+        if (s && *s) {
+            snprintf(out, n, "%s", s);
+            return;
+        }
+    }
+    out[0] = '\0';
+}
+
+static int authn_jwt(const char *token, struct http_principal *p, enum auth_reason *reason)
+{
+    json_t *claims = NULL;
+    enum auth_verify_rc rc = auth_verify_jwt(token, &claims, reason);
+    if (rc != AUTH_OK)
+        return -1;
+    const char *const clients[] = {auth_cfg.audience, auth_cfg.client_id ? auth_cfg.client_id : "",
+                                   NULL};
+    enum http_perm role = auth_roles_from_claims(claims, auth_cfg.role_names, clients);
+    const char *sub = json_string_value(json_object_get(claims, "sub"));
+    snprintf(p->subject, sizeof p->subject, "%s", sub ? sub : "");
+    name_from_claims(claims, p->name, sizeof p->name);
+    snprintf(p->method, sizeof p->method, "%s", auth_cfg.mode == AUTH_MODE_DEV ? "dev" : "oidc");
+    p->token_id[0] = '\0';
+    p->role = role;
+    p->expires_at = (int64_t)json_number_value(json_object_get(claims, "exp"));
+    p->environments = NULL;
+    json_decref(claims);
+    if (role == HTTP_PUBLIC) {
+        *reason = AUTH_R_NO_ROLE;
+        return -1;
+    }
+    return 0;
+}
+
+int auth_authenticate(struct http_request *req, enum http_perm required, void *cls)
+{
+    (void)cls;
+    const char *h = http_header(req, "Authorization");
+    if (!h)
+        return deny(req, AUTH_R_MISSING, NULL, 0);
+    while (*h == ' ')
+        h++;
+    if (strncasecmp(h, "Bearer ", 7) != 0)
+        return deny(req, AUTH_R_MISSING, NULL, 0);
+    const char *token = h + 7;
+    while (*token == ' ')
+        token++;
+    size_t len = strnlen(token, AUTH_TOKEN_MAX + 1);
+    if (len > AUTH_TOKEN_MAX)
+        return deny(req, AUTH_R_OVERSIZED, NULL, 0);
+    if (len == 0)
+        return deny(req, AUTH_R_MISSING, NULL, 0);
+
+    struct http_principal p;
+    memset(&p, 0, sizeof p);
+    enum auth_reason reason = AUTH_R_MALFORMED;
+    int api = strncmp(token, AUTH_API_TOKEN_PREFIX, strlen(AUTH_API_TOKEN_PREFIX)) == 0;
+    int rc = api ? authn_api_token(req, token, &p, &reason) : authn_jwt(token, &p, &reason);
+    if (rc != 0) {
+        json_decref(p.environments);
+        return deny(req, reason, p.subject[0] ? p.subject : NULL, api);
+    }
+    if (p.role < required) {
+        char who[300];
+        snprintf(who, sizeof who, "%s", p.subject);
+        json_decref(p.environments);
+        return deny(req, AUTH_R_INSUFFICIENT, who, api);
+    }
+    atomic_fetch_add(&accepted[api ? 1 : 0], 1);
+    http_set_principal(req, &p); /* steals p.environments */
+    return 0;
+}
+
+int auth_may_act_on(const struct http_request *req, const char *environment)
+{
+    const struct http_principal *p = http_principal(req);
+    if (!p)
+        return 0;
+    if (!json_is_array(p->environments))
+        return 1;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(p->environments, i, e)
+    {
+        if (environment && json_is_string(e) && strcmp(json_string_value(e), environment) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int auth_require_environment(struct http_request *req, const char *environment)
+{
+    if (auth_may_act_on(req, environment))
+        return 0;
+    const struct http_principal *p = http_principal(req);
+    atomic_fetch_add(&denials[AUTH_R_ENVIRONMENT], 1);
+    log_event(LOG_INFO, "auth denied",
+              json_pack("{s:s,s:s,s:s,s:s,s:s}", "reason", "environment", "route",
+                        http_route_of(req) ? http_route_of(req)->pattern : "", "subject",
+                        p ? p->subject : "", "environment", environment ? environment : "",
+                        "request_id", http_request_id(req)));
+    http_reply_problem(req, QDB_E_FORBIDDEN, "this API token may not act on environment '%s'",
+                       environment ? environment : "");
+    return -1;
+}
