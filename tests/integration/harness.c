@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,8 +24,18 @@ const char *th_default_env[] = {
     "QDB_LOG_LEVEL=info",
     "QDB_WEB_DIR=" QDB_SOURCE_DIR "/web",
     "QDB_SHUTDOWN_TIMEOUT=10",
+    "QDB_AUTH_MODE=dev", /* auth: the built-in dev issuer; see th_dev_token */
     NULL,
 };
+
+int th_role_rank(const char *role)
+{
+    static const char *const ranks[] = {"public", "viewer", "operator", "admin"};
+    for (int i = 0; role && i < 4; i++)
+        if (strcmp(role, ranks[i]) == 0)
+            return i;
+    return 0;
+}
 
 int th_done(void)
 {
@@ -154,7 +165,7 @@ void th_db_drop(const char *url)
     PQfinish(c);
 }
 
-static int free_port(void)
+int th_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -178,7 +189,7 @@ int th_pg_private_start(struct th_pg *pg)
     snprintf(pg->dir, sizeof pg->dir, "/tmp/qdb-test-pg-XXXXXX");
     if (!mkdtemp(pg->dir))
         return -1;
-    pg->port = free_port();
+    pg->port = th_free_port();
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "bash -c 'source %s/deploy/local/lib.sh && QDB_PG_FSYNC=off qdb_pg_start %s/data %d'",
@@ -226,6 +237,48 @@ char *th_pg_private_db(struct th_pg *pg, const char *name)
 
 /* ---- server ---- */
 
+/* audit: every server needs QDB_AUDIT_HMAC_KEY_FILE. One random key file per test run
+ * (under QDB_TEST_LOG_DIR), created once by whichever test gets there first (link() is
+ * atomic), so that every server of every test, and all servers on one database, share it.
+ * Returns "QDB_AUDIT_HMAC_KEY_FILE=<path>" (static); a test's own env may override it. */
+static char audit_key_env[320];
+static void audit_key_make(void)
+{
+    const char *dir = getenv("QDB_TEST_LOG_DIR") ? getenv("QDB_TEST_LOG_DIR") : "/tmp";
+    char path[256], tmp[300], hex[65];
+    unsigned char rnd[32];
+    snprintf(path, sizeof path, "%s/audit-hmac-key", dir);
+    snprintf(audit_key_env, sizeof audit_key_env, "QDB_AUDIT_HMAC_KEY_FILE=%s", path);
+    if (access(path, R_OK) == 0)
+        return;
+    int rfd = open("/dev/urandom", O_RDONLY);
+    if (rfd < 0 || read(rfd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+        fprintf(stderr, "harness: cannot read /dev/urandom\n");
+        exit(2);
+    }
+    close(rfd);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, hex, 64) != 64 || write(fd, "\n", 1) != 1) {
+        fprintf(stderr, "harness: cannot write %s\n", tmp);
+        exit(2);
+    }
+    close(fd);
+    if (link(tmp, path) != 0 && errno != EEXIST) {
+        fprintf(stderr, "harness: cannot create %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    unlink(tmp);
+}
+static const char *th_audit_key_env(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, audit_key_make);
+    return audit_key_env;
+}
+
 static void put_env_list(const char *const *env)
 {
     for (; env && *env; env++)
@@ -236,12 +289,13 @@ int th_server_start(struct th_server *s, const char *url, const char *const *env
                     int wait_ready)
 {
     memset(s, 0, sizeof *s);
-    s->port = (uint16_t)free_port();
+    s->port = (uint16_t)th_free_port();
     snprintf(s->base, sizeof s->base, "http://127.0.0.1:%u", s->port);
     static int n;
     snprintf(s->log, sizeof s->log, "%s/server-%d-%d.log",
              getenv("QDB_TEST_LOG_DIR") ? getenv("QDB_TEST_LOG_DIR") : "/tmp", (int)getpid(),
              n++);
+    const char *audit_key = th_audit_key_env();
     pid_t pid = fork();
     if (pid < 0)
         return -1;
@@ -255,6 +309,7 @@ int th_server_start(struct th_server *s, const char *url, const char *const *env
         snprintf(dburl, sizeof dburl, "QDB_DATABASE_URL=%s", url);
         putenv(listen);
         putenv(dburl);
+        putenv((char *)audit_key);
         put_env_list(th_default_env);
         put_env_list(env);
         execl(QDB_BINARY, QDB_BINARY, "serve", (char *)NULL);
@@ -334,6 +389,7 @@ void th_server_kill(struct th_server *s)
 int th_run_binary(const char *const *argv, const char *const *env, char *err, size_t errlen)
 {
     int pipefd[2];
+    const char *audit_key = th_audit_key_env();
     if (pipe(pipefd) != 0)
         return -1;
     pid_t pid = fork();
@@ -342,6 +398,7 @@ int th_run_binary(const char *const *argv, const char *const *env, char *err, si
         dup2(pipefd[1], 2);
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
+        putenv((char *)audit_key);
         put_env_list(th_default_env);
         put_env_list(env);
         const char *args[16] = {QDB_BINARY};
@@ -492,6 +549,24 @@ void th_resp_free(struct th_resp *r)
     free(r->headers);
     json_decref(r->json);
     memset(r, 0, sizeof *r);
+}
+
+char *th_dev_token(const struct th_server *s, const char *role)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"sub\":\"test-%s\",\"name\":\"Test %s\",\"role\":\"%s\"}",
+             role, role, role);
+    struct th_resp r;
+    if (th_post_json(s, "/dev-issuer/token", NULL, body, &r) != 0)
+        return NULL;
+    char *tok = NULL;
+    const char *at = json_string_value(json_object_get(r.json, "access_token"));
+    if (r.status == 200 && at)
+        tok = strdup(at);
+    else
+        fprintf(stderr, "th_dev_token(%s): HTTP %ld: %s\n", role, r.status, r.body);
+    th_resp_free(&r);
+    return tok;
 }
 
 int th_is_problem(const struct th_resp *r, long status)

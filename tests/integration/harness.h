@@ -97,8 +97,17 @@ int th_post_json(const struct th_server *s, const char *path, const char *token,
 /* A header's value (malloc'd) or NULL. */
 char *th_resp_header(const struct th_resp *r, const char *name);
 void th_resp_free(struct th_resp *r);
+/* An access token from the server's dev issuer (QDB_AUTH_MODE=dev, the harness default)
+ * for `role` ("viewer", "operator", "admin"), via POST /dev-issuer/token; subject
+ * "test-<role>". Returns a malloc'd token, or NULL (printed why). */
+char *th_dev_token(const struct th_server *s, const char *role);
 /* Whether the response is problem+json with the given status and all RFC 9457 members. */
 int th_is_problem(const struct th_resp *r, long status);
+
+/* A loopback TCP port nothing listens on right now. */
+int th_free_port(void);
+/* Rank of a role name: public/none 0, viewer 1, operator 2, admin 3 (unknown 0). */
+int th_role_rank(const char *role);
 
 /* Milliseconds since an arbitrary start. */
 double th_now_ms(void);

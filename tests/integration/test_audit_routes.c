@@ -22,16 +22,6 @@ static int seq;
 static char *secrets[MAX_SECRETS]; /* API token secrets the successful calls returned */
 static int nsecrets;
 
-static int role_index(const char *role)
-{
-    if (strcmp(role, "viewer") == 0)
-        return 1;
-    if (strcmp(role, "operator") == 0)
-        return 2;
-    if (strcmp(role, "admin") == 0)
-        return 3;
-    return 0;
-}
 static const char *const role_names[] = {"public", "viewer", "operator", "admin"};
 
 /* One HTTP call as a recipe describes it. */
@@ -66,7 +56,7 @@ static int do_call(const struct call *c, const char *role, const char *request_i
     char auth[4096], rid[160], ct[128];
     const char *h[4];
     int n = 0;
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", tokens[role_index(role)]);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", tokens[th_role_rank(role)]);
     h[n++] = auth;
     snprintf(rid, sizeof rid, "X-Request-Id: %s", request_id);
     h[n++] = rid;
@@ -287,9 +277,9 @@ static void check_route(const char *method, const char *path, const char *route_
         return;
     }
     const char *role = route_role;
-    if (rc->min_role && role_index(rc->min_role) > role_index(role))
+    if (rc->min_role && th_role_rank(rc->min_role) > th_role_rank(role))
         role = rc->min_role;
-    if (role_index(role) == 0)
+    if (th_role_rank(role) == 0)
         role = "viewer";
     th_step("%s %s as %s", method, path, role);
 

@@ -81,17 +81,6 @@ static void fill_params(const char *pattern, char *out, size_t n)
     out[o] = '\0';
 }
 
-static int rank(const char *role)
-{
-    if (strcmp(role, "viewer") == 0)
-        return 1;
-    if (strcmp(role, "operator") == 0)
-        return 2;
-    if (strcmp(role, "admin") == 0)
-        return 3;
-    return 0;
-}
-
 int main(void)
 {
     char *url = th_db_create("auth_matrix");
@@ -125,7 +114,7 @@ int main(void)
             continue;
         char path[1024];
         fill_params(pattern, path, sizeof path);
-        int need = rank(role);
+        int need = th_role_rank(role);
         if (need > 0)
             protected_routes++;
         th_step("%s %s (%s)", method, pattern, role);

@@ -26,23 +26,10 @@ struct fixture {
     char log[256];
 };
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static int fixture_start(struct fixture *f)
 {
     memset(f, 0, sizeof f[0]);
-    int port = free_port();
+    int port = th_free_port();
     snprintf(f->http.base, sizeof f->http.base, "http://127.0.0.1:%d", port);
     snprintf(f->issuer, sizeof f->issuer, "%s/realms/qdb-one", f->http.base);
     snprintf(f->log, sizeof f->log, "%s/oidc-fixture-%d.log",
@@ -365,7 +352,7 @@ static void test_unreachable(struct fixture *f, const char *url)
 {
     th_step("issuer unreachable and nothing cached -> 503");
     char iss[160];
-    snprintf(iss, sizeof iss, "QDB_OIDC_ISSUER=http://127.0.0.1:%d/realms/qdb-one", free_port());
+    snprintf(iss, sizeof iss, "QDB_OIDC_ISSUER=http://127.0.0.1:%d/realms/qdb-one", th_free_port());
     const char *env[] = {"QDB_AUTH_MODE=oidc", iss, "QDB_OIDC_HTTP_TIMEOUT=2", NULL};
     struct th_server s2;
     CHECK(th_server_start(&s2, url, env, 1) == 0, "a server with an unreachable issuer starts");
