@@ -125,15 +125,19 @@ static json_t *discovery_locked(char *err, size_t errlen)
         return d;
     char url[1024];
     size_t il = strlen(V.issuer);
-    snprintf(url, sizeof url, "%.*s/.well-known/openid-configuration",
-             (int)(il && V.issuer[il - 1] == '/' ? il - 1 : il), V.issuer);
+    int n = snprintf(url, sizeof url, "%.*s/.well-known/openid-configuration",
+                     (int)(il && V.issuer[il - 1] == '/' ? il - 1 : il), V.issuer);
+    if (n < 0 || (size_t)n >= sizeof url) {
+        snprintf(err, errlen, "the issuer URL is too long");
+        return NULL;
+    }
     d = http_get_json(url, NULL, 0, err, errlen);
     if (!d)
         return NULL;
     const char *iss = json_string_value(json_object_get(d, "issuer"));
     const char *jwks = json_string_value(json_object_get(d, "jwks_uri"));
     if (!iss || strcmp(iss, V.issuer) != 0 || !jwks) {
-        snprintf(err, errlen, "discovery at %s names another issuer or no jwks_uri", url);
+        snprintf(err, errlen, "discovery at %.200s names another issuer or no jwks_uri", url);
         json_decref(d);
         return NULL;
     }
