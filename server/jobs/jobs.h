@@ -101,7 +101,34 @@ void jobs_error(struct jobs_ctx *ctx, const char *fmt, ...) __attribute__((forma
 int64_t jobs_id(const struct jobs_ctx *ctx);
 int jobs_attempt(const struct jobs_ctx *ctx);
 const char *jobs_created_by(const struct jobs_ctx *ctx);
-/* The worker's own state-store connection, for the runner's domain transactions. */
+/* The worker's own state-store connection, for the runner's domain transactions. Call
+ * jobs_heartbeat / jobs_progress / jobs_log outside your own transaction on it: inside one
+ * they would commit or roll back with it (heartbeats are skipped there; the replica keeps
+ * renewing the lease meanwhile). */
 struct db_conn *jobs_db(struct jobs_ctx *ctx);
+
+/* ---- HTTP handlers (routes.c) ---- */
+
+/* GET /api/v1/jobs: filters state, kind, queue, created_by, since; cursor + limit. */
+void jobs_api_list(struct http_request *req);
+/* POST /api/v1/jobs: direct enqueue of kinds whose direct_role allows it; Idempotency-Key. */
+void jobs_api_create(struct http_request *req);
+/* GET /api/v1/jobs/{id} */
+void jobs_api_get(struct http_request *req);
+/* GET /api/v1/jobs/{id}/logs: cursor + limit. */
+void jobs_api_logs(struct http_request *req);
+/* POST /api/v1/jobs/{id}/cancel (audited). */
+void jobs_api_cancel(struct http_request *req);
+/* POST /api/v1/jobs/{id}/retry: a failed or cancelled job, same id, one more attempt
+ * (audited). */
+void jobs_api_retry(struct http_request *req);
+/* GET /api/v1/jobs/events: Server-Sent Events of job state changes on every replica. */
+void jobs_api_events(struct http_request *req);
+/* GET /api/v1/schedules */
+void jobs_api_schedules_list(struct http_request *req);
+/* POST /api/v1/schedules (audited). */
+void jobs_api_schedules_create(struct http_request *req);
+/* PATCH /api/v1/schedules/{name} (audited). */
+void jobs_api_schedules_update(struct http_request *req);
 
 #endif

@@ -1,0 +1,699 @@
+/* HTTP handlers of /api/v1/jobs and /api/v1/schedules: parse, authorize, call the store
+ * (with the audit record in the same transaction), shape the reply. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit/audit.h"
+#include "jobs/jobs_internal.h"
+#include "platform/http_sse.h"
+#include "platform/jsonspec.h"
+#include "platform/log.h"
+
+/* Reasons a transaction function gives for rolling back (below -100, see db_tx). */
+enum { E_NOT_FOUND = -201, E_STATE = -202, E_BAD_KIND = -203 };
+
+/* ---- helpers ---- */
+
+/* A positive decimal id, or 0. */
+static int64_t parse_id(const char *s)
+{
+    if (!s || !*s || strlen(s) > 19)
+        return 0;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v <= 0 || s[0] == '+' || s[0] == ' ')
+        return 0;
+    return (int64_t)v;
+}
+
+static const char *subject_of(struct http_request *req)
+{
+    const struct http_principal *p = http_principal(req);
+    return p && p->subject[0] ? p->subject : "anonymous";
+}
+
+static json_t *parse_text(const char *text)
+{
+    return text ? json_loads(text, 0, NULL) : NULL;
+}
+
+/* The audit record of a change to job `id`. */
+static int audit_job(struct db_conn *c, struct http_request *req, const char *action, int64_t id,
+                     json_t *before, json_t *after)
+{
+    char rid[24];
+    struct audit_entry e = {.action = action,
+                            .resource_type = "job",
+                            .resource_id = db_int64(rid, id),
+                            .before = before,
+                            .after = after};
+    return audit_record_http(c, req, &e);
+}
+
+/* ---- GET /api/v1/jobs ---- */
+
+static const char *const job_states[] = {"pending", "running",   "succeeded", "retrying",
+                                         "failed",  "cancelled", NULL};
+
+static int query_limit(struct http_request *req, int def, int max, int *out)
+{
+    const char *s = http_query(req, "limit");
+    *out = def;
+    if (!s)
+        return 0;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < 1 || v > max) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "limit"),
+                               "limit must be an integer from 1 to %d", max);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+void jobs_api_list(struct http_request *req)
+{
+    const char *state = http_query(req, "state");
+    const char *kind = http_query(req, "kind");
+    const char *queue = http_query(req, "queue");
+    const char *created_by = http_query(req, "created_by");
+    const char *since = http_query(req, "since");
+    const char *cursor = http_query(req, "cursor");
+    int limit;
+    if (state) {
+        int ok = 0;
+        for (int i = 0; job_states[i]; i++)
+            ok |= strcmp(state, job_states[i]) == 0;
+        if (!ok) {
+            http_reply_problem_ext(
+                req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "state"),
+                "state must be one of pending, running, succeeded, retrying, failed, cancelled");
+            return;
+        }
+    }
+    if (since && !jspec_is_rfc3339(since)) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "since"),
+                               "since must be an RFC 3339 time such as 2026-01-31T12:00:00Z");
+        return;
+    }
+    int64_t before = 0;
+    if (cursor && (before = parse_id(cursor)) == 0) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cursor"),
+                               "cursor must be a next_cursor value from an earlier page");
+        return;
+    }
+    if (query_limit(req, 50, 500, &limit) != 0)
+        return;
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    PGresult *res = NULL;
+    int rows = jobs_store_list(c, state, kind, queue, created_by, since, before, limit, &res);
+    if (rows < 0) {
+        http_reply_db_error(req, rows);
+        return;
+    }
+    json_t *items = json_array();
+    for (int r = 0; r < rows; r++)
+        json_array_append_new(items, parse_text(PQgetvalue(res, r, 1)));
+    json_t *next = rows == limit ? json_string(PQgetvalue(res, rows - 1, 0)) : json_null();
+    PQclear(res);
+    http_reply_json(req, 200, json_pack("{s:o,s:o}", "items", items, "next_cursor", next));
+}
+
+/* ---- GET /api/v1/jobs/{id} ---- */
+
+void jobs_api_get(struct http_request *req)
+{
+    int64_t id = parse_id(http_param(req, "id"));
+    if (!id) {
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+        return;
+    }
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    char *text = NULL;
+    int rc = jobs_store_get_json(c, id, &text);
+    if (rc < 0) {
+        http_reply_db_error(req, rc);
+        return;
+    }
+    if (rc == 0) {
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %lld", (long long)id);
+        return;
+    }
+    json_t *doc = parse_text(text);
+    free(text);
+    http_reply_json(req, 200, doc);
+}
+
+/* ---- GET /api/v1/jobs/{id}/logs ---- */
+
+void jobs_api_logs(struct http_request *req)
+{
+    int64_t id = parse_id(http_param(req, "id"));
+    if (!id) {
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+        return;
+    }
+    const char *cursor = http_query(req, "cursor");
+    int64_t after = 0;
+    if (cursor && (after = parse_id(cursor)) == 0) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cursor"),
+                               "cursor must be a next_cursor value from an earlier page");
+        return;
+    }
+    int limit;
+    if (query_limit(req, 200, 1000, &limit) != 0)
+        return;
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    int rc = jobs_store_exists(c, id);
+    if (rc <= 0) {
+        if (rc < 0)
+            http_reply_db_error(req, rc);
+        else
+            http_reply_problem(req, QDB_E_NOT_FOUND, "no job %lld", (long long)id);
+        return;
+    }
+    PGresult *res = NULL;
+    int rows = jobs_store_logs(c, id, after, limit, &res);
+    if (rows < 0) {
+        http_reply_db_error(req, rows);
+        return;
+    }
+    json_t *items = json_array();
+    for (int r = 0; r < rows; r++)
+        json_array_append_new(items, parse_text(PQgetvalue(res, r, 1)));
+    json_t *next = rows == limit ? json_string(PQgetvalue(res, rows - 1, 0)) : json_null();
+    PQclear(res);
+    http_reply_json(req, 200, json_pack("{s:o,s:o}", "items", items, "next_cursor", next));
+}
+
+/* ---- POST /api/v1/jobs ---- */
+
+struct create_tx {
+    struct http_request *req;
+    struct jobs_new jn;
+    int64_t id;
+    int existed;
+};
+
+static int create_fn(struct db_conn *c, void *cls)
+{
+    struct create_tx *t = cls;
+    int rc = jobs_enqueue(c, &t->jn, &t->id, &t->existed);
+    if (rc < 0 || t->existed)
+        return rc;
+    json_t *after = jobs_get_json(c, t->id);
+    rc = audit_job(c, t->req, "job.create", t->id, NULL, after);
+    json_decref(after);
+    return rc;
+}
+
+void jobs_api_create(struct http_request *req)
+{
+    const char *kind = NULL, *queue = NULL, *run_at = NULL;
+    json_t *args = NULL;
+    int64_t priority = 0, max_attempts = 0;
+    const struct jspec_field f[] = {
+        {"kind", JSPEC_STRING, 1, 1, 100, NULL, &kind, NULL},
+        {"args", JSPEC_OBJECT, 0, 0, 0, NULL, &args, NULL},
+        {"queue", JSPEC_STRING, 0, 1, 100, NULL, &queue, NULL},
+        {"priority", JSPEC_INT, 0, -1000, 1000, NULL, &priority, NULL},
+        {"run_at", JSPEC_TIME, 0, 0, 64, NULL, &run_at, NULL},
+        {"max_attempts", JSPEC_INT, 0, 1, 100, NULL, &max_attempts, NULL},
+        JSPEC_END,
+    };
+    if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
+        return;
+    const struct jobs_kind *k = jobs_find_kind(kind);
+    if (!k) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "kind"),
+                               "no job kind \"%s\"", kind);
+        return;
+    }
+    if (k->direct_role == HTTP_PUBLIC) {
+        http_reply_problem(req, QDB_E_FORBIDDEN,
+                           "jobs of kind %s are enqueued by its own endpoint, not here", kind);
+        return;
+    }
+    const struct http_principal *p = http_principal(req);
+    if (!p || p->role < k->direct_role) {
+        http_reply_problem(req, QDB_E_FORBIDDEN, "enqueueing %s jobs needs the %s role", kind,
+                           k->direct_role == HTTP_ADMIN ? "admin" : "operator");
+        return;
+    }
+    json_t *empty = json_object();
+    char why[300] = "";
+    if (k->validate && k->validate(args ? args : empty, why, sizeof why) != 0) {
+        json_decref(empty);
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "args"),
+                               "args: %s", why);
+        return;
+    }
+    json_decref(empty);
+    const char *key = http_header(req, "Idempotency-Key");
+    if (key && (strlen(key) < 1 || strlen(key) > 255)) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION,
+                               json_pack("{s:s}", "field", "Idempotency-Key"),
+                               "Idempotency-Key must be 1 to 255 characters");
+        return;
+    }
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    struct create_tx t = {.req = req};
+    t.jn = (struct jobs_new){.kind = kind,
+                             .args = args,
+                             .queue = queue,
+                             .priority = (int)priority,
+                             .run_at = run_at,
+                             .max_attempts = (int)max_attempts,
+                             .idempotency_key = key,
+                             .created_by = subject_of(req)};
+    int rc = db_tx(c, create_fn, &t);
+    if (rc == JOBS_E_IDEMPOTENCY) {
+        http_reply_problem(req, QDB_E_IDEMPOTENCY_CONFLICT,
+                           "Idempotency-Key \"%s\" was used for a different request", key);
+        return;
+    }
+    if (rc < 0) {
+        http_reply_db_error(req, rc);
+        return;
+    }
+    if (t.existed)
+        http_reply_header(req, "Idempotent-Replayed", "true");
+    jobs_reply_accepted(req, c, t.id);
+}
+
+/* ---- POST /api/v1/jobs/{id}/cancel and /retry ---- */
+
+struct action_tx {
+    struct http_request *req;
+    int64_t id;
+    int retry;
+    char state[16];
+};
+
+static int action_fn(struct db_conn *c, void *cls)
+{
+    struct action_tx *t = cls;
+    json_t *before = jobs_get_json(c, t->id);
+    int rc;
+    if (!before) {
+        rc = jobs_store_exists(c, t->id);
+        return rc < 0 ? rc : E_NOT_FOUND;
+    }
+    if (t->retry) {
+        rc = jobs_store_retry(c, t->id);
+        snprintf(t->state, sizeof t->state, "pending");
+    } else {
+        PGresult *res = NULL;
+        rc = jobs_store_cancel(c, t->id, &res);
+        if (rc > 0)
+            snprintf(t->state, sizeof t->state, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    if (rc <= 0) {
+        json_decref(before);
+        return rc < 0 ? rc : E_STATE;
+    }
+    json_t *after = jobs_get_json(c, t->id);
+    rc = audit_job(c, t->req, t->retry ? "job.retry" : "job.cancel", t->id, before, after);
+    json_decref(before);
+    json_decref(after);
+    return rc;
+}
+
+static void job_action(struct http_request *req, int retry)
+{
+    int64_t id = parse_id(http_param(req, "id"));
+    if (!id) {
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+        return;
+    }
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    struct action_tx t = {.req = req, .id = id, .retry = retry};
+    int rc = db_tx(c, action_fn, &t);
+    if (rc == E_NOT_FOUND) {
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %lld", (long long)id);
+        return;
+    }
+    if (rc == E_STATE) {
+        json_t *doc = jobs_get_json(c, id);
+        const char *st = json_string_value(json_object_get(doc, "state"));
+        http_reply_problem_ext(req, QDB_E_JOB_STATE,
+                               json_pack("{s:s}", "state", st ? st : "unknown"),
+                               retry ? "job %lld is %s; only failed or cancelled jobs can be "
+                                       "retried"
+                                     : "job %lld is %s; only pending, retrying or running jobs "
+                                       "can be cancelled",
+                               (long long)id, st ? st : "unknown");
+        json_decref(doc);
+        return;
+    }
+    if (rc < 0) {
+        http_reply_db_error(req, rc);
+        return;
+    }
+    if (retry || strcmp(t.state, "running") == 0) {
+        /* retry re-enqueues; a running job stops at its runner's next heartbeat */
+        jobs_reply_accepted(req, c, id);
+        return;
+    }
+    json_t *doc = jobs_get_json(c, id);
+    if (!doc) {
+        http_reply_db_error(req, DB_HARD);
+        return;
+    }
+    http_reply_json(req, 200, doc);
+}
+
+void jobs_api_cancel(struct http_request *req)
+{
+    job_action(req, 0);
+}
+
+void jobs_api_retry(struct http_request *req)
+{
+    job_action(req, 1);
+}
+
+/* ---- GET /api/v1/jobs/events ---- */
+
+static struct http_sse_hub *hub;
+
+int jobs_events_init(void)
+{
+    hub = http_sse_hub_new(1024 * 1024);
+    return hub ? 0 : -1;
+}
+
+void jobs_events_free(void)
+{
+    http_sse_hub_free(hub);
+    hub = NULL;
+}
+
+void jobs_events_publish(const char *payload)
+{
+    if (!hub || http_sse_count(hub) == 0 || !payload)
+        return;
+    const char *p = payload;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char item[64];
+        if (len > 0 && len < sizeof item) {
+            memcpy(item, p, len);
+            item[len] = '\0';
+            char *colon = strchr(item, ':');
+            if (strcmp(item, "+") == 0) {
+                /* more rows changed than one notification carries: reload the list */
+                http_sse_broadcast(hub, "resync", NULL, "{}");
+            } else if (colon) {
+                *colon = '\0';
+                int64_t id = parse_id(item);
+                if (id) {
+                    char data[96];
+                    snprintf(data, sizeof data, "{\"id\":%lld,\"state\":\"%.20s\"}", (long long)id,
+                             colon + 1);
+                    http_sse_broadcast(hub, "job", item, data);
+                }
+            }
+        }
+        p = end ? end + 1 : p + len;
+    }
+}
+
+void jobs_events_tick(void)
+{
+    http_sse_tick(hub);
+}
+
+void jobs_api_events(struct http_request *req)
+{
+    if (!hub) {
+        http_reply_problem(req, QDB_E_SHUTTING_DOWN, "the job engine is not running");
+        return;
+    }
+    http_sse_start(req, hub);
+}
+
+/* ---- schedules ---- */
+
+static int valid_schedule_name(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char ch = s[n];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' ||
+              ch == '.'))
+            return 0;
+    }
+    return n >= 1 && n <= 100;
+}
+
+void jobs_api_schedules_list(struct http_request *req)
+{
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    PGresult *res = NULL;
+    int rows = jobs_store_schedule_list(c, &res);
+    if (rows < 0) {
+        http_reply_db_error(req, rows);
+        return;
+    }
+    json_t *items = json_array();
+    for (int r = 0; r < rows; r++)
+        json_array_append_new(items, parse_text(PQgetvalue(res, r, 0)));
+    PQclear(res);
+    http_reply_json(req, 200, json_pack("{s:o}", "items", items));
+}
+
+/* The kind and args of a schedule, checked as an enqueue would check them. Replies 400 and
+ * returns -1 on failure. */
+static int check_kind_args(struct http_request *req, const char *kind, json_t *args)
+{
+    const struct jobs_kind *k = jobs_find_kind(kind);
+    if (!k) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "kind"),
+                               "no job kind \"%s\"", kind);
+        return -1;
+    }
+    char why[300] = "";
+    json_t *empty = json_object();
+    int rc = k->validate ? k->validate(args ? args : empty, why, sizeof why) : 0;
+    json_decref(empty);
+    if (rc != 0) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "args"),
+                               "args: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_cron(struct http_request *req, const char *cron, int64_t *next)
+{
+    struct jobs_cron cr;
+    char why[256];
+    if (jobs_cron_parse(cron, &cr, why, sizeof why) != 0) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cron"),
+                               "cron: %s", why);
+        return -1;
+    }
+    *next = jobs_cron_next(&cr, (int64_t)time(NULL));
+    if (*next < 0) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cron"),
+                               "cron: \"%s\" never matches a date", cron);
+        return -1;
+    }
+    return 0;
+}
+
+struct sched_tx {
+    struct http_request *req;
+    const char *name, *cron, *kind, *enabled_text;
+    char *args_text;
+    int enabled;
+    int64_t next;
+    int create;
+    json_t *doc; /* the schedule after the change */
+};
+
+static int schedule_fn(struct db_conn *c, void *cls)
+{
+    struct sched_tx *t = cls;
+    char next[24];
+    char *before_text = NULL, *after_text = NULL;
+    json_t *before = NULL;
+    int rc;
+    if (t->create) {
+        rc = jobs_store_schedule_insert(c, t->name, t->cron, t->kind,
+                                        t->args_text ? t->args_text : "{}", t->enabled,
+                                        db_int64(next, t->next));
+    } else {
+        rc = jobs_store_schedule_get(c, t->name, &before_text);
+        if (rc == 0)
+            rc = E_NOT_FOUND;
+        if (rc < 0)
+            goto out;
+        before = parse_text(before_text);
+        rc = jobs_store_schedule_update(c, t->name, t->cron, t->args_text, t->enabled_text,
+                                        t->next > 0 ? db_int64(next, t->next) : NULL);
+    }
+    if (rc < 0)
+        goto out;
+    rc = jobs_store_schedule_get(c, t->name, &after_text);
+    if (rc <= 0) {
+        rc = rc < 0 ? rc : DB_HARD;
+        goto out;
+    }
+    json_decref(t->doc);
+    t->doc = parse_text(after_text);
+    struct audit_entry e = {.action = t->create ? "schedule.create" : "schedule.update",
+                            .resource_type = "schedule",
+                            .resource_id = t->name,
+                            .before = before,
+                            .after = t->doc};
+    rc = audit_record_http(c, t->req, &e);
+out:
+    json_decref(before);
+    free(before_text);
+    free(after_text);
+    return rc;
+}
+
+static void schedule_reply(struct http_request *req, struct sched_tx *t, int rc)
+{
+    if (rc == E_NOT_FOUND)
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no schedule %s", t->name);
+    else if (rc == DB_UNIQUE)
+        http_reply_problem(req, QDB_E_CONFLICT, "a schedule named %s exists already", t->name);
+    else if (rc < 0)
+        http_reply_db_error(req, rc);
+    else {
+        json_incref(t->doc);
+        http_reply_json(req, t->create ? 201 : 200, t->doc);
+    }
+    json_decref(t->doc);
+    free(t->args_text);
+}
+
+void jobs_api_schedules_create(struct http_request *req)
+{
+    const char *name = NULL, *cron = NULL, *kind = NULL;
+    json_t *args = NULL;
+    int enabled = 1;
+    const struct jspec_field f[] = {
+        {"name", JSPEC_STRING, 1, 1, 100, NULL, &name, NULL},
+        {"cron", JSPEC_STRING, 1, 1, 200, NULL, &cron, NULL},
+        {"kind", JSPEC_STRING, 1, 1, 100, NULL, &kind, NULL},
+        {"args", JSPEC_OBJECT, 0, 0, 0, NULL, &args, NULL},
+        {"enabled", JSPEC_BOOL, 0, 0, 0, NULL, &enabled, NULL},
+        JSPEC_END,
+    };
+    if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
+        return;
+    if (!valid_schedule_name(name)) {
+        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "name"),
+                               "name must be 1 to 100 of a-z, 0-9, '-', '_' and '.'");
+        return;
+    }
+    struct sched_tx t = {
+        .req = req, .name = name, .cron = cron, .kind = kind, .enabled = enabled, .create = 1};
+    if (check_cron(req, cron, &t.next) != 0 || check_kind_args(req, kind, args) != 0)
+        return;
+    t.args_text = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        free(t.args_text);
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    int rc = db_tx(c, schedule_fn, &t);
+    if (rc >= 0) {
+        char loc[160];
+        snprintf(loc, sizeof loc, "/api/v1/schedules/%s", name);
+        http_reply_header(req, "Location", loc);
+    }
+    schedule_reply(req, &t, rc);
+}
+
+void jobs_api_schedules_update(struct http_request *req)
+{
+    const char *name = http_param(req, "name");
+    const char *cron = NULL;
+    json_t *args = NULL;
+    int enabled = 0, has_enabled = 0;
+    const struct jspec_field f[] = {
+        {"cron", JSPEC_STRING, 0, 1, 200, NULL, &cron, NULL},
+        {"args", JSPEC_OBJECT, 0, 0, 0, NULL, &args, NULL},
+        {"enabled", JSPEC_BOOL, 0, 0, 0, NULL, &enabled, &has_enabled},
+        JSPEC_END,
+    };
+    if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
+        return;
+    struct sched_tx t = {.req = req, .name = name, .cron = cron};
+    struct db_conn *c = http_db(req);
+    if (!c) {
+        http_reply_db_error(req, DB_RETRY);
+        return;
+    }
+    char *cur_text = NULL;
+    int rc = jobs_store_schedule_get(c, name, &cur_text);
+    if (rc <= 0) {
+        if (rc < 0)
+            http_reply_db_error(req, rc);
+        else
+            http_reply_problem(req, QDB_E_NOT_FOUND, "no schedule %s", name);
+        return;
+    }
+    json_t *cur = parse_text(cur_text);
+    free(cur_text);
+    const char *cur_kind = json_string_value(json_object_get(cur, "kind"));
+    const char *cur_cron = json_string_value(json_object_get(cur, "cron"));
+    int ok = 0;
+    int64_t next = 0;
+    if (cron)
+        ok = check_cron(req, cron, &next) == 0;
+    else if (has_enabled && enabled)
+        /* re-enabled: runs missed while disabled do not fire; start from now */
+        ok = check_cron(req, cur_cron ? cur_cron : "", &next) == 0;
+    else
+        ok = 1;
+    if (ok && args && check_kind_args(req, cur_kind ? cur_kind : "", args) != 0)
+        ok = 0;
+    json_decref(cur);
+    if (!ok)
+        return;
+    t.next = next;
+    t.enabled_text = has_enabled ? (enabled ? "true" : "false") : NULL;
+    t.args_text = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    rc = db_tx(c, schedule_fn, &t);
+    schedule_reply(req, &t, rc);
+}

@@ -1,0 +1,574 @@
+/* The job engine's SQL, and nothing else: one function per statement. Every statement that
+ * changes a claimed job is guarded by (id, worker_id, attempt, state = 'running'), so that a
+ * worker that lost its lease (a zombie) can never overwrite a rescued or finished job. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs/jobs_internal.h"
+
+/* statement_timestamp(), not now(): the limited claim runs after an advisory lock in its
+ * transaction, and its start must not predate the completion that freed its slot. */
+#define CLAIM_SET                                                                                  \
+    "state = 'running', attempt = j.attempt + 1, worker_id = $1, "                                 \
+    "lease_until = statement_timestamp() + make_interval(secs => $2::int), "                       \
+    "started_at = statement_timestamp(), updated_at = statement_timestamp(), finished_at = NULL "
+#define CLAIM_RETURNING                                                                            \
+    "RETURNING j.id, j.kind, j.args::text, j.attempt, j.max_attempts, j.timeout_seconds, "         \
+    "j.created_by, j.cancel_requested_at IS NOT NULL"
+#define GUARD "id = $1 AND worker_id = $2 AND attempt = $3::int AND state = 'running'"
+#define ERROR_ENTRY(attempt_, msg_)                                                                \
+    "jsonb_build_array(jsonb_build_object('time', job_time(now()), 'attempt', " attempt_           \
+    ", 'message', " msg_ "))"
+
+int jobs_pg_array_add(struct buf *b, const char *s)
+{
+    int rc = buf_puts(b, b->len && b->data[b->len - 1] != '{' ? "," : "");
+    if (!s)
+        return rc | buf_puts(b, "NULL");
+    rc |= buf_puts(b, "\"");
+    for (; *s && rc == 0; s++) {
+        if (*s == '"' || *s == '\\')
+            rc |= buf_append(b, "\\", 1);
+        rc |= buf_append(b, s, 1);
+    }
+    return rc | buf_puts(b, "\"");
+}
+
+static int one_text(struct db_conn *c, struct db_stmt *st, const char *const *params, char **out)
+{
+    PGresult *res;
+    *out = NULL;
+    int rc = db_exec(c, st, params, &res);
+    if (rc <= 0) {
+        PQclear(res);
+        return rc;
+    }
+    *out = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return *out ? 1 : DB_HARD;
+}
+
+/* ---- enqueue and read ---- */
+
+static struct db_stmt q_insert = DB_STMT(
+    "jobs_insert", 11,
+    "INSERT INTO job (kind, queue, args, priority, run_at, max_attempts, idempotency_key, "
+    "created_by, timeout_seconds, concurrency_key, max_running) "
+    "VALUES ($1, $2, $3::jsonb, $4::int, coalesce($5::timestamptz, now()), $6::int, $7, $8, "
+    "$9::int, $10, $11::int) "
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id");
+
+int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *id)
+{
+    char prio[24], maxa[24], tmo[24], maxr[24];
+    snprintf(prio, sizeof prio, "%d", j->priority);
+    snprintf(maxa, sizeof maxa, "%d", j->max_attempts);
+    snprintf(tmo, sizeof tmo, "%d", j->timeout_seconds);
+    snprintf(maxr, sizeof maxr, "%d", j->max_running);
+    const char *p[] = {j->kind, j->queue,           j->args_json,  prio, j->run_at,
+                       maxa,    j->idempotency_key, j->created_by, tmo,  j->concurrency_key,
+                       maxr};
+    PGresult *res;
+    int rc = db_exec(c, &q_insert, p, &res);
+    if (rc > 0) {
+        *id = db_get_int64(res, 0, 0);
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_idem =
+    DB_STMT("jobs_idempotent_match", 5,
+            "SELECT id, (kind = $2 AND args = $3::jsonb AND queue = $4 AND created_by = $5) "
+            "FROM job WHERE idempotency_key = $1");
+
+int jobs_store_idempotent_match(struct db_conn *c, const char *key, const char *kind,
+                                const char *args_json, const char *queue, const char *created_by,
+                                int64_t *id, int *same)
+{
+    const char *p[] = {key, kind, args_json, queue, created_by};
+    PGresult *res;
+    int rc = db_exec(c, &q_idem, p, &res);
+    if (rc > 0) {
+        *id = db_get_int64(res, 0, 0);
+        *same = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_get =
+    DB_STMT("jobs_get", 1, "SELECT job_doc(j)::text FROM job j WHERE id = $1::bigint");
+
+int jobs_store_get_json(struct db_conn *c, int64_t id, char **json)
+{
+    char ids[24];
+    const char *p[] = {db_int64(ids, id)};
+    return one_text(c, &q_get, p, json);
+}
+
+static struct db_stmt q_exists =
+    DB_STMT("jobs_exists", 1, "SELECT 1 FROM job WHERE id = $1::bigint");
+
+int jobs_store_exists(struct db_conn *c, int64_t id)
+{
+    char ids[24];
+    const char *p[] = {db_int64(ids, id)};
+    return db_exec(c, &q_exists, p, NULL);
+}
+
+static struct db_stmt q_list =
+    DB_STMT("jobs_list", 7,
+            "SELECT id, job_doc(j)::text FROM job j "
+            "WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR kind = $2) "
+            "AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR created_by = $4) "
+            "AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz) "
+            "AND ($6::bigint IS NULL OR id < $6::bigint) "
+            "ORDER BY id DESC LIMIT $7::int");
+
+int jobs_store_list(struct db_conn *c, const char *state, const char *kind, const char *queue,
+                    const char *created_by, const char *since, int64_t before_id, int limit,
+                    PGresult **res)
+{
+    char before[24], lim[24];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {state,      kind,  queue,
+                       created_by, since, before_id > 0 ? db_int64(before, before_id) : NULL,
+                       lim};
+    return db_exec(c, &q_list, p, res);
+}
+
+static struct db_stmt q_logs =
+    DB_STMT("jobs_logs", 3,
+            "SELECT id, jsonb_build_object('id', id, 'time', job_time(time), 'level', level, "
+            "'message', message)::text FROM job_log WHERE job_id = $1::bigint AND id > $2::bigint "
+            "ORDER BY id LIMIT $3::int");
+
+int jobs_store_logs(struct db_conn *c, int64_t job_id, int64_t after_id, int limit, PGresult **res)
+{
+    char jid[24], after[24], lim[24];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {db_int64(jid, job_id), db_int64(after, after_id), lim};
+    return db_exec(c, &q_logs, p, res);
+}
+
+/* ---- claim ---- */
+
+static struct db_stmt q_claim = DB_STMT(
+    "jobs_claim", 3,
+    "WITH c AS (SELECT id FROM job "
+    "WHERE state IN ('pending', 'retrying') AND concurrency_key IS NULL AND run_at <= now() "
+    "ORDER BY priority, run_at, id LIMIT $3::int FOR UPDATE SKIP LOCKED) "
+    "UPDATE job j SET " CLAIM_SET "FROM c WHERE j.id = c.id " CLAIM_RETURNING);
+
+int jobs_store_claim(struct db_conn *c, const char *worker, long lease_s, int n, PGresult **res)
+{
+    char lease[24], lim[24];
+    snprintf(lease, sizeof lease, "%ld", lease_s);
+    snprintf(lim, sizeof lim, "%d", n);
+    const char *p[] = {worker, lease, lim};
+    return db_exec(c, &q_claim, p, res);
+}
+
+static struct db_stmt q_limited_keys =
+    DB_STMT("jobs_limited_keys", 1,
+            "SELECT concurrency_key, max(max_running) FROM job "
+            "WHERE state IN ('pending', 'retrying') AND concurrency_key IS NOT NULL "
+            "AND run_at <= now() GROUP BY concurrency_key LIMIT $1::int");
+
+int jobs_store_limited_keys(struct db_conn *c, int n, PGresult **res)
+{
+    char lim[24];
+    snprintf(lim, sizeof lim, "%d", n);
+    const char *p[] = {lim};
+    return db_exec(c, &q_limited_keys, p, res);
+}
+
+/* 0x6a6f6273 = "jobs": the first key of the two-key advisory lock space, so that these
+ * locks never collide with another room's. */
+static struct db_stmt q_lock_key =
+    DB_STMT("jobs_lock_key", 1, "SELECT pg_advisory_xact_lock(1785684595, hashtext($1))");
+
+int jobs_store_lock_key(struct db_conn *c, const char *key)
+{
+    const char *p[] = {key};
+    return db_exec(c, &q_lock_key, p, NULL);
+}
+
+/* Runs after jobs_store_lock_key in the same transaction: as its own statement it takes a
+ * fresh snapshot (READ COMMITTED) after the lock, so it counts every running job that a
+ * replica which held the lock before us has committed. */
+static struct db_stmt q_claim_limited =
+    DB_STMT("jobs_claim_limited", 5,
+            "WITH c AS (SELECT id FROM job "
+            "WHERE concurrency_key = $3 AND state IN ('pending', 'retrying') AND run_at <= now() "
+            "ORDER BY priority, run_at, id "
+            "LIMIT least($5::int, greatest(0, $4::int - (SELECT count(*) FROM job "
+            "WHERE concurrency_key = $3 AND state = 'running'))) FOR UPDATE SKIP LOCKED) "
+            "UPDATE job j SET " CLAIM_SET "FROM c WHERE j.id = c.id " CLAIM_RETURNING);
+
+int jobs_store_claim_limited(struct db_conn *c, const char *key, int max_running,
+                             const char *worker, long lease_s, int n, PGresult **res)
+{
+    char lease[24], lim[24], maxr[24];
+    snprintf(lease, sizeof lease, "%ld", lease_s);
+    snprintf(lim, sizeof lim, "%d", n);
+    snprintf(maxr, sizeof maxr, "%d", max_running);
+    const char *p[] = {worker, lease, key, maxr, lim};
+    return db_exec(c, &q_claim_limited, p, res);
+}
+
+/* ---- finishing an attempt ---- */
+
+static struct db_stmt q_complete =
+    DB_STMT("jobs_complete", 4,
+            "UPDATE job j SET state = 'succeeded', result = d.result, finished_at = now(), "
+            "updated_at = now(), lease_until = NULL "
+            "FROM unnest($2::bigint[], $3::int[], $4::jsonb[]) AS d(id, attempt, result) "
+            "WHERE j.id = d.id AND j.worker_id = $1 AND j.attempt = d.attempt "
+            "AND j.state = 'running'");
+
+int jobs_store_complete(struct db_conn *c, const char *worker, const char *ids,
+                        const char *attempts, const char *results)
+{
+    const char *p[] = {worker, ids, attempts, results};
+    return db_exec(c, &q_complete, p, NULL);
+}
+
+/* A cancel requested meanwhile wins over a retry: the operator asked it to stop. */
+static struct db_stmt q_fail = DB_STMT(
+    "jobs_fail", 6,
+    "UPDATE job SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' "
+    "WHEN $4::boolean AND attempt < max_attempts THEN 'retrying' ELSE 'failed' END, "
+    "run_at = CASE WHEN cancel_requested_at IS NULL AND $4::boolean AND attempt < max_attempts "
+    "THEN now() + make_interval(secs => $5::double precision / 1000) ELSE run_at END, "
+    "finished_at = CASE WHEN cancel_requested_at IS NULL AND $4::boolean "
+    "AND attempt < max_attempts THEN NULL ELSE now() END, "
+    /* the entry says when the retry is due, so operators (and tests) see the backoff */
+    "errors = errors || jsonb_build_array(jsonb_build_object('time', job_time(now()), "
+    "'attempt', attempt, 'message', $6::text, 'retry_at', CASE WHEN cancel_requested_at IS NULL "
+    "AND $4::boolean AND attempt < max_attempts THEN job_time(now() + make_interval(secs => "
+    "$5::double precision / 1000)) END)), "
+    "lease_until = NULL, updated_at = now() WHERE " GUARD " RETURNING state");
+
+int jobs_store_fail(struct db_conn *c, int64_t id, const char *worker, int attempt, int retryable,
+                    int64_t delay_ms, const char *message, char *state)
+{
+    char ids[24], att[24], delay[24];
+    snprintf(att, sizeof att, "%d", attempt);
+    const char *p[] = {db_int64(ids, id),         worker, att, retryable ? "true" : "false",
+                       db_int64(delay, delay_ms), message};
+    PGresult *res;
+    int rc = db_exec(c, &q_fail, p, &res);
+    if (rc > 0) {
+        snprintf(state, 16, "%s", PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_cancelled =
+    DB_STMT("jobs_cancelled", 3,
+            "UPDATE job SET state = 'cancelled', finished_at = now(), lease_until = NULL, "
+            "updated_at = now() WHERE " GUARD);
+
+int jobs_store_cancelled(struct db_conn *c, int64_t id, const char *worker, int attempt)
+{
+    char ids[24], att[24];
+    snprintf(att, sizeof att, "%d", attempt);
+    const char *p[] = {db_int64(ids, id), worker, att};
+    return db_exec(c, &q_cancelled, p, NULL);
+}
+
+/* An interruption by shutdown is not the job's fault: it gets its attempt back by raising
+ * max_attempts, so that a rolling restart cannot exhaust a job's retries. */
+static struct db_stmt q_release_started = DB_STMT(
+    "jobs_release_started", 4,
+    "UPDATE job SET state = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' "
+    "ELSE 'retrying' END, run_at = now(), max_attempts = greatest(max_attempts, attempt + 1), "
+    "finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN now() END, "
+    "errors = errors || " ERROR_ENTRY(
+        "attempt", "$4::text") ", "
+                               "lease_until = NULL, updated_at = now() WHERE " GUARD);
+
+int jobs_store_release_started(struct db_conn *c, int64_t id, const char *worker, int attempt,
+                               const char *message)
+{
+    char ids[24], att[24];
+    snprintf(att, sizeof att, "%d", attempt);
+    const char *p[] = {db_int64(ids, id), worker, att, message};
+    return db_exec(c, &q_release_started, p, NULL);
+}
+
+/* A claimed job that never started is put back as it was: the claim did not count. */
+static struct db_stmt q_release_unstarted =
+    DB_STMT("jobs_release_unstarted", 3,
+            "UPDATE job j SET state = CASE WHEN j.attempt > 1 THEN 'retrying' ELSE 'pending' END, "
+            "attempt = j.attempt - 1, lease_until = NULL, started_at = NULL, updated_at = now() "
+            "FROM unnest($2::bigint[], $3::int[]) AS d(id, attempt) "
+            "WHERE j.id = d.id AND j.worker_id = $1 AND j.attempt = d.attempt "
+            "AND j.state = 'running'");
+
+int jobs_store_release_unstarted(struct db_conn *c, const char *worker, const char *ids,
+                                 const char *attempts)
+{
+    const char *p[] = {worker, ids, attempts};
+    return db_exec(c, &q_release_unstarted, p, NULL);
+}
+
+/* ---- while running ---- */
+
+static struct db_stmt q_heartbeat =
+    DB_STMT("jobs_heartbeat", 4,
+            "UPDATE job SET lease_until = now() + make_interval(secs => $4::int) WHERE " GUARD
+            " RETURNING cancel_requested_at IS NOT NULL");
+
+int jobs_store_heartbeat(struct db_conn *c, int64_t id, const char *worker, int attempt,
+                         long lease_s, int *cancel)
+{
+    char ids[24], att[24], lease[24];
+    snprintf(att, sizeof att, "%d", attempt);
+    snprintf(lease, sizeof lease, "%ld", lease_s);
+    const char *p[] = {db_int64(ids, id), worker, att, lease};
+    PGresult *res;
+    int rc = db_exec(c, &q_heartbeat, p, &res);
+    if (rc > 0) {
+        *cancel = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_progress =
+    DB_STMT("jobs_progress", 6,
+            "UPDATE job SET lease_until = now() + make_interval(secs => $4::int), "
+            "progress_percent = $5::int, progress_message = $6, updated_at = now() WHERE " GUARD
+            " RETURNING cancel_requested_at IS NOT NULL");
+
+int jobs_store_progress(struct db_conn *c, int64_t id, const char *worker, int attempt,
+                        long lease_s, int percent, const char *msg, int *cancel)
+{
+    char ids[24], att[24], lease[24], pct[24];
+    snprintf(att, sizeof att, "%d", attempt);
+    snprintf(lease, sizeof lease, "%ld", lease_s);
+    snprintf(pct, sizeof pct, "%d", percent);
+    const char *p[] = {db_int64(ids, id), worker, att, lease, pct, msg};
+    PGresult *res;
+    int rc = db_exec(c, &q_progress, p, &res);
+    if (rc > 0) {
+        *cancel = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static struct db_stmt q_log = DB_STMT(
+    "jobs_log", 3, "INSERT INTO job_log (job_id, level, message) VALUES ($1::bigint, $2, $3)");
+
+int jobs_store_log(struct db_conn *c, int64_t id, const char *level, const char *msg)
+{
+    char ids[24];
+    const char *p[] = {db_int64(ids, id), level, msg};
+    return db_exec(c, &q_log, p, NULL);
+}
+
+/* ---- maintenance ---- */
+
+static struct db_stmt q_extend =
+    DB_STMT("jobs_extend_leases", 2,
+            "UPDATE job SET lease_until = now() + make_interval(secs => $2::int) "
+            "WHERE worker_id = $1 AND state = 'running' "
+            "AND started_at + make_interval(secs => timeout_seconds) > now()");
+
+int jobs_store_extend_leases(struct db_conn *c, const char *worker, long lease_s)
+{
+    char lease[24];
+    snprintf(lease, sizeof lease, "%ld", lease_s);
+    const char *p[] = {worker, lease};
+    return db_exec(c, &q_extend, p, NULL);
+}
+
+static struct db_stmt q_rescue = DB_STMT(
+    "jobs_rescue", 0,
+    "WITH r AS (SELECT id FROM job WHERE state = 'running' AND lease_until < now() "
+    "ORDER BY lease_until LIMIT 200 FOR UPDATE SKIP LOCKED) "
+    "UPDATE job j SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled' "
+    "WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'retrying' END, "
+    "run_at = now(), lease_until = NULL, "
+    "finished_at = CASE WHEN j.cancel_requested_at IS NOT NULL OR j.attempt >= j.max_attempts "
+    "THEN now() END, "
+    "errors = j.errors || " ERROR_ENTRY("j.attempt",
+                                        "'lease expired: ' || coalesce(j.worker_id, '?') || "
+                                        "' stopped renewing it (replica died, stalled or timed "
+                                        "out)'") ", "
+                                                 "updated_at = now() FROM r WHERE j.id = r.id "
+                                                 "RETURNING j.id, j.state");
+
+int jobs_store_rescue(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_rescue, NULL, res);
+}
+
+static struct db_stmt q_prune =
+    DB_STMT("jobs_prune", 2,
+            "DELETE FROM job WHERE id IN (SELECT id FROM job "
+            "WHERE state IN ('succeeded', 'failed', 'cancelled') "
+            "AND finished_at < now() - make_interval(days => $1::int) "
+            "ORDER BY finished_at LIMIT $2::int FOR UPDATE SKIP LOCKED)");
+
+int jobs_store_prune(struct db_conn *c, long days, int n)
+{
+    char d[24], lim[24];
+    snprintf(d, sizeof d, "%ld", days);
+    snprintf(lim, sizeof lim, "%d", n);
+    const char *p[] = {d, lim};
+    return db_exec(c, &q_prune, p, NULL);
+}
+
+static struct db_stmt q_stats =
+    DB_STMT("jobs_stats", 0,
+            "SELECT kind, state, count(*), coalesce(extract(epoch FROM now() - min(run_at) "
+            "FILTER (WHERE state <> 'running' AND run_at <= now())), 0)::float8 "
+            "FROM job WHERE state IN ('pending', 'retrying', 'running') GROUP BY kind, state");
+
+int jobs_store_stats(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_stats, NULL, res);
+}
+
+/* ---- operator actions ---- */
+
+/* Pending and retrying jobs are cancelled at once; a running one gets a request that its
+ * runner sees at its next heartbeat. In SET, `state` is the old value. */
+static struct db_stmt q_cancel = DB_STMT(
+    "jobs_cancel", 1,
+    "UPDATE job SET state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END, "
+    "cancel_requested_at = coalesce(cancel_requested_at, now()), "
+    "finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END, "
+    "updated_at = now() "
+    "WHERE id = $1::bigint AND state IN ('pending', 'retrying', 'running') RETURNING state");
+
+int jobs_store_cancel(struct db_conn *c, int64_t id, PGresult **res)
+{
+    char ids[24];
+    const char *p[] = {db_int64(ids, id)};
+    return db_exec(c, &q_cancel, p, res);
+}
+
+/* Same id, one more attempt: errors of earlier attempts stay for the record. */
+static struct db_stmt q_retry =
+    DB_STMT("jobs_retry", 1,
+            "UPDATE job SET state = 'pending', run_at = now(), max_attempts = attempt + 1, "
+            "cancel_requested_at = NULL, finished_at = NULL, lease_until = NULL, result = NULL, "
+            "progress_percent = NULL, progress_message = NULL, updated_at = now() "
+            "WHERE id = $1::bigint AND state IN ('failed', 'cancelled')");
+
+int jobs_store_retry(struct db_conn *c, int64_t id)
+{
+    char ids[24];
+    const char *p[] = {db_int64(ids, id)};
+    return db_exec(c, &q_retry, p, NULL);
+}
+
+/* ---- schedules ---- */
+
+static struct db_stmt q_sched_list =
+    DB_STMT("jobs_schedule_list", 0, "SELECT schedule_doc(s)::text FROM schedule s ORDER BY name");
+
+int jobs_store_schedule_list(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_sched_list, NULL, res);
+}
+
+static struct db_stmt q_sched_get =
+    DB_STMT("jobs_schedule_get", 1, "SELECT schedule_doc(s)::text FROM schedule s WHERE name = $1");
+
+int jobs_store_schedule_get(struct db_conn *c, const char *name, char **json)
+{
+    const char *p[] = {name};
+    return one_text(c, &q_sched_get, p, json);
+}
+
+static struct db_stmt q_sched_insert =
+    DB_STMT("jobs_schedule_insert", 6,
+            "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
+            "VALUES ($1, $2, $3, $4::jsonb, $5::boolean, to_timestamp($6::bigint))");
+
+int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
+                               const char *kind, const char *args, int enabled,
+                               const char *next_run_at)
+{
+    const char *p[] = {name, cron, kind, args, enabled ? "true" : "false", next_run_at};
+    return db_exec(c, &q_sched_insert, p, NULL);
+}
+
+static struct db_stmt q_sched_update = DB_STMT(
+    "jobs_schedule_update", 6,
+    "UPDATE schedule SET cron = coalesce($2, cron), args = coalesce($3::jsonb, args), "
+    "enabled = coalesce($4::boolean, enabled), "
+    "next_run_at = CASE WHEN $6::boolean THEN to_timestamp($5::bigint) ELSE next_run_at END, "
+    "updated_at = now() WHERE name = $1");
+
+int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
+                               const char *args, const char *enabled, const char *next_run_at)
+{
+    int set_next = next_run_at && strcmp(next_run_at, "") != 0;
+    const char *p[] = {
+        name, cron, args, enabled, set_next ? next_run_at : NULL, set_next ? "true" : "false"};
+    return db_exec(c, &q_sched_update, p, NULL);
+}
+
+static struct db_stmt q_leader =
+    DB_STMT("jobs_leader_acquire", 3,
+            "INSERT INTO job_leader (name, holder, lease_until) "
+            "VALUES ($1, $2, now() + make_interval(secs => $3::int)) "
+            "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, "
+            "lease_until = EXCLUDED.lease_until, acquired_at = CASE WHEN job_leader.holder = "
+            "EXCLUDED.holder THEN job_leader.acquired_at ELSE now() END "
+            "WHERE job_leader.holder = EXCLUDED.holder OR job_leader.lease_until < now() "
+            "RETURNING holder");
+
+int jobs_store_leader_acquire(struct db_conn *c, const char *role, const char *holder, long ttl_s)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%ld", ttl_s);
+    const char *p[] = {role, holder, ttl};
+    return db_exec(c, &q_leader, p, NULL);
+}
+
+static struct db_stmt q_leader_release =
+    DB_STMT("jobs_leader_release", 2, "DELETE FROM job_leader WHERE name = $1 AND holder = $2");
+
+int jobs_store_leader_release(struct db_conn *c, const char *role, const char *holder)
+{
+    const char *p[] = {role, holder};
+    return db_exec(c, &q_leader_release, p, NULL);
+}
+
+static struct db_stmt q_sched_due =
+    DB_STMT("jobs_schedule_due", 0,
+            "SELECT name, cron, kind, args::text, extract(epoch FROM next_run_at)::bigint "
+            "FROM schedule WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now()) "
+            "ORDER BY next_run_at NULLS FIRST LIMIT 50 FOR UPDATE SKIP LOCKED");
+
+int jobs_store_schedule_due(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_sched_due, NULL, res);
+}
+
+static struct db_stmt q_sched_fired =
+    DB_STMT("jobs_schedule_fired", 3,
+            "UPDATE schedule SET next_run_at = to_timestamp($2::bigint), "
+            "last_job_id = coalesce($3::bigint, last_job_id), "
+            "last_fired_at = CASE WHEN $3::bigint IS NULL THEN last_fired_at ELSE now() END "
+            "WHERE name = $1");
+
+int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_run_unix,
+                              int64_t job_id)
+{
+    char next[24], jid[24];
+    const char *p[] = {name, db_int64(next, next_run_unix),
+                       job_id > 0 ? db_int64(jid, job_id) : NULL};
+    return db_exec(c, &q_sched_fired, p, NULL);
+}
