@@ -10,6 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "jobs/jobs.h"
 #include "module.h"
 #include "platform/config.h"
 #include "platform/db.h"
@@ -22,6 +25,9 @@
 /* The rooms, in start order (stopped in reverse). */
 static const struct qdb_module *const modules[] = {
     NULL, /* keep: lets the list be empty; rooms add `&<room>_module,` below */
+    &audit_module,
+    &auth_module,
+    &jobs_module, /* last: started after the rooms that register kinds, stopped first */
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 

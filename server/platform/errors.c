@@ -19,6 +19,8 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
     [QDB_E_JOB_STATE] = {409, "job-state", "Job state does not allow this"},
     [QDB_E_IDEMPOTENCY_CONFLICT] = {409, "idempotency-conflict",
                                     "Idempotency key reused with a different request"},
+    /* audit */
+    [QDB_E_AUDIT_BUSY] = {503, "audit-busy", "Audit verification or export busy"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

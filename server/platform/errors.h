@@ -26,6 +26,7 @@ enum qdb_error {
     QDB_E_JOB_STATE,          /* 409 the job's state does not allow the action */
     QDB_E_IDEMPOTENCY_CONFLICT, /* 409 same Idempotency-Key, different request */
     /* audit */
+    QDB_E_AUDIT_BUSY,         /* 503 too many audit verifications / exports running here */
 
     QDB_E__COUNT
 };

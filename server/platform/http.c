@@ -155,6 +155,11 @@ json_t *http_problem_json(enum qdb_error code, const char *detail, const char *i
 const char *http_method(const struct http_request *r) { return r->method; }
 const char *http_path(const struct http_request *r) { return r->path; }
 json_t *http_body(const struct http_request *r) { return r->json; }
+const char *http_body_raw(const struct http_request *r, size_t *len)
+{
+    *len = r->body.len;
+    return r->body.len ? r->body.data : NULL;
+}
 const struct http_route *http_route_of(const struct http_request *r) { return r->route; }
 const char *http_request_id(const struct http_request *r) { return r->request_id; }
 const char *http_client_addr(const struct http_request *r) { return r->client_addr; }
@@ -718,7 +723,9 @@ void http_server_stop(struct http_server *srv, int timeout_s)
     int left;
     while ((left = atomic_load(&srv->active)) > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec >= timeout_s) {
+        long long waited_ms = (long long)(now.tv_sec - start.tv_sec) * 1000 +
+                              (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (waited_ms >= (long long)timeout_s * 1000) {
             log_warn("shutdown timeout: %d requests still in flight are cut", left);
             break;
         }

@@ -101,6 +101,9 @@ const char *http_query(struct http_request *req, const char *name);
 const char *http_header(struct http_request *req, const char *name);
 /* The parsed JSON body (borrowed), or NULL when the route takes none. */
 json_t *http_body(const struct http_request *req);
+/* The body as received (borrowed, NUL-terminated; NULL when empty) and its length, for
+ * routes without HTTP_BODY_JSON that take another media type (an OAuth form post). */
+const char *http_body_raw(const struct http_request *req, size_t *len);
 const struct http_route *http_route_of(const struct http_request *req);
 const char *http_request_id(const struct http_request *req);
 /* The client's address as text ("127.0.0.1"). */
