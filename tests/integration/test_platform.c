@@ -2,9 +2,10 @@
  * Health, readiness, metrics (checked by promtool), the contract, static files (types, ETag,
  * 304, traversal), errors (404, 405, 413, 415, 400 with line/column), request ids and the
  * access log, random bodies, idle connections from one address, slow clients, graceful
- * shutdown, configuration errors, migrations (concurrent, changed checksum, newer database)
+ * shutdown, 10,000 random bodies, configuration errors, migrations (concurrent, changed checksum, newer database)
  * and a state-store outage. */
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <glob.h>
 #include <netinet/in.h>
@@ -18,6 +19,13 @@
 #include <unistd.h>
 
 #include "harness.h"
+
+static size_t discard(char *p, size_t size, size_t n, void *cls)
+{
+    (void)p;
+    (void)cls;
+    return size * n;
+}
 
 /* A raw TCP connection from `src` (e.g. "127.0.0.2") to the server. */
 static int tcp_connect(const struct th_server *s, const char *src)
@@ -289,6 +297,92 @@ static void test_errors_and_ids(const struct th_server *s)
     th_resp_free(&r);
 }
 
+/* 10,000 POSTs of random bytes (some shaped like JSON) to a JSON route as admin: every
+ * answer is a 4xx problem, the server stays alive, and the sanitizers report nothing at
+ * stop (checked by th_server_stop). One keep-alive connection, so it takes seconds. */
+static void test_bodies(const struct th_server *s)
+{
+    char *route = json_body_route();
+    char *token = th_dev_token(s, "admin");
+    CHECK(route && token, "a JSON route and an admin token");
+    if (!route || !token)
+        goto out;
+    char auth[8192];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+    struct th_resp r;
+
+    th_step("415: a JSON route refuses other media types (with a valid token)");
+    const char *text[] = {auth, "Content-Type: text/plain", NULL};
+    th_http(s, "POST", route, text, "{}", 2, &r);
+    CHECK(th_is_problem(&r, 415), "text/plain gave %ld", r.status);
+    th_resp_free(&r);
+    const char *none[] = {auth, NULL};
+    th_http(s, "POST", route, none, "{}", 2, &r);
+    CHECK(r.status == 415 || r.status == 400, "no Content-Type gave %ld", r.status);
+    th_resp_free(&r);
+
+    th_step("400: malformed JSON names line and column");
+    const char *ct[] = {auth, "Content-Type: application/json; charset=utf-8", NULL};
+    const char *bad = "{\n  \"kind\": \"noop\",\n  \"args\": {,}\n}";
+    th_http(s, "POST", route, ct, bad, strlen(bad), &r);
+    CHECK(th_is_problem(&r, 400) && json_integer_value(json_object_get(r.json, "line")) == 3 &&
+              json_integer_value(json_object_get(r.json, "column")) > 0,
+          "malformed JSON: %s", r.body);
+    th_resp_free(&r);
+    th_http(s, "POST", route, ct, "", 0, &r);
+    CHECK(th_is_problem(&r, 400), "empty body gave %ld", r.status);
+    th_resp_free(&r);
+
+    th_step("10,000 random bodies: only 4xx answers, server alive");
+    CURL *c = curl_easy_init();
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", s->base, route);
+    struct curl_slist *hl = NULL;
+    hl = curl_slist_append(hl, auth);
+    hl = curl_slist_append(hl, "Content-Type: application/json");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    static const char shapes[] = "{}[]\":,0123456789.-+eEtrufalsn \\/\x01\xff\xc3";
+    unsigned seed = 20261125;
+    int not4xx = 0, transport = 0;
+    long last = 0;
+    char body[512];
+    for (int i = 0; i < 10000; i++) {
+        size_t len = (size_t)(rand_r(&seed) % (int)sizeof body);
+        int mode = i % 3; /* raw bytes, JSON-ish characters, or a JSON object prefix */
+        for (size_t k = 0; k < len; k++)
+            body[k] = mode == 0 ? (char)(rand_r(&seed) & 0xff)
+                                : shapes[rand_r(&seed) % (int)(sizeof shapes - 1)];
+        if (mode == 2 && len > 2) {
+            body[0] = '{';
+            body[len - 1] = '}';
+        }
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len);
+        if (curl_easy_perform(c) != CURLE_OK) {
+            transport++;
+            continue;
+        }
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &last);
+        if (last < 400 || last > 499) {
+            if (not4xx++ < 5)
+                fprintf(stderr, "  body %d (%zu bytes) gave %ld\n", i, len, last);
+        }
+    }
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    CHECK(not4xx == 0, "%d of 10,000 random bodies were not answered 4xx", not4xx);
+    CHECK(transport == 0, "%d transport errors", transport);
+    th_get(s, "/healthz", NULL, &r);
+    CHECK(r.status == 200, "alive after 10,000 random bodies");
+    th_resp_free(&r);
+out:
+    free(route);
+    free(token);
+}
+
 static void test_connections(const char *url)
 {
     th_step("200 idle connections from 127.0.0.1; 127.0.0.2 is still served at once");
@@ -558,6 +652,7 @@ int main(void)
     test_metrics(&s);
     test_static(&s);
     test_errors_and_ids(&s);
+    test_bodies(&s);
     CHECK(th_server_stop(&s) == 0, "clean stop of the main server");
 
     test_connections(url);
