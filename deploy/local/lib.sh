@@ -9,8 +9,9 @@ PG_BIN=/usr/lib/postgresql/15/bin
 QDB_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libpq-dev
   libcurl4-openssl-dev librdkafka-dev libssl-dev libjwt-dev postgresql-15
   postgresql-client-15 openssl ca-certificates curl)
-# What the test suite needs on top (Node.js 20 and npm come with the machine).
-QDB_TEST_PACKAGES=(kcat prometheus chromium yamllint cppcheck)
+# What the test suite needs on top: promtool, headless Chromium, cppcheck (Node.js 20 and
+# npm come with the machine).
+QDB_TEST_PACKAGES=(prometheus chromium cppcheck)
 
 qdb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 qdb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
