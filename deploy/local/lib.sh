@@ -92,6 +92,12 @@ qdb_pg_createdb() {
 }
 
 # qdb_free_port: a TCP port that nothing listens on right now.
+# (a random high port that refuses a connection; no python needed on a fresh machine)
 qdb_free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  local p
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  qdb_die "no free TCP port found"
 }
