@@ -54,6 +54,19 @@ static int audit_job(struct db_conn *c, struct http_request *req, const char *ac
     return audit_record_http(c, req, &e);
 }
 
+
+/* Reply {"items", "next_cursor"} from rows of (cursor, JSON document); `res` is consumed.
+ * A full page has a next cursor (the last row's); a short one ends the listing. */
+static void reply_page(struct http_request *req, PGresult *res, int rows, int limit)
+{
+    json_t *items = json_array();
+    for (int r = 0; r < rows; r++)
+        json_array_append_new(items, parse_text(PQgetvalue(res, r, 1)));
+    json_t *next = rows == limit ? json_string(PQgetvalue(res, rows - 1, 0)) : json_null();
+    PQclear(res);
+    http_reply_json(req, 200, json_pack("{s:o,s:o}", "items", items, "next_cursor", next));
+}
+
 /* ---- GET /api/v1/jobs ---- */
 
 static const char *const job_states[] = {"pending", "running",   "succeeded", "retrying",
@@ -121,12 +134,7 @@ void jobs_api_list(struct http_request *req)
         http_reply_db_error(req, rows);
         return;
     }
-    json_t *items = json_array();
-    for (int r = 0; r < rows; r++)
-        json_array_append_new(items, parse_text(PQgetvalue(res, r, 1)));
-    json_t *next = rows == limit ? json_string(PQgetvalue(res, rows - 1, 0)) : json_null();
-    PQclear(res);
-    http_reply_json(req, 200, json_pack("{s:o,s:o}", "items", items, "next_cursor", next));
+    reply_page(req, res, rows, limit);
 }
 
 /* ---- GET /api/v1/jobs/{id} ---- */
@@ -196,12 +204,7 @@ void jobs_api_logs(struct http_request *req)
         http_reply_db_error(req, rows);
         return;
     }
-    json_t *items = json_array();
-    for (int r = 0; r < rows; r++)
-        json_array_append_new(items, parse_text(PQgetvalue(res, r, 1)));
-    json_t *next = rows == limit ? json_string(PQgetvalue(res, rows - 1, 0)) : json_null();
-    PQclear(res);
-    http_reply_json(req, 200, json_pack("{s:o,s:o}", "items", items, "next_cursor", next));
+    reply_page(req, res, rows, limit);
 }
 
 /* ---- POST /api/v1/jobs ---- */
