@@ -54,7 +54,6 @@ static int audit_job(struct db_conn *c, struct http_request *req, const char *ac
     return audit_record_http(c, req, &e);
 }
 
-
 /* Reply {"items", "next_cursor"} from rows of (cursor, JSON document); `res` is consumed.
  * A full page has a next cursor (the last row's); a short one ends the listing. */
 static void reply_page(struct http_request *req, PGresult *res, int rows, int limit)
