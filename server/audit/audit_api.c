@@ -174,11 +174,9 @@ void audit_api_list(struct http_request *req)
         reply_field(req, "cursor", "is not a cursor this server handed out");
         return;
     }
-    struct db_conn *conn = http_db(req);
-    if (!conn) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *conn = http_db_or_reply(req);
+    if (!conn)
         return;
-    }
     int rc = audit_store_list(conn, &f, before, (int)limit + 1, &res);
     if (rc < 0) {
         http_reply_db_error(req, rc);
@@ -235,11 +233,9 @@ void audit_api_verify(struct http_request *req)
                            VERIFY_CONCURRENT);
         return;
     }
-    struct db_conn *conn = http_db(req);
-    if (!conn) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *conn = http_db_or_reply(req);
+    if (!conn)
         goto out;
-    }
     struct audit_verify_result r;
     int rc = audit_verify(conn, from, to, NULL, NULL, &r);
     if (rc < 0) {

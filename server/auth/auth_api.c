@@ -73,11 +73,9 @@ void auth_api_config(struct http_request *req)
 
 void auth_api_tokens_list(struct http_request *req)
 {
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     json_t *items = NULL;
     int rc = auth_store_token_list(c, &items);
     if (rc < 0) {
@@ -169,11 +167,9 @@ void auth_api_tokens_create(struct http_request *req)
     }
     const struct http_principal *p = http_principal(req);
     struct auth_token_spec spec = {name, role + HTTP_VIEWER, envs, ttl, p->subject};
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     secret = auth_api_token_new();
     if (!secret) {
         http_reply_problem(req, QDB_E_INTERNAL, "no randomness for a token");
@@ -248,11 +244,9 @@ void auth_api_tokens_revoke(struct http_request *req)
         http_reply_problem(req, QDB_E_NOT_FOUND, "no API token with that id");
         return;
     }
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     struct revoke_tx t = {id, req, NULL, 0};
     int rc = db_tx(c, revoke_tx, &t);
     json_decref(t.row);

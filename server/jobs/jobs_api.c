@@ -30,6 +30,15 @@ static int64_t parse_id(const char *s)
     return (int64_t)v;
 }
 
+/* The {id} of the path, or 0 after replying 404 (no job can have a malformed id). */
+static int64_t path_job_id(struct http_request *req)
+{
+    int64_t id = parse_id(http_param(req, "id"));
+    if (!id)
+        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+    return id;
+}
+
 static const char *subject_of(struct http_request *req)
 {
     const struct http_principal *p = http_principal(req);
@@ -122,11 +131,9 @@ void jobs_api_list(struct http_request *req)
     }
     if (query_limit(req, 50, 500, &limit) != 0)
         return;
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     PGresult *res = NULL;
     int rows = jobs_store_list(c, state, kind, queue, created_by, since, before, limit, &res);
     if (rows < 0) {
@@ -140,16 +147,12 @@ void jobs_api_list(struct http_request *req)
 
 void jobs_api_get(struct http_request *req)
 {
-    int64_t id = parse_id(http_param(req, "id"));
-    if (!id) {
-        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+    int64_t id = path_job_id(req);
+    if (!id)
         return;
-    }
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     char *text = NULL;
     int rc = jobs_store_get_json(c, id, &text);
     if (rc < 0) {
@@ -169,11 +172,9 @@ void jobs_api_get(struct http_request *req)
 
 void jobs_api_logs(struct http_request *req)
 {
-    int64_t id = parse_id(http_param(req, "id"));
-    if (!id) {
-        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+    int64_t id = path_job_id(req);
+    if (!id)
         return;
-    }
     const char *cursor = http_query(req, "cursor");
     int64_t after = 0;
     if (cursor && (after = parse_id(cursor)) == 0) {
@@ -184,11 +185,9 @@ void jobs_api_logs(struct http_request *req)
     int limit;
     if (query_limit(req, 200, 1000, &limit) != 0)
         return;
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     int rc = jobs_store_exists(c, id);
     if (rc <= 0) {
         if (rc < 0)
@@ -276,11 +275,9 @@ void jobs_api_create(struct http_request *req)
                                "Idempotency-Key must be 1 to 255 characters");
         return;
     }
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     struct create_tx t = {.req = req};
     t.jn = (struct jobs_new){.kind = kind,
                              .args = args,
@@ -346,16 +343,12 @@ static int action_fn(struct db_conn *c, void *cls)
 
 static void job_action(struct http_request *req, int retry)
 {
-    int64_t id = parse_id(http_param(req, "id"));
-    if (!id) {
-        http_reply_problem(req, QDB_E_NOT_FOUND, "no job %s", http_param(req, "id"));
+    int64_t id = path_job_id(req);
+    if (!id)
         return;
-    }
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     struct action_tx t = {.req = req, .id = id, .retry = retry};
     int rc = db_tx(c, action_fn, &t);
     if (rc == E_NOT_FOUND) {
@@ -479,11 +472,9 @@ static int valid_schedule_name(const char *s)
 
 void jobs_api_schedules_list(struct http_request *req)
 {
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     PGresult *res = NULL;
     int rows = jobs_store_schedule_list(c, &res);
     if (rows < 0) {
@@ -631,10 +622,9 @@ void jobs_api_schedules_create(struct http_request *req)
     if (check_cron(req, cron, &t.next) != 0 || check_kind_args(req, kind, args) != 0)
         return;
     t.args_text = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    struct db_conn *c = http_db(req);
+    struct db_conn *c = http_db_or_reply(req);
     if (!c) {
         free(t.args_text);
-        http_reply_db_error(req, DB_RETRY);
         return;
     }
     int rc = db_tx(c, schedule_fn, &t);
@@ -661,11 +651,9 @@ void jobs_api_schedules_update(struct http_request *req)
     if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
         return;
     struct sched_tx t = {.req = req, .name = name, .cron = cron};
-    struct db_conn *c = http_db(req);
-    if (!c) {
-        http_reply_db_error(req, DB_RETRY);
+    struct db_conn *c = http_db_or_reply(req);
+    if (!c)
         return;
-    }
     char *cur_text = NULL;
     int rc = jobs_store_schedule_get(c, name, &cur_text);
     if (rc <= 0) {

@@ -205,6 +205,14 @@ struct db_conn *http_db(struct http_request *r)
     return r->db;
 }
 
+struct db_conn *http_db_or_reply(struct http_request *r)
+{
+    struct db_conn *c = http_db(r);
+    if (!c)
+        http_reply_db_error(r, DB_RETRY);
+    return c;
+}
+
 /* ---- replies ---- */
 
 static int begin_reply(struct http_request *r, unsigned status, const char *content_type)

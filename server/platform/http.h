@@ -119,6 +119,9 @@ struct MHD_Connection *http_connection(const struct http_request *req);
  * given back when the handler returns. NULL when none could be had: then answer with
  * http_reply_db_error(req, DB_RETRY). */
 struct db_conn *http_db(struct http_request *req);
+/* The same, but when no connection can be had it replies 503 (state store unavailable)
+ * itself: the handler then returns without replying. */
+struct db_conn *http_db_or_reply(struct http_request *req);
 
 /* ---- replying (exactly once per request) ---- */
 
