@@ -472,6 +472,17 @@ static void warm_up(struct worker *w)
     (void)jobs_store_heartbeat(c, 0, E.instance, 0, jobs_cfg.lease_s, &cancel);
 }
 
+/* With E.mu held: complete the finished jobs collected so far, releasing the lock for the
+ * database round trip. */
+static void flush_done_locked(struct worker *w)
+{
+    size_t n;
+    struct done *d = take_done(&n);
+    pthread_mutex_unlock(&E.mu);
+    flush_done(w, d, n);
+    pthread_mutex_lock(&E.mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -480,11 +491,7 @@ static void *worker_main(void *arg)
     for (;;) {
         if (atomic_load(&E.stopping)) {
             if (E.ndone) {
-                size_t n;
-                struct done *d = take_done(&n);
-                pthread_mutex_unlock(&E.mu);
-                flush_done(w, d, n);
-                pthread_mutex_lock(&E.mu);
+                flush_done_locked(w);
                 continue;
             }
             break;
@@ -500,13 +507,8 @@ static void *worker_main(void *arg)
             /* Complete in batches: when the batch is drained (nothing running, nothing
              * queued) or the list is full. */
             if (E.ndone &&
-                ((E.qhead == E.qlen && E.running == 0) || E.ndone >= (size_t)jobs_cfg.batch)) {
-                size_t n;
-                struct done *d = take_done(&n);
-                pthread_mutex_unlock(&E.mu);
-                flush_done(w, d, n);
-                pthread_mutex_lock(&E.mu);
-            }
+                ((E.qhead == E.qlen && E.running == 0) || E.ndone >= (size_t)jobs_cfg.batch))
+                flush_done_locked(w);
             continue;
         }
         if (!E.fetching && E.wake_gen != E.fetched_gen) {
@@ -520,13 +522,10 @@ static void *worker_main(void *arg)
             pthread_mutex_lock(&E.mu);
             E.fetching = 0;
             /* A full batch means there may be more: fetch again when it is drained. A short
-             * one means nothing more until the next wake-up. */
+             * one (or an error: the state store is away, and the listener's 1 s tick
+             * retries) means nothing more until the next wake-up. */
             if (got < want)
                 E.fetched_gen = gen;
-            if (got < 0) {
-                /* the state store is away: the listener's 1 s tick retries */
-                E.fetched_gen = gen;
-            }
             continue;
         }
         if (E.ndone && E.running > 0) {
@@ -542,21 +541,12 @@ static void *worker_main(void *arg)
             E.idle++;
             int rc = pthread_cond_timedwait(&E.cv, &E.mu, &ts);
             E.idle--;
-            if (rc == ETIMEDOUT && E.ndone) {
-                size_t n;
-                struct done *d = take_done(&n);
-                pthread_mutex_unlock(&E.mu);
-                flush_done(w, d, n);
-                pthread_mutex_lock(&E.mu);
-            }
+            if (rc == ETIMEDOUT && E.ndone)
+                flush_done_locked(w);
             continue;
         }
         if (E.ndone) {
-            size_t n;
-            struct done *d = take_done(&n);
-            pthread_mutex_unlock(&E.mu);
-            flush_done(w, d, n);
-            pthread_mutex_lock(&E.mu);
+            flush_done_locked(w);
             continue;
         }
         E.idle++;
