@@ -123,6 +123,18 @@ int audit_store_range(struct db_conn *conn, int64_t from_seq, int64_t to_seq, in
     return db_exec(conn, &q_range, params, res);
 }
 
+/* The seven filter parameters $1..$7 of AUDIT_FILTERS, in order. */
+static void filter_params(const struct audit_filter *f, const char *params[7])
+{
+    params[0] = f->actor;
+    params[1] = f->resource_type;
+    params[2] = f->resource_id;
+    params[3] = f->action;
+    params[4] = f->environment;
+    params[5] = f->since;
+    params[6] = f->until;
+}
+
 static struct db_stmt q_list =
     DB_STMT("audit_list", 9,
             "SELECT " AUDIT_COLUMNS " FROM audit_event WHERE " AUDIT_FILTERS
@@ -132,15 +144,10 @@ int audit_store_list(struct db_conn *conn, const struct audit_filter *f, int64_t
                      int limit, PGresult **res)
 {
     char before[24], lim[24];
-    const char *params[] = {f->actor,
-                            f->resource_type,
-                            f->resource_id,
-                            f->action,
-                            f->environment,
-                            f->since,
-                            f->until,
-                            before_seq > 0 ? db_int64(before, before_seq) : NULL,
-                            db_int64(lim, limit)};
+    const char *params[9];
+    filter_params(f, params);
+    params[7] = before_seq > 0 ? db_int64(before, before_seq) : NULL;
+    params[8] = db_int64(lim, limit);
     return db_exec(conn, &q_list, params, res);
 }
 
@@ -153,15 +160,10 @@ int audit_store_export_page(struct db_conn *conn, const struct audit_filter *f, 
                             int64_t max_seq, int limit, PGresult **res)
 {
     char after[24], max[24], lim[24];
-    const char *params[] = {f->actor,
-                            f->resource_type,
-                            f->resource_id,
-                            f->action,
-                            f->environment,
-                            f->since,
-                            f->until,
-                            db_int64(after, after_seq),
-                            db_int64(max, max_seq),
-                            db_int64(lim, limit)};
+    const char *params[10];
+    filter_params(f, params);
+    params[7] = db_int64(after, after_seq);
+    params[8] = db_int64(max, max_seq);
+    params[9] = db_int64(lim, limit);
     return db_exec(conn, &q_export, params, res);
 }
