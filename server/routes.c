@@ -3,6 +3,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "jobs/jobs.h"
+#include "platform/environment.h"
 #include "platform/health.h"
 
 /* Keep each room's routes together, in the order of api/openapi.yaml. */
@@ -12,6 +13,7 @@ const struct http_route qdb_routes[] = {
     {"GET", "/readyz", health_ready, HTTP_PUBLIC, 0},
     {"GET", "/metrics", health_metrics, HTTP_PUBLIC, 0},
     {"GET", "/api/v1/openapi.yaml", health_openapi, HTTP_PUBLIC, 0},
+    {"GET", "/api/v1/environments", environment_api_list, HTTP_VIEWER, 0},
 
     /* auth */
     {"GET", "/api/v1/me", auth_api_me, HTTP_VIEWER, 0},

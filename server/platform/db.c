@@ -214,6 +214,26 @@ int db_exec(struct db_conn *c, struct db_stmt *st, const char *const *params, PG
     return rows;
 }
 
+int db_exec_json(struct db_conn *c, struct db_stmt *st, const char *const *params, json_t **out)
+{
+    PGresult *res;
+    *out = NULL;
+    int rc = db_exec(c, st, params, &res);
+    if (rc <= 0 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        return rc < 0 ? rc : 0;
+    }
+    json_error_t err;
+    *out = json_loads(PQgetvalue(res, 0, 0), JSON_DECODE_ANY, &err);
+    PQclear(res);
+    if (!*out) {
+        log_event(LOG_ERROR, "state store returned JSON that does not parse",
+                  json_pack("{s:s,s:s}", "statement", st->name, "error", err.text));
+        return DB_HARD;
+    }
+    return 1;
+}
+
 int db_exec_fixed(struct db_conn *c, const char *sql)
 {
     if (!c->pg || c->broken)

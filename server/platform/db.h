@@ -12,6 +12,7 @@
 #ifndef QDB_PLATFORM_DB_H
 #define QDB_PLATFORM_DB_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdint.h>
 
@@ -85,6 +86,13 @@ void db_rollback(struct db_conn *conn); /* ROLLBACK, errors ignored */
  * a negative value other than the DB_ codes, it is passed through (use values < -100 for
  * your own reasons). */
 int db_tx(struct db_conn *conn, int (*fn)(struct db_conn *conn, void *cls), void *cls);
+
+/* Run a statement whose first row's first column is JSON text (json_agg, row_to_json...)
+ * and parse it into *out (new reference; NULL when there is no row or the cell is NULL).
+ * Returns 1 with *out set, 0 for no row / NULL, or a DB_ code (DB_HARD when the cell does
+ * not parse). */
+int db_exec_json(struct db_conn *conn, struct db_stmt *st, const char *const *params,
+                 json_t **out);
 
 /* SQLSTATE of the last error on this connection ("" when none). */
 const char *db_last_sqlstate(const struct db_conn *conn);
