@@ -21,13 +21,16 @@
 #include "platform/metrics.h"
 #include "platform/migrate.h"
 #include "routes.h"
+#include "wiring/wiring.h"
 
-/* The rooms, in start order (stopped in reverse). */
+/* The rooms. Their order does not matter: every init runs before any start (module.h);
+ * they are stopped in reverse. */
 static const struct qdb_module *const modules[] = {
     NULL, /* keep: lets the list be empty; rooms add `&<room>_module,` below */
     &audit_module,
     &auth_module,
-    &jobs_module, /* last: started after the rooms that register kinds, stopped first */
+    &jobs_module,
+    &wiring_audit_module,
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 
@@ -107,10 +110,66 @@ static void make_instance_id(char *out, size_t n)
              rnd[3]);
 }
 
+/* Stop the first n modules (those whose init ran), in reverse. */
+static void stop_modules(size_t n)
+{
+    while (n > 0) {
+        const struct qdb_module *m = modules[--n];
+        if (m && m->stop)
+            m->stop();
+    }
+}
+
+static const struct qdb_module *module_named(const char *name)
+{
+    for (size_t i = 0; i < NMODULES; i++)
+        if (modules[i] && strcmp(modules[i]->name, name) == 0)
+            return modules[i];
+    return NULL;
+}
+
+/* Whether a command needs module m (m->name is in its command_needs). */
+static int command_needs(const struct qdb_module *cmd, const struct qdb_module *m)
+{
+    for (const char *const *n = cmd->command_needs; n && *n; n++)
+        if (strcmp(*n, m->name) == 0)
+            return 1;
+    return 0;
+}
+
+/* A room's command: only the modules it names are configured and initialised. */
+static int run_command(const struct qdb_module *cmd, struct qdb_app *app, int argc, char **argv)
+{
+    for (const char *const *n = cmd->command_needs; n && *n; n++)
+        if (!module_named(*n)) {
+            log_error("command %s needs module %s, which is not built in", cmd->command, *n);
+            return 1;
+        }
+    size_t inited = 0;
+    int status = 1;
+    for (; inited < NMODULES; inited++) {
+        const struct qdb_module *m = modules[inited];
+        if (!m || !command_needs(cmd, m))
+            continue;
+        if (m->init && m->init(app) != 0) {
+            log_error("module %s failed to initialise", m->name);
+            goto out;
+        }
+    }
+    status = cmd->run_command(app, argc, argv);
+out:
+    while (inited > 0) {
+        const struct qdb_module *m = modules[--inited];
+        if (m && m->stop && command_needs(cmd, m))
+            m->stop();
+    }
+    return status;
+}
+
 static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
 {
     int status = 1;
-    size_t started = 0;
+    size_t inited = 0;
     struct http_server *http = NULL;
     const char **patterns = calloc(qdb_routes_count + 1, sizeof *patterns);
     for (size_t i = 0; i < qdb_routes_count; i++)
@@ -118,8 +177,15 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
     metrics_http_init(patterns, qdb_routes_count);
     metrics_set_pool(app->pool);
 
-    for (; started < NMODULES; started++) {
-        const struct qdb_module *m = modules[started];
+    for (; inited < NMODULES; inited++) {
+        const struct qdb_module *m = modules[inited];
+        if (m && m->init && m->init(app) != 0) {
+            log_error("module %s failed to initialise", m->name);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < NMODULES; i++) {
+        const struct qdb_module *m = modules[i];
         if (m && m->start && m->start(app) != 0) {
             log_error("module %s failed to start", m->name);
             goto out;
@@ -153,11 +219,7 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
     status = 0;
 out:
     http_server_stop(http, cfg->shutdown_timeout_s);
-    while (started > 0) {
-        const struct qdb_module *m = modules[--started];
-        if (m && m->stop)
-            m->stop();
-    }
+    stop_modules(inited);
     free(patterns);
     metrics_set_pool(NULL);
     return status;
@@ -196,14 +258,21 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Each command reads only the settings it uses: a migration Job has no issuer and no
+     * audit key, and no command but serve needs the web folder. */
+    int serving = strcmp(cmd, "serve") == 0;
     struct config cfg;
-    if (config_load(&cfg, 1) != 0)
+    if (config_load(&cfg, CONFIG_DATABASE | (serving ? CONFIG_SERVE : 0)) != 0)
         return 2;
-    for (size_t i = 0; i < NMODULES; i++)
-        if (modules[i] && modules[i]->config_load && modules[i]->config_load() != 0) {
+    for (size_t i = 0; i < NMODULES; i++) {
+        const struct qdb_module *m = modules[i];
+        if (!m || !(serving || (command_module && command_needs(command_module, m))))
+            continue;
+        if (m->config_load && m->config_load() != 0) {
             config_free(&cfg);
             return 2;
         }
+    }
     log_set_level(cfg.log_level);
 
     int status = 1;
@@ -221,7 +290,7 @@ int main(int argc, char **argv)
     if (!app.pool)
         goto out;
     if (command_module)
-        status = command_module->run_command(&app, argc - 1, argv + 1);
+        status = run_command(command_module, &app, argc - 1, argv + 1);
     else
         status = serve(&cfg, &app, &signals);
 out:

@@ -1,6 +1,26 @@
-/* How a room plugs into the process: main.c lists the modules and drives their life cycle
- * (config -> start -> [serve] -> stop). Adding a room is adding its module to that list,
- * its routes to routes.c and its migrations; the core does not change. */
+/* How a room plugs into the process. main.c lists the modules and drives their life cycle:
+ *
+ *   serve:    config_load (every module) -> migrations -> init (every module) ->
+ *             start (every module) -> HTTP listens -> [signal] -> HTTP stops -> stop
+ *             (every module, in reverse)
+ *   command:  config_load and init of the modules the command names in `command_needs`
+ *             (and nothing else) -> run_command
+ *
+ * Phase 1, `init`, registers what other rooms look up: job kinds and default schedules
+ * (jobs_register_kind, jobs_schedule_ensure), metrics collectors, the HTTP hooks, the
+ * state that the room's route handlers use. No thread is started and nothing waits on
+ * another module. Phase 2, `start`, starts threads (workers, listeners, relays). Because
+ * every init runs before any start, the order of the module list does not matter.
+ *
+ * A new room touches, besides its own folder:
+ *   - one line in main.c's module list;
+ *   - its rows in server/routes.c and its paths in api/openapi.yaml;
+ *   - its migration(s) in migrations/ (its own tables only; default schedules through
+ *     jobs_schedule_ensure in init, never by writing the jobs room's tables);
+ *   - its error codes in platform/errors.h and errors.c;
+ *   - its recipes in tests/integration/test_audit_routes.c;
+ *   - its variables in README.md's configuration table;
+ *   - its console page in web/. */
 #ifndef QDB_MODULE_H
 #define QDB_MODULE_H
 
@@ -18,16 +38,23 @@ struct qdb_module {
     /* Read and validate the room's environment variables. Returns 0, or -1 after printing
      * "qdb-control: VAR: reason" (the process exits 2). May be NULL. */
     int (*config_load)(void);
-    /* Start the room (threads, caches, hooks) after migrations, before HTTP listens.
-     * Returns 0, or -1 after logging why (start-up fails). May be NULL. */
+    /* Phase 1 (see above), after migrations: register kinds, schedules, hooks, metrics and
+     * route state. Starts no thread. Returns 0, or -1 after logging why. May be NULL. */
+    int (*init)(struct qdb_app *app);
+    /* Phase 2: start the room's threads. Every module's init has run. Returns 0, or -1
+     * after logging why (start-up fails). May be NULL. */
     int (*start)(struct qdb_app *app);
-    /* Stop the room after HTTP stopped; joins its threads. May be NULL. */
+    /* Stop the room after HTTP stopped; joins its threads and frees what init made. Called
+     * for every module whose init ran, in reverse order. May be NULL. */
     void (*stop)(void);
     /* A subcommand this room provides ("token"), run instead of serving, with app->pool
      * set and migrations applied; argv[0] is the subcommand. Returns the exit status. */
     const char *command;
     int (*run_command)(struct qdb_app *app, int argc, char **argv);
     const char *command_usage; /* one line for `qdb-control help` */
+    /* The modules (by name, NULL-terminated) whose config_load and init the command needs,
+     * this module included when it needs its own; nothing else is loaded. */
+    const char *const *command_needs;
 };
 
 #endif

@@ -1,5 +1,6 @@
-/* The audit room as a module: its configuration (the chain key), its start (metrics, the
- * daily verify kind), its counters, and the API shape of a stored event. */
+/* The audit room as a module: its configuration (the chain key), its init (metrics), its
+ * counters, and the API shape of a stored event. The daily verification job is wired in
+ * server/wiring/audit_verify.c: the audit room knows no jobs. */
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -8,9 +9,6 @@
 #include "audit/audit_internal.h"
 #include "platform/config.h"
 #include "platform/metrics.h"
-
-/* audit_jobs.c */
-void audit_jobs_register(void);
 
 static struct db_settings audit_settings;
 
@@ -31,21 +29,20 @@ static int audit_config_load(void)
     return audit_key_load(path);
 }
 
-static int audit_start(struct qdb_app *app)
+static int audit_init(struct qdb_app *app)
 {
     audit_settings.url = app->cfg->database_url;
     audit_settings.statement_timeout_ms = app->cfg->db_statement_timeout_ms;
     audit_settings.connect_timeout_s = app->cfg->db_connect_timeout_s;
     audit_settings.application_name = "qdb-control-audit";
     audit_metrics_register();
-    audit_jobs_register();
     return 0;
 }
 
 const struct qdb_module audit_module = {
     .name = "audit",
     .config_load = audit_config_load,
-    .start = audit_start,
+    .init = audit_init,
 };
 
 /* ---- metrics ---- */

@@ -47,6 +47,23 @@ int audit_record_http(struct db_conn *conn, struct http_request *req,
 int audit_record(struct db_conn *conn, const struct audit_actor *actor, const char *request_id,
                  const char *client_addr, const struct audit_entry *e);
 
+/* ---- verifying the chain ---- */
+
+struct audit_verify_result {
+    int ok;
+    int64_t checked;
+    int64_t first_broken_seq; /* 0: none */
+    char reason[160];         /* why it broke, for logs (no secrets: no hashes of secrets) */
+};
+
+/* Recompute the chain over [from_seq, to_seq] (to_seq 0 = up to the head) on `conn`, in
+ * pages, calling progress(cls) after each page when not NULL (it returns non-zero to
+ * stop: then -1). A break is counted in the metrics and logged. Returns 0 with *res filled,
+ * or a DB_ code / -1. */
+int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
+                 int (*progress)(void *cls, int64_t checked), void *cls,
+                 struct audit_verify_result *res);
+
 /* ---- HTTP handlers (server/routes.c) ---- */
 
 /* GET /api/v1/audit: filters actor, resource_type, resource_id, action, environment,

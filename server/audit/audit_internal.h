@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "platform/buf.h"
+#include "audit/audit.h"
 #include "platform/db.h"
 
 #define AUDIT_HASH_HEX 64 /* a SHA-256 as lowercase hex, without the NUL */
@@ -84,20 +85,7 @@ int audit_key_loaded(void);
 
 /* ---- verifying (audit_chain.c) ---- */
 
-struct audit_verify_result {
-    int ok;
-    int64_t checked;
-    int64_t first_broken_seq; /* 0: none */
-    char reason[160];         /* why it broke, for logs (no secrets: no hashes of secrets) */
-};
-
-/* Recompute the chain over [from_seq, to_seq] (to_seq 0 = up to the head) on `conn`, in
- * pages, calling progress(cls) after each page when not NULL (it returns non-zero to
- * stop: then -1). A break is counted in the metrics and logged. Returns 0 with *res filled,
- * or a DB_ code / -1. */
-int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
-                 int (*progress)(void *cls, int64_t checked), void *cls,
-                 struct audit_verify_result *res);
+/* struct audit_verify_result and audit_verify are in audit.h (the room's door). */
 
 /* ---- SQL (audit_store.c): each returns rows (>= 0) or a DB_ code ---- */
 

@@ -1,4 +1,4 @@
-/* The auth room's life cycle: settings, start (verifier, dev issuer, the HTTP hook,
+/* The auth room's life cycle: settings, init (verifier, dev issuer, the HTTP hook,
  * metrics), stop, and the `token` command. */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -125,7 +125,7 @@ static int auth_config_load(void)
     return 0;
 }
 
-static int auth_start(struct qdb_app *app)
+static int auth_init(struct qdb_app *app)
 {
     (void)app;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -175,10 +175,12 @@ static int auth_run_command(struct qdb_app *app, int argc, char **argv)
 const struct qdb_module auth_module = {
     .name = "auth",
     .config_load = auth_config_load,
-    .start = auth_start,
+    .init = auth_init,
     .stop = auth_stop,
     .command = "token",
     .run_command = auth_run_command,
     .command_usage = "token create --name N --role viewer|operator|admin [--environment E]... "
                      "[--expires 30d]   print a new API token",
+    /* the token is audited (the chain key); no OIDC setting is needed to make one */
+    .command_needs = (const char *const[]){"audit", NULL},
 };

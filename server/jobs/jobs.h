@@ -54,9 +54,22 @@ struct jobs_kind {
     jobs_runner_fn run;
 };
 
-/* Register a kind; call from a module's config_load or start, before jobs_module starts.
- * `k` must outlive the process (a static). */
-void jobs_register_kind(const struct jobs_kind *k);
+/* Register a kind; call from a module's init (module.h). `k` must outlive the process (a
+ * static). Returns 0, or -1 (logged) when the table is full: the module's init then fails,
+ * and start-up with it. */
+int jobs_register_kind(const struct jobs_kind *k);
+
+/* A room's default schedule: created when the jobs room starts if no schedule of that name
+ * exists yet (an operator's later edits, or disabling it, are kept). */
+struct jobs_schedule_default {
+    const char *name;      /* 1..100 of a-z 0-9 - _ . */
+    const char *cron;      /* five fields, UTC */
+    const char *kind;      /* a registered kind */
+    const char *args_json; /* the job's args as a JSON object text; NULL = {} */
+};
+/* Register a default schedule; call from a module's init. `s` must outlive the process.
+ * Returns 0, or -1 (logged) when its cron does not parse or the table is full. */
+int jobs_schedule_ensure(const struct jobs_schedule_default *s);
 const struct jobs_kind *jobs_find_kind(const char *kind);
 
 /* ---- enqueue, inside the caller's transaction ---- */

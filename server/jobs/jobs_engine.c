@@ -16,24 +16,26 @@ struct jobs_settings jobs_cfg;
 
 /* ---- kinds ---- */
 
-#define JOBS_MAX_KINDS 64
+#define JOBS_MAX_KINDS 256
 static const struct jobs_kind *kinds[JOBS_MAX_KINDS];
 static atomic_size_t nkinds;
 
-void jobs_register_kind(const struct jobs_kind *k)
+int jobs_register_kind(const struct jobs_kind *k)
 {
     size_t n = atomic_load(&nkinds);
     for (size_t i = 0; i < n; i++)
         if (strcmp(kinds[i]->kind, k->kind) == 0) {
             kinds[i] = k; /* a room registering again (e.g. tests) replaces its kind */
-            return;
+            return 0;
         }
     if (n >= JOBS_MAX_KINDS) {
-        log_error("too many job kinds (%d); raise JOBS_MAX_KINDS", JOBS_MAX_KINDS);
-        return;
+        log_error("job kind %s: more than %d kinds; raise JOBS_MAX_KINDS", k->kind,
+                  JOBS_MAX_KINDS);
+        return -1;
     }
     kinds[n] = k;
     atomic_store(&nkinds, n + 1);
+    return 0;
 }
 
 size_t jobs_kind_count(void)
@@ -339,18 +341,39 @@ static int load_config(void)
     if (config_seconds("QDB_JOB_PRUNE_INTERVAL", 60, 1, 86400, &v) != 0)
         return -1;
     jobs_cfg.prune_interval_s = v;
-    jobs_kinds_register_builtin();
+    if (config_int("QDB_WORKERS", 4, 0, 256, &v) != 0)
+        return -1;
+    jobs_cfg.workers = (int)v;
     return 0;
 }
 
+/* Phase 1: the engine's own kinds and metrics; other rooms register theirs in their init. */
+static int init(struct qdb_app *app)
+{
+    (void)app;
+    if (jobs_kinds_register_builtin() != 0)
+        return -1;
+    jobs_metrics_register();
+    return 0;
+}
+
+/* Phase 2: every room's kinds and default schedules are registered by now. */
 static int start(struct qdb_app *app)
 {
     struct db_settings dbs = {app->cfg->database_url, app->cfg->db_statement_timeout_ms,
                               app->cfg->db_connect_timeout_s, "qdb-control-jobs"};
-    jobs_metrics_register();
+    struct db_conn *c = db_acquire(app->pool, app->cfg->db_connect_timeout_s * 1000);
+    int rc = c ? jobs_schedules_apply_defaults(c) : DB_RETRY;
+    if (c)
+        db_release(app->pool, c);
+    if (rc != 0) {
+        log_error("jobs: the default schedules could not be created (state store %s)",
+                  rc == DB_RETRY ? "unreachable" : "error");
+        return -1;
+    }
     if (jobs_events_init() != 0)
         return -1;
-    if (jobs_workers_start(app->instance_id, &dbs, app->cfg->workers,
+    if (jobs_workers_start(app->instance_id, &dbs, jobs_cfg.workers,
                            app->cfg->shutdown_timeout_s) != 0)
         return -1;
     if (jobs_leader_start(app->instance_id, &dbs) != 0) {
@@ -358,7 +381,7 @@ static int start(struct qdb_app *app)
         return -1;
     }
     log_event(LOG_INFO, "job engine started",
-              json_pack("{s:i,s:i,s:i}", "workers", app->cfg->workers, "lease_s",
+              json_pack("{s:i,s:i,s:i}", "workers", jobs_cfg.workers, "lease_s",
                         (int)jobs_cfg.lease_s, "kinds", (int)jobs_kind_count()));
     return 0;
 }
@@ -374,6 +397,7 @@ static void stop(void)
 const struct qdb_module jobs_module = {
     .name = "jobs",
     .config_load = load_config,
+    .init = init,
     .start = start,
     .stop = stop,
 };

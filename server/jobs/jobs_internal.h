@@ -43,6 +43,7 @@ int64_t jobs_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t r
 /* ---- engine settings (jobs_engine.c) ---- */
 
 struct jobs_settings {
+    int workers;           /* QDB_WORKERS: worker threads (0 = this replica runs no jobs) */
     long lease_s;          /* QDB_JOB_LEASE_SECONDS */
     long retention_days;   /* QDB_JOB_RETENTION_DAYS */
     long batch;            /* QDB_JOB_BATCH: most jobs one claim takes */
@@ -64,7 +65,7 @@ int jobs_kind_index(const char *kind);
 void jobs_concurrency_key(const struct jobs_kind *k, json_t *args, char *out, size_t n);
 
 /* Built-in diagnostic kinds (jobs_kinds.c). */
-void jobs_kinds_register_builtin(void);
+int jobs_kinds_register_builtin(void);
 
 /* ---- metrics (jobs_engine.c) ---- */
 /* An attempt ended on this replica in `state` (succeeded, failed, cancelled, retrying)
@@ -190,6 +191,11 @@ int jobs_store_schedule_get(struct db_conn *c, const char *name, char **json);
 int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
                                const char *kind, const char *args, int enabled,
                                const char *next_run_at);
+/* Insert the schedule unless one of that name exists (enabled, next run at
+ * next_run_unix). 1 inserted, 0 it existed. */
+int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, const char *cron,
+                                       const char *kind, const char *args,
+                                       const char *next_run_unix);
 /* Update given fields (NULL = keep); next_run_at recomputed by the caller when cron or
  * enabled change ("" = keep). 1 updated, 0 none. */
 int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
@@ -202,6 +208,10 @@ int jobs_store_schedule_due(struct db_conn *c, PGresult **res);
 /* After a fire (job_id 0: none fired, only next_run_at set). */
 int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_run_unix,
                               int64_t job_id);
+
+/* Default schedules registered with jobs_schedule_ensure (jobs_schedules.c): create the
+ * missing ones on `c`. Returns 0 or a DB_ code. */
+int jobs_schedules_apply_defaults(struct db_conn *c);
 
 /* ---- small helpers ---- */
 /* Append a C string as a quoted element of a PostgreSQL array literal (NULL = NULL). */

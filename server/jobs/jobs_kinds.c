@@ -141,10 +141,10 @@ static const struct jobs_kind k_fail = {
     .run = fail_run,
 };
 
-void jobs_kinds_register_builtin(void)
+int jobs_kinds_register_builtin(void)
 {
-    jobs_register_kind(&k_noop);
-    jobs_register_kind(&k_sleep);
-    jobs_register_kind(&k_sleep_limited);
-    jobs_register_kind(&k_fail);
+    return jobs_register_kind(&k_noop) || jobs_register_kind(&k_sleep) ||
+                   jobs_register_kind(&k_sleep_limited) || jobs_register_kind(&k_fail)
+               ? -1
+               : 0;
 }

@@ -503,6 +503,20 @@ int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *
     return db_exec(c, &q_sched_insert, p, NULL);
 }
 
+static struct db_stmt q_sched_insert_missing =
+    DB_STMT("jobs_schedule_insert_missing", 5,
+            "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
+            "VALUES ($1, $2, $3, $4::jsonb, true, to_timestamp($5::bigint)) "
+            "ON CONFLICT (name) DO NOTHING");
+
+int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, const char *cron,
+                                       const char *kind, const char *args,
+                                       const char *next_run_unix)
+{
+    const char *p[] = {name, cron, kind, args, next_run_unix};
+    return db_exec(c, &q_sched_insert_missing, p, NULL);
+}
+
 static struct db_stmt q_sched_update = DB_STMT(
     "jobs_schedule_update", 6,
     "UPDATE schedule SET cron = coalesce($2, cron), args = coalesce($3::jsonb, args), "

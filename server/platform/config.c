@@ -142,26 +142,15 @@ int config_parse_listen(const char *s, char *host, unsigned hostlen, uint16_t *p
     return 0;
 }
 
-int config_load(struct config *cfg, int need_database)
+static int load_database(struct config *cfg)
 {
-    memset(cfg, 0, sizeof *cfg);
-    const char *listen;
-    config_str("QDB_LISTEN", "127.0.0.1:8080", &listen);
-    if (config_parse_listen(listen, cfg->listen_host, sizeof cfg->listen_host,
-                            &cfg->listen_port) != 0)
-        return config_error("QDB_LISTEN", "'%s' is not host:port", listen);
-
     const char *url;
     config_str("QDB_DATABASE_URL", NULL, &url);
-    if (!url && need_database)
+    if (!url)
         return config_error("QDB_DATABASE_URL", "is required (a libpq URI, e.g. "
                                                 "postgresql://qdb@127.0.0.1:5432/qdb_control)");
-    if (url && strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0)
+    if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0)
         return config_error("QDB_DATABASE_URL", "must be a postgresql:// URI");
-
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ncpu < 1)
-        ncpu = 1;
     long v;
     if (config_int("QDB_DB_POOL_SIZE", 8, 1, 200, &v) != 0)
         return -1;
@@ -172,9 +161,21 @@ int config_load(struct config *cfg, int need_database)
     if (config_seconds("QDB_DB_CONNECT_TIMEOUT", 3, 1, 60, &v) != 0)
         return -1;
     cfg->db_connect_timeout_s = (int)v;
-    if (config_int("QDB_WORKERS", 4, 0, 256, &v) != 0)
-        return -1;
-    cfg->workers = (int)v;
+    cfg->database_url = strdup(url);
+    return cfg->database_url ? 0 : config_error("QDB_DATABASE_URL", "out of memory");
+}
+
+static int load_serve(struct config *cfg)
+{
+    const char *listen;
+    config_str("QDB_LISTEN", "127.0.0.1:8080", &listen);
+    if (config_parse_listen(listen, cfg->listen_host, sizeof cfg->listen_host,
+                            &cfg->listen_port) != 0)
+        return config_error("QDB_LISTEN", "'%s' is not host:port", listen);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (ncpu < 1)
+        ncpu = 1;
+    long v;
     if (config_int("QDB_HTTP_THREADS", ncpu * 4, 1, 256, &v) != 0)
         return -1;
     cfg->http_threads = (int)v;
@@ -190,21 +191,38 @@ int config_load(struct config *cfg, int need_database)
     if (config_seconds("QDB_SHUTDOWN_TIMEOUT", 10, 0, 3600, &v) != 0)
         return -1;
     cfg->shutdown_timeout_s = (int)v;
+    const char *web;
+    config_str("QDB_WEB_DIR", "web", &web);
+    if (access(web, R_OK | X_OK) != 0)
+        return config_error("QDB_WEB_DIR", "'%s' is not a readable directory", web);
+    cfg->web_dir = strdup(web);
+    return cfg->web_dir ? 0 : config_error("QDB_WEB_DIR", "out of memory");
+}
+
+int config_load(struct config *cfg, unsigned what)
+{
+    memset(cfg, 0, sizeof *cfg);
+    /* defaults of what is not loaded, so that nothing reads garbage */
+    snprintf(cfg->listen_host, sizeof cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8080;
+    cfg->db_pool_size = 8;
+    cfg->db_statement_timeout_ms = 5000;
+    cfg->db_connect_timeout_s = 3;
+    cfg->shutdown_timeout_s = 10;
 
     const char *level;
     config_str("QDB_LOG_LEVEL", "info", &level);
     if (log_level_parse(level, &cfg->log_level) != 0)
         return config_error("QDB_LOG_LEVEL", "'%s' is not one of: debug, info, warn, error",
                             level);
-
-    const char *web;
-    config_str("QDB_WEB_DIR", "web", &web);
-    if (access(web, R_OK | X_OK) != 0 && need_database)
-        return config_error("QDB_WEB_DIR", "'%s' is not a readable directory", web);
-
-    cfg->database_url = url ? strdup(url) : NULL;
-    cfg->web_dir = strdup(web);
+    if ((what & CONFIG_DATABASE) && load_database(cfg) != 0)
+        goto fail;
+    if ((what & CONFIG_SERVE) && load_serve(cfg) != 0)
+        goto fail;
     return 0;
+fail:
+    config_free(cfg);
+    return -1;
 }
 
 void config_free(struct config *cfg)

@@ -16,7 +16,6 @@ struct config {
     int db_pool_size;      /* QDB_DB_POOL_SIZE */
     int db_statement_timeout_ms; /* QDB_DB_STATEMENT_TIMEOUT_MS */
     int db_connect_timeout_s;    /* QDB_DB_CONNECT_TIMEOUT */
-    int workers;                 /* QDB_WORKERS: job worker threads */
     enum log_level log_level;    /* QDB_LOG_LEVEL */
     char *web_dir;               /* QDB_WEB_DIR (owned) */
     int shutdown_timeout_s;      /* QDB_SHUTDOWN_TIMEOUT */
@@ -26,10 +25,15 @@ struct config {
     int http_idle_timeout_s;     /* QDB_HTTP_IDLE_TIMEOUT */
 };
 
-/* Read and validate the platform's variables into `cfg`. `need_database` says whether
- * QDB_DATABASE_URL is required (it is not for `version`). Returns 0, or -1 after printing
- * the error line. Free with config_free. */
-int config_load(struct config *cfg, int need_database);
+/* What a command needs of the platform's settings. */
+#define CONFIG_DATABASE 0x1u /* QDB_DATABASE_URL (required) and the QDB_DB_* settings */
+#define CONFIG_SERVE 0x2u    /* QDB_LISTEN, QDB_HTTP_*, QDB_WEB_DIR, QDB_SHUTDOWN_TIMEOUT */
+
+/* Read and validate the platform's variables named by `what` (CONFIG_* flags; QDB_LOG_LEVEL
+ * always) into `cfg`; the others keep their defaults and are never looked at, so that a
+ * command runs with only its own variables set. Returns 0, or -1 after printing the error
+ * line. Free with config_free. */
+int config_load(struct config *cfg, unsigned what);
 void config_free(struct config *cfg);
 
 /* Helpers for rooms. Each returns 0 with *out set (to `def` when the variable is unset or

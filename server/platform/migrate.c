@@ -26,6 +26,27 @@ int migrate_check_order(const struct migration *list, size_t n, char *err, size_
     return 0;
 }
 
+int migrate_checksum_accepted(const struct migration *m, const char *sum)
+{
+    char own[65];
+    migrate_checksum(m, own);
+    if (strcmp(own, sum) == 0)
+        return 1;
+    /* "-- qdb-migrate: supersedes <sha256>" lines, each at a line start */
+    static const char tag[] = "-- qdb-migrate: supersedes ";
+    size_t taglen = sizeof tag - 1;
+    for (const char *p = m->sql; p && *p;) {
+        if (strncmp(p, tag, taglen) == 0 && strlen(sum) == 64 &&
+            strncmp(p + taglen, sum, 64) == 0 &&
+            (p[taglen + 64] == '\n' || p[taglen + 64] == '\0'))
+            return 1;
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return 0;
+}
+
 void migrate_checksum(const struct migration *m, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -90,7 +111,7 @@ static int check_applied(struct db_conn *c, char *err, size_t errlen)
         }
         char sum[65];
         migrate_checksum(m, sum);
-        if (strcmp(sum, PQgetvalue(res, r, 2)) != 0) {
+        if (!migrate_checksum_accepted(m, PQgetvalue(res, r, 2))) {
             snprintf(err, errlen,
                      "migration %04d_%s was changed after it was applied (checksum %.12s... in "
                      "the database, %.12s... in this binary); migrations are forward-only",

@@ -25,6 +25,12 @@ int migrate_check_order(const struct migration *list, size_t n, char *err, size_
 /* Hex SHA-256 of a migration's text into out (65 bytes). */
 void migrate_checksum(const struct migration *m, char out[65]);
 
+/* Whether `sum` (from schema_migrations) is m's checksum, or one that m declares it
+ * supersedes with a line "-- qdb-migrate: supersedes <sha256 hex>". Such a line is for the
+ * rare edit that leaves every database it was applied to in the state that the new text
+ * makes (say why in the migration). Pure; exposed for unit tests. */
+int migrate_checksum_accepted(const struct migration *m, const char *sum);
+
 /* Apply the pending embedded migrations on `conn`. Refuses (returns -1 with a reason in err)
  * when an applied migration's checksum differs from the binary's, or the database has a
  * version the binary does not know. Returns the number applied (>= 0). */

@@ -272,7 +272,7 @@ static void audit_key_make(void)
     }
     unlink(tmp);
 }
-static const char *th_audit_key_env(void)
+const char *th_audit_key_env(void)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, audit_key_make);

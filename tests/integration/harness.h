@@ -74,6 +74,8 @@ int th_server_stop(struct th_server *s);
 void th_server_kill(struct th_server *s);
 /* Whether the server's log contains `needle`. */
 int th_server_log_contains(const struct th_server *s, const char *needle);
+/* "QDB_AUDIT_HMAC_KEY_FILE=<path>" of the run's shared audit key (static). */
+const char *th_audit_key_env(void);
 /* Run the binary with a command (e.g. "migrate") and env; returns exit status, stderr
  * into `err` (may be NULL). */
 int th_run_binary(const char *const *argv, const char *const *env, char *err, size_t errlen);

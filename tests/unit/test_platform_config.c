@@ -70,27 +70,43 @@ static void test_load(void)
 {
     struct config cfg;
     unsetenv("QDB_DATABASE_URL");
-    EXPECT(config_load(&cfg, 1) == -1, "QDB_DATABASE_URL is required");
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == -1, "QDB_DATABASE_URL is required");
     config_free(&cfg);
     setenv("QDB_DATABASE_URL", "mysql://x", 1);
-    EXPECT(config_load(&cfg, 1) == -1, "non-postgresql URL refused");
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == -1, "non-postgresql URL refused");
     config_free(&cfg);
     setenv("QDB_DATABASE_URL", "postgresql://u@127.0.0.1:5432/db", 1);
     setenv("QDB_WEB_DIR", "/", 1);
-    EXPECT(config_load(&cfg, 1) == 0 && cfg.listen_port == 8080 && cfg.db_pool_size == 8 &&
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == 0 && cfg.listen_port == 8080 && cfg.db_pool_size == 8 &&
                cfg.shutdown_timeout_s == 10,
            "defaults");
     config_free(&cfg);
     setenv("QDB_LOG_LEVEL", "verbose", 1);
-    EXPECT(config_load(&cfg, 1) == -1, "bad log level refused");
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == -1, "bad log level refused");
     config_free(&cfg);
     unsetenv("QDB_LOG_LEVEL");
     setenv("QDB_SHUTDOWN_TIMEOUT", "2m", 1);
-    EXPECT(config_load(&cfg, 1) == 0 && cfg.shutdown_timeout_s == 120, "duration setting");
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == 0 && cfg.shutdown_timeout_s == 120, "duration setting");
     config_free(&cfg);
     setenv("QDB_DB_POOL_SIZE", "0", 1);
-    EXPECT(config_load(&cfg, 1) == -1, "pool size 0 refused");
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == -1, "pool size 0 refused");
     config_free(&cfg);
+    unsetenv("QDB_DB_POOL_SIZE");
+
+    /* a command loads only what it names: no database URL, no web folder */
+    unsetenv("QDB_DATABASE_URL");
+    setenv("QDB_WEB_DIR", "/nonexistent-qdb-web", 1);
+    EXPECT(config_load(&cfg, 0) == 0 && !cfg.database_url && !cfg.web_dir,
+           "nothing required without flags");
+    config_free(&cfg);
+    setenv("QDB_DATABASE_URL", "postgresql://u@127.0.0.1:5432/db", 1);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE) == 0 && cfg.database_url && !cfg.web_dir,
+           "the database alone does not need the web folder");
+    config_free(&cfg);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE | CONFIG_SERVE) == -1,
+           "serve needs a readable web folder");
+    config_free(&cfg);
+    unsetenv("QDB_WEB_DIR");
 }
 
 int main(void)

@@ -30,6 +30,22 @@ int main(void)
     migrate_checksum(&empty, a);
     EXPECT(strcmp(a, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0,
            "sha256 of nothing");
+    /* a migration may name the checksums of its earlier texts that it supersedes */
+    static const char sup_sql[] =
+        "CREATE TABLE t ();\n"
+        "-- qdb-migrate: supersedes e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n";
+    struct migration sup = {1, "s", sup_sql, sizeof sup_sql - 1};
+    migrate_checksum(&sup, a);
+    EXPECT(migrate_checksum_accepted(&sup, a), "its own checksum");
+    EXPECT(migrate_checksum_accepted(
+               &sup, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+           "a superseded checksum");
+    EXPECT(!migrate_checksum_accepted(
+               &sup, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b856"),
+           "another checksum refused");
+    EXPECT(!migrate_checksum_accepted(&sup, "e3b0c44298fc1c149afbf4c8996fb924"),
+           "a prefix refused");
+    EXPECT(!migrate_checksum_accepted(&m1, b), "no supersedes line: only its own");
     for (size_t i = 0; i < migrations_embedded_count; i++)
         EXPECT(strlen(migrations_embedded[i].sql) == migrations_embedded[i].len,
                "migration %d embedded whole", migrations_embedded[i].version);

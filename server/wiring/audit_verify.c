@@ -1,15 +1,14 @@
-/* The audit room's job kind: audit.verify recomputes the hash chain on a worker, run daily
- * by the schedule audit-verify-daily (migrations/0003_audit.sql) and on demand by operators
+/* The audit chain's verification as a job: audit.verify recomputes the hash chain on a
+ * worker, run daily by the default schedule audit-verify-daily and on demand by operators
  * (POST /api/v1/jobs {"kind": "audit.verify"}). A break counts in the metrics and logs an
- * event (in audit_verify) and fails the job, so it also shows in the job list. */
+ * event (in audit_verify) and fails the job, so it also shows in the job list. It lives
+ * here, not in audit/, because the audit room knows no jobs. */
 #include <stdio.h>
 
 #include "audit/audit.h"
-#include "audit/audit_internal.h"
 #include "jobs/jobs.h"
 #include "platform/jsonspec.h"
-
-void audit_jobs_register(void);
+#include "wiring/wiring.h"
 
 /* {from_seq?: int >= 1, to_seq?: int >= 1}; default the whole chain. */
 static int verify_validate(json_t *args, char *err, size_t errlen)
@@ -67,7 +66,19 @@ static const struct jobs_kind k_verify = {
     .run = verify_run,
 };
 
-void audit_jobs_register(void)
+static const struct jobs_schedule_default daily = {
+    .name = "audit-verify-daily",
+    .cron = "17 3 * * *",
+    .kind = "audit.verify",
+};
+
+static int init(struct qdb_app *app)
 {
-    jobs_register_kind(&k_verify);
+    (void)app;
+    return jobs_register_kind(&k_verify) || jobs_schedule_ensure(&daily) ? -1 : 0;
 }
+
+const struct qdb_module wiring_audit_module = {
+    .name = "wiring-audit",
+    .init = init,
+};

@@ -1,0 +1,62 @@
+/* Default schedules: rooms register theirs in their init (jobs_schedule_ensure), and the jobs
+ * room creates the missing ones when it starts, so that no room's migration writes the
+ * schedule table. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "jobs/jobs_internal.h"
+#include "platform/log.h"
+
+#define JOBS_MAX_DEFAULT_SCHEDULES 256
+static const struct jobs_schedule_default *defaults[JOBS_MAX_DEFAULT_SCHEDULES];
+static size_t ndefaults;
+
+int jobs_schedule_ensure(const struct jobs_schedule_default *s)
+{
+    struct jobs_cron cron;
+    char err[160];
+    if (jobs_cron_parse(s->cron, &cron, err, sizeof err) != 0) {
+        log_error("default schedule %s: cron '%s': %s", s->name, s->cron, err);
+        return -1;
+    }
+    for (size_t i = 0; i < ndefaults; i++)
+        if (strcmp(defaults[i]->name, s->name) == 0) {
+            defaults[i] = s;
+            return 0;
+        }
+    if (ndefaults >= JOBS_MAX_DEFAULT_SCHEDULES) {
+        log_error("default schedule %s: more than %d; raise JOBS_MAX_DEFAULT_SCHEDULES",
+                  s->name, JOBS_MAX_DEFAULT_SCHEDULES);
+        return -1;
+    }
+    defaults[ndefaults++] = s;
+    return 0;
+}
+
+int jobs_schedules_apply_defaults(struct db_conn *c)
+{
+    for (size_t i = 0; i < ndefaults; i++) {
+        const struct jobs_schedule_default *s = defaults[i];
+        if (!jobs_find_kind(s->kind)) {
+            log_error("default schedule %s names kind %s, which no room registered", s->name,
+                      s->kind);
+            return DB_HARD;
+        }
+        struct jobs_cron cron;
+        char err[160], next[24];
+        jobs_cron_parse(s->cron, &cron, err, sizeof err); /* checked at registration */
+        db_int64(next, jobs_cron_next(&cron, (int64_t)time(NULL)));
+        /* Not audited: a default schedule comes with the release, as a migration's rows
+         * do; every later change to it is an operator's, through the audited routes. */
+        int rc = jobs_store_schedule_insert_missing(c, s->name, s->cron, s->kind,
+                                                    s->args_json ? s->args_json : "{}", next);
+        if (rc < 0)
+            return rc;
+        if (rc > 0)
+            log_event(LOG_INFO, "default schedule created",
+                      json_pack("{s:s,s:s,s:s}", "name", s->name, "cron", s->cron, "kind",
+                                s->kind));
+    }
+    return 0;
+}
