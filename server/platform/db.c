@@ -234,6 +234,98 @@ int db_exec_json(struct db_conn *c, struct db_stmt *st, const char *const *param
     return 1;
 }
 
+/* ---- typed parameters ---- */
+
+static int param_slot(struct db_params *p)
+{
+    if (p->n >= DB_MAX_PARAMS) {
+        p->invalid = 1;
+        return -1;
+    }
+    return p->n++;
+}
+
+void db_param_text(struct db_params *p, const char *s)
+{
+    int i = param_slot(p);
+    if (i >= 0)
+        p->values[i] = s;
+}
+
+void db_param_int(struct db_params *p, int64_t v)
+{
+    int i = param_slot(p);
+    if (i >= 0) {
+        snprintf(p->num[i], sizeof p->num[i], "%" PRId64, v);
+        p->values[i] = p->num[i];
+    }
+}
+
+void db_param_int_or_null(struct db_params *p, int64_t v, int is_null)
+{
+    if (is_null)
+        db_param_text(p, NULL);
+    else
+        db_param_int(p, v);
+}
+
+void db_param_bool(struct db_params *p, int v)
+{
+    db_param_text(p, v ? "true" : "false");
+}
+
+void db_param_json(struct db_params *p, const json_t *v)
+{
+    int i = param_slot(p);
+    if (i < 0 || !v)
+        return;
+    p->owned[i] = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+    if (!p->owned[i])
+        p->invalid = 1;
+    p->values[i] = p->owned[i];
+}
+
+void db_params_clear(struct db_params *p)
+{
+    for (int i = 0; i < p->n; i++) {
+        free(p->owned[i]);
+        p->owned[i] = NULL;
+    }
+}
+
+/* Whether p fits st; logs and frees p when it does not. */
+static int params_fit(const struct db_stmt *st, struct db_params *p)
+{
+    if (!p->invalid && p->n == st->nparams)
+        return 1;
+    log_event(LOG_ERROR, "statement parameters do not match",
+              json_pack("{s:s,s:i,s:i}", "statement", st->name, "expected", st->nparams,
+                        "given", p->n));
+    db_params_clear(p);
+    return 0;
+}
+
+int db_execp(struct db_conn *c, struct db_stmt *st, struct db_params *p, PGresult **res)
+{
+    if (res)
+        *res = NULL;
+    if (!params_fit(st, p))
+        return DB_HARD;
+    int rc = db_exec(c, st, p->values, res);
+    db_params_clear(p);
+    return rc;
+}
+
+int db_execp_json(struct db_conn *c, struct db_stmt *st, struct db_params *p, json_t **out)
+{
+    *out = NULL;
+    if (!params_fit(st, p))
+        return DB_HARD;
+    int rc = db_exec_json(c, st, p->values, out);
+    db_params_clear(p);
+    return rc;
+}
+
 int db_exec_fixed(struct db_conn *c, const char *sql)
 {
     if (!c->pg || c->broken)

@@ -72,6 +72,36 @@ PGconn *db_pgconn(struct db_conn *conn);
  * Returns the row count, DB_HARD, DB_RETRY or DB_UNIQUE (see above). */
 int db_exec(struct db_conn *conn, struct db_stmt *st, const char *const *params,
             PGresult **res);
+/* Typed parameters, so that no store converts values to text by hand:
+ *     struct db_params p = DB_PARAMS_INIT;
+ *     db_param_int(&p, id);
+ *     db_param_text(&p, name);          (NULL = SQL NULL)
+ *     rc = db_execp(conn, &q_get, &p, &res);
+ * Values are added in $1, $2, ... order. db_execp checks that their number is the
+ * statement's, runs it like db_exec and then frees what the params own: a db_params is used
+ * once. Adding past DB_MAX_PARAMS marks it invalid and db_execp refuses it (DB_HARD). */
+#define DB_MAX_PARAMS 16
+struct db_params {
+    int n;
+    int invalid;
+    const char *values[DB_MAX_PARAMS];
+    char num[DB_MAX_PARAMS][24]; /* text of numbers and booleans */
+    char *owned[DB_MAX_PARAMS];  /* JSON texts, freed by db_execp / db_params_clear */
+};
+#define DB_PARAMS_INIT {0}
+void db_param_text(struct db_params *p, const char *s); /* borrowed until db_execp */
+void db_param_int(struct db_params *p, int64_t v);
+void db_param_int_or_null(struct db_params *p, int64_t v, int is_null);
+void db_param_bool(struct db_params *p, int v);
+/* JSON value as compact text with sorted keys (NULL json = SQL NULL); copied. */
+void db_param_json(struct db_params *p, const json_t *v);
+/* Free what p owns without running it (for a path that gives up before db_execp). */
+void db_params_clear(struct db_params *p);
+/* db_exec with p (consumed). Same returns. */
+int db_execp(struct db_conn *conn, struct db_stmt *st, struct db_params *p, PGresult **res);
+/* db_exec_json with p (consumed). Same returns. */
+int db_execp_json(struct db_conn *conn, struct db_stmt *st, struct db_params *p, json_t **out);
+
 /* Run a fixed SQL text with no parameters (BEGIN, COMMIT, LISTEN x, SET ...). Never use it
  * with text built from input. Same returns as db_exec without a result. */
 int db_exec_fixed(struct db_conn *conn, const char *sql);

@@ -5,8 +5,9 @@ static struct db_stmt q_exists =
 
 int environment_exists(struct db_conn *conn, const char *name)
 {
-    const char *p[] = {name};
-    return db_exec(conn, &q_exists, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    return db_execp(conn, &q_exists, &p, NULL);
 }
 
 static struct db_stmt q_list = DB_STMT(
