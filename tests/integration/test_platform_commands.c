@@ -105,6 +105,23 @@ static void test_migrate(const char *url)
     CHECK(applied >= 4 && envs == 5, "schema applied: %ld migrations, %ld environments", applied,
           envs);
 
+    th_step("a database migrated with 0003's first text (it declares that checksum superseded)");
+    PQclear(th_sql(url, "UPDATE schema_migrations SET checksum = "
+                        "'efdc186720e03fc9328973800e8274b12aeb50ace8488b44c3e765b960c060b7' "
+                        "WHERE version = 3",
+                   NULL));
+    rc = run_clean(m, env, out, sizeof out, err, sizeof err);
+    CHECK(rc == 0, "accepted: rc %d: %s", rc, err);
+    PQclear(th_sql(url, "UPDATE schema_migrations SET checksum = repeat('a', 64) WHERE version = 3",
+                   NULL));
+    rc = run_clean(m, env, out, sizeof out, err, sizeof err);
+    CHECK(rc != 0 && strstr(err, "0003_audit was changed after it was applied"),
+          "any other checksum is refused: rc %d: %s", rc, err);
+    PQclear(th_sql(url, "UPDATE schema_migrations SET checksum = "
+                        "'efdc186720e03fc9328973800e8274b12aeb50ace8488b44c3e765b960c060b7' "
+                        "WHERE version = 3",
+                   NULL));
+
     th_step("migrate without QDB_DATABASE_URL names the variable and exits 2");
     rc = run_clean(m, NULL, out, sizeof out, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "QDB_DATABASE_URL"), "rc %d: %s", rc, err);
