@@ -17,7 +17,7 @@
 
 static char *b64(const char *s)
 {
-    return auth_b64url_encode((const unsigned char *)s, strlen(s));
+    return b64url_encode((const unsigned char *)s, strlen(s));
 }
 
 static void test_b64url(void)
@@ -26,19 +26,19 @@ static void test_b64url(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *e = b64(cases[i]);
         size_t n = 0;
-        unsigned char *d = auth_b64url_decode(e, strlen(e), &n);
+        unsigned char *d = b64url_decode(e, strlen(e), &n);
         EXPECT(d && n == strlen(cases[i]) && memcmp(d, cases[i], n) == 0, "round trip %zu", i);
         EXPECT(!strchr(e, '=') && !strchr(e, '+') && !strchr(e, '/'), "url alphabet, no padding");
         free(e);
         free(d);
     }
     size_t n;
-    unsigned char *d = auth_b64url_decode("Zm9vYg==", 8, &n);
+    unsigned char *d = b64url_decode("Zm9vYg==", 8, &n);
     EXPECT(d && n == 4 && memcmp(d, "foob", 4) == 0, "padding tolerated");
     free(d);
-    EXPECT(auth_b64url_decode("Zm9v+Yg", 7, &n) == NULL, "'+' refused");
-    EXPECT(auth_b64url_decode("Zm9v.Yg", 7, &n) == NULL, "'.' refused");
-    EXPECT(auth_b64url_decode("Z", 1, &n) == NULL, "impossible length refused");
+    EXPECT(b64url_decode("Zm9v+Yg", 7, &n) == NULL, "'+' refused");
+    EXPECT(b64url_decode("Zm9v.Yg", 7, &n) == NULL, "'.' refused");
+    EXPECT(b64url_decode("Z", 1, &n) == NULL, "impossible length refused");
     char hex[65];
     auth_sha256_hex("abc", 3, hex);
     EXPECT(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0,
@@ -52,7 +52,7 @@ static char *bn_b64(EVP_PKEY *k, const char *param)
     int n = BN_num_bytes(bn);
     unsigned char *raw = malloc((size_t)n);
     BN_bn2bin(bn, raw);
-    char *out = auth_b64url_encode(raw, (size_t)n);
+    char *out = b64url_encode(raw, (size_t)n);
     free(raw);
     BN_free(bn);
     return out;
@@ -86,7 +86,7 @@ static json_t *ec_jwk(EVP_PKEY *k, const char *kid)
     unsigned char pub[65];
     size_t len = 0;
     EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &len);
-    char *x = auth_b64url_encode(pub + 1, 32), *y = auth_b64url_encode(pub + 33, 32);
+    char *x = b64url_encode(pub + 1, 32), *y = b64url_encode(pub + 33, 32);
     json_t *j =
         json_pack("{s:s,s:s,s:s,s:s,s:s}", "kty", "EC", "kid", kid, "crv", "P-256", "x", x, "y", y);
     free(x);
@@ -120,7 +120,7 @@ static char *sign_token(EVP_PKEY *k, const char *header, const char *payload, in
         use = raw;
         uselen = 64;
     }
-    char *s = auth_b64url_encode(use, uselen);
+    char *s = b64url_encode(use, uselen);
     size_t total = inlen + strlen(s) + 2;
     char *tok = malloc(total);
     snprintf(tok, total, "%s.%s", input, s);
@@ -349,11 +349,11 @@ static void test_roles(void)
 
 static void test_max_age(void)
 {
-    EXPECT(auth_cache_max_age(NULL) == 300, "absent -> 5 min");
-    EXPECT(auth_cache_max_age(" public, max-age=3600\r\n") == 3600, "honoured");
-    EXPECT(auth_cache_max_age("max-age=10") == 300, "clamped up");
-    EXPECT(auth_cache_max_age("max-age=999999") == 86400, "clamped down");
-    EXPECT(auth_cache_max_age("no-cache") == 300, "no max-age");
+    EXPECT(auth_cache_max_age(NULL, 300) == 300, "absent -> 5 min");
+    EXPECT(auth_cache_max_age(" public, max-age=3600\r\n", 300) == 3600, "honoured");
+    EXPECT(auth_cache_max_age("max-age=10", 300) == 300, "clamped up");
+    EXPECT(auth_cache_max_age("max-age=999999", 300) == 86400, "clamped down");
+    EXPECT(auth_cache_max_age("no-cache", 300) == 300, "no max-age");
 }
 
 static void test_tokens(void)
