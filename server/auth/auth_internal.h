@@ -126,6 +126,10 @@ struct auth_jwt_head {
  * with *reason set. */
 int auth_jwt_head_parse(const char *token, const int *algs, int nalgs, struct auth_jwt_head *h,
                         enum auth_reason *reason);
+/* The claims of a token (its second segment): base64url, then a JSON object without
+ * duplicate members, into *claims (new reference). Checks nothing else and trusts nothing:
+ * auth_jwt_verify_sig calls it only after the signature verified. Returns 0 or -1. Pure. */
+int auth_jwt_payload_parse(const char *token, json_t **claims);
 /* Whether a key may verify `alg`: RS* need RSA, ES256 an EC P-256 key, ES384 P-384; a JWK
  * "alg" must equal it. */
 int auth_key_fits_alg(const struct auth_key *k, int alg);

@@ -425,6 +425,30 @@ out:
     return rc;
 }
 
+int auth_jwt_payload_parse(const char *token, json_t **claims)
+{
+    *claims = NULL;
+    size_t len = strnlen(token, AUTH_TOKEN_MAX + 1);
+    if (len > AUTH_TOKEN_MAX)
+        return -1;
+    const char *d1 = memchr(token, '.', len);
+    const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
+    if (!d2)
+        return -1;
+    size_t pl = 0;
+    unsigned char *raw = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
+    if (!raw)
+        return -1;
+    *claims = json_loadb((const char *)raw, pl, JSON_REJECT_DUPLICATES, NULL);
+    free(raw);
+    if (!json_is_object(*claims)) {
+        json_decref(*claims);
+        *claims = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int auth_key_fits_alg(const struct auth_key *k, int alg)
 {
     const char *name = jwt_alg_str((jwt_alg_t)alg);
@@ -475,7 +499,7 @@ out:
 int auth_jwt_verify_sig(const char *token, int alg, const struct auth_key *key, json_t **claims,
                         enum auth_reason *reason)
 {
-    unsigned char *raw = NULL, *sig = NULL, *der = NULL;
+    unsigned char *sig = NULL, *der = NULL;
     EVP_MD_CTX *ctx = NULL;
     int rc = -1;
     *claims = NULL;
@@ -529,23 +553,14 @@ int auth_jwt_verify_sig(const char *token, int alg, const struct auth_key *key, 
                          (size_t)(d2 - token)) != 1)
         goto out;
     /* The claims, read from the very bytes whose signature was just checked. */
-    size_t pl = 0;
     *reason = AUTH_R_MALFORMED;
-    raw = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
-    if (!raw)
+    if (auth_jwt_payload_parse(token, claims) != 0)
         goto out;
-    *claims = json_loadb((const char *)raw, pl, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(*claims)) {
-        json_decref(*claims);
-        *claims = NULL;
-        goto out;
-    }
     rc = 0;
 out:
     if (rc != 0)
         ERR_clear_error(); /* a refused signature is an answer, not an error to keep */
     EVP_MD_CTX_free(ctx);
-    free(raw);
     free(sig);
     OPENSSL_free(der);
     return rc;
