@@ -8,6 +8,11 @@
  * of the same token share it as readers. A full set evicts an expired entry, else the one
  * inserted first.
  *
+ * The entries share nothing with the requests: an API token's environments are kept as JSON
+ * text and parsed into each request's own copy (jansson's reference counts are atomic, but
+ * its json_incref reads the count without an atomic first, which ThreadSanitizer rightly
+ * flags when an object is shared between threads).
+ *
  * Races with invalidation: a caller reads the cache's epoch before it asks the source
  * (signature check, database) and hands it to auth_cache_put, which inserts only while the
  * epoch is unchanged (checked under the shard lock). auth_cache_evict bumps the epoch before
@@ -30,7 +35,8 @@ struct cache_entry {
     unsigned tag;        /* the caller's validity tag (the JWKS key epoch for JWTs) */
     int64_t valid_until; /* unix seconds: not served at or after */
     uint64_t stamp;      /* insertion order within the shard, for eviction */
-    struct http_principal p; /* p.environments owned (one reference) */
+    struct http_principal p; /* p.environments always NULL: see envs */
+    char *envs;              /* the environments as compact JSON text (owned), or NULL */
     _Atomic int64_t next_mark; /* unix seconds: the next hit that reports a use */
 };
 
@@ -75,8 +81,8 @@ struct auth_cache *auth_cache_new(size_t capacity)
 
 static void entry_clear(struct cache_entry *e)
 {
-    json_decref(e->p.environments);
-    e->p.environments = NULL;
+    free(e->envs);
+    e->envs = NULL;
     e->used = 0;
 }
 
@@ -130,7 +136,9 @@ int auth_cache_get(struct auth_cache *c, const unsigned char key[32], int64_t no
             continue;
         if (e->tag == tag && now < e->valid_until) {
             *out = e->p;
-            out->environments = json_incref(e->p.environments); /* atomic refcount */
+            out->environments = e->envs ? json_loads(e->envs, 0, NULL) : NULL;
+            if (e->envs && !out->environments)
+                break; /* no memory: a miss, never a token widened to every environment */
             hit = 1;
             if (mark && mark_interval > 0) {
                 int64_t due = atomic_load(&e->next_mark);
@@ -149,11 +157,15 @@ void auth_cache_put(struct auth_cache *c, const unsigned char key[32],
                     const struct http_principal *p, int64_t valid_until, unsigned tag,
                     unsigned epoch, int64_t next_mark, int64_t now)
 {
+    char *envs = p->environments ? json_dumps(p->environments, JSON_COMPACT) : NULL;
+    if (p->environments && !envs)
+        return;
     struct cache_shard *s;
     struct cache_entry *set = set_of(c, key, &s);
     pthread_rwlock_wrlock(&s->lock);
     if (atomic_load(&c->epoch) != epoch) { /* invalidated since the caller asked the source */
         pthread_rwlock_unlock(&s->lock);
+        free(envs);
         return;
     }
     struct cache_entry *slot = NULL;
@@ -178,7 +190,8 @@ void auth_cache_put(struct auth_cache *c, const unsigned char key[32],
     slot->valid_until = valid_until;
     slot->stamp = ++s->clock;
     slot->p = *p;
-    slot->p.environments = json_incref(p->environments);
+    slot->p.environments = NULL;
+    slot->envs = envs;
     atomic_store(&slot->next_mark, next_mark);
     slot->used = 1;
     pthread_rwlock_unlock(&s->lock);

@@ -240,12 +240,12 @@ void auth_cache_free(struct auth_cache *c);
 /* The invalidation epoch: read it before asking the source, pass it to auth_cache_put. */
 unsigned auth_cache_epoch(struct auth_cache *c);
 /* Look `key` up: a hit needs the same `tag` and now < its valid_until. On a hit *out is a copy
- * of the principal (out->environments a new reference) and returns 1; else 0. With
+ * of the principal (out->environments a new object the caller owns) and returns 1; else 0. With
  * mark_interval > 0 and `mark`, *mark says whether this hit is the first since the entry's
  * last report (at most one per mark_interval seconds per entry). */
 int auth_cache_get(struct auth_cache *c, const unsigned char key[32], int64_t now, unsigned tag,
                    int64_t mark_interval, struct http_principal *out, int *mark);
-/* Insert a copy of *p (environments referenced), served until valid_until, unless the
+/* Insert a copy of *p (environments copied), served until valid_until, unless the
  * cache's epoch is no longer `epoch`. A full set evicts. */
 void auth_cache_put(struct auth_cache *c, const unsigned char key[32],
                     const struct http_principal *p, int64_t valid_until, unsigned tag,
