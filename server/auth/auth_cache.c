@@ -32,11 +32,11 @@
 struct cache_entry {
     unsigned char key[32];
     int used;
-    unsigned tag;        /* the caller's validity tag (the JWKS key epoch for JWTs) */
-    int64_t valid_until; /* unix seconds: not served at or after */
-    uint64_t stamp;      /* insertion order within the shard, for eviction */
-    struct http_principal p; /* p.environments always NULL: see envs */
-    char *envs;              /* the environments as compact JSON text (owned), or NULL */
+    unsigned tag;              /* the caller's validity tag (the JWKS key epoch for JWTs) */
+    int64_t valid_until;       /* unix seconds: not served at or after */
+    uint64_t stamp;            /* insertion order within the shard, for eviction */
+    struct http_principal p;   /* p.environments always NULL: see envs */
+    char *envs;                /* the environments as compact JSON text (owned), or NULL */
     _Atomic int64_t next_mark; /* unix seconds: the next hit that reports a use */
 };
 

@@ -77,8 +77,9 @@ static void listener_lost(struct db_conn **c, const char *why)
     atomic_store(&S.lease_until_ms, 0); /* first: bypass the cache from now on */
     atomic_store(&S.listening, 0);
     atomic_fetch_add(&S.disconnects, 1);
-    log_event(LOG_WARN, "auth listener lost its connection; API tokens are checked in the "
-                        "database until it is back",
+    log_event(LOG_WARN,
+              "auth listener lost its connection; API tokens are checked in the "
+              "database until it is back",
               json_pack("{s:s}", "reason", why));
     db_conn_close(*c);
     *c = NULL;
@@ -360,6 +361,6 @@ void auth_sync_metrics(struct buf *out)
                "# TYPE qdb_auth_last_used_dropped_total counter\n"
                "qdb_auth_last_used_dropped_total %lu\n",
                auth_token_cache_usable(), atomic_load(&S.connects), atomic_load(&S.disconnects),
-               atomic_load(&S.notifications), atomic_load(&S.flushes),
-               atomic_load(&S.rows_written), atomic_load(&S.marks_dropped));
+               atomic_load(&S.notifications), atomic_load(&S.flushes), atomic_load(&S.rows_written),
+               atomic_load(&S.marks_dropped));
 }

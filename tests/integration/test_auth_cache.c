@@ -62,8 +62,8 @@ static long wait_metric(const struct th_server *s, const char *series, long want
 }
 
 /* A new API token made through server s; secret and id are malloc'd. */
-static int make_token(const struct th_server *s, const char *admin, const char *name,
-                      char **secret, char **id)
+static int make_token(const struct th_server *s, const char *admin, const char *name, char **secret,
+                      char **id)
 {
     char body[256];
     snprintf(body, sizeof body, "{\"name\":\"%s\",\"role\":\"operator\"}", name);
@@ -259,8 +259,8 @@ static void test_jwt_role(const struct th_server *b)
     CHECK(h1 == h0 + 1, "served from the cache (%ld -> %ld)", h0, h1);
     CHECK(status_of(b, "GET", "/api/v1/tokens", viewer) == 403, "viewer cannot list tokens");
     CHECK(metric(b, JWT_HITS) == h1 + 1, "the 403 came from a cached principal");
-    CHECK(status_of(b, "DELETE", "/api/v1/tokens/00000000-0000-0000-0000-000000000000",
-                    viewer) == 403,
+    CHECK(status_of(b, "DELETE", "/api/v1/tokens/00000000-0000-0000-0000-000000000000", viewer) ==
+              403,
           "viewer cannot revoke");
     free(viewer);
 }

@@ -370,6 +370,56 @@ static void test_tokens(void)
            "names");
 }
 
+static void test_payload_and_keysets(void)
+{
+    json_t *c = NULL;
+    char *h = b64("{\"alg\":\"RS256\",\"kid\":\"k\"}"), *p = b64("{\"sub\":\"x\",\"exp\":5}");
+    char tok[512];
+    snprintf(tok, sizeof tok, "%s.%s.c2ln", h, p);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == 0 && json_integer_value(json_object_get(c, "exp")) == 5,
+           "claims parsed");
+    json_decref(c);
+    char *dup = b64("{\"exp\":1,\"exp\":2}"), *arr = b64("[1]");
+    snprintf(tok, sizeof tok, "%s.%s.c2ln", h, dup);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "duplicate members refused");
+    snprintf(tok, sizeof tok, "%s.%s.c2ln", h, arr);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "claims that are no object refused");
+    snprintf(tok, sizeof tok, "%s.%s", h, p);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "two parts refused");
+    snprintf(tok, sizeof tok, "%s.%s+.c2ln", h, p);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "bad base64url refused");
+    free(h);
+    free(p);
+    free(dup);
+    free(arr);
+
+    EVP_PKEY *k1 = EVP_RSA_gen(2048), *k2 = EVP_RSA_gen(2048);
+    json_t *a = rsa_jwk(k1, "a"), *b = rsa_jwk(k2, "b"), *a2 = rsa_jwk(k2, "a");
+    json_t *d_a = json_pack("{s:[O]}", "keys", a), *d_ab = json_pack("{s:[O,O]}", "keys", a, b),
+           *d_b = json_pack("{s:[O]}", "keys", b), *d_a2 = json_pack("{s:[O]}", "keys", a2);
+    struct auth_keyset *s_a = auth_keyset_from_jwks(d_a), *s_ab = auth_keyset_from_jwks(d_ab),
+                       *s_b = auth_keyset_from_jwks(d_b), *s_a2 = auth_keyset_from_jwks(d_a2);
+    EXPECT(s_a && s_ab && s_b && s_a2 && s_ab->n == 2, "key sets built");
+    EXPECT(auth_keyset_keeps(NULL, s_a), "a first set drops nothing");
+    EXPECT(auth_keyset_keeps(s_a, s_ab), "adding a key keeps the old one");
+    EXPECT(!auth_keyset_keeps(s_ab, s_a), "dropping b is seen");
+    EXPECT(!auth_keyset_keeps(s_a, s_b), "replacing a is seen");
+    EXPECT(!auth_keyset_keeps(s_a, s_a2), "another key under the same kid is seen");
+    auth_keyset_unref(s_a);
+    auth_keyset_unref(s_ab);
+    auth_keyset_unref(s_b);
+    auth_keyset_unref(s_a2);
+    json_decref(a);
+    json_decref(b);
+    json_decref(a2);
+    json_decref(d_a);
+    json_decref(d_ab);
+    json_decref(d_b);
+    json_decref(d_a2);
+    EVP_PKEY_free(k1);
+    EVP_PKEY_free(k2);
+}
+
 int main(void)
 {
     test_b64url();
@@ -379,5 +429,6 @@ int main(void)
     test_roles();
     test_max_age();
     test_tokens();
+    test_payload_and_keysets();
     return unit_done();
 }
