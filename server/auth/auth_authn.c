@@ -17,6 +17,7 @@
 #include <jwt.h>
 #include <math.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -35,6 +36,9 @@ static atomic_ulong token_cache_bypassed; /* API token requests that found the c
 
 /* Verified JWTs; made in auth_caches_init (before any thread) and freed after HTTP stopped. */
 static struct auth_cache *jwt_cache;
+/* SHA-256 fetched once: OpenSSL 3's one-shot SHA256() fetches the algorithm from the
+ * provider store (under its lock) on every call, on every request. */
+static EVP_MD *sha256_md;
 
 static const char *const reason_names[AUTH_R__COUNT] = {
     [AUTH_R_MISSING] = "missing",
@@ -113,6 +117,7 @@ static void collect(struct buf *out, void *cls)
 
 int auth_caches_init(void)
 {
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
     jwt_cache = auth_cache_new((size_t)auth_cfg.cache_size);
     auth_token_cache = auth_cache_new((size_t)auth_cfg.cache_size);
     if (!jwt_cache || !auth_token_cache) {
@@ -126,6 +131,8 @@ void auth_caches_free(void)
 {
     auth_cache_free(jwt_cache);
     auth_cache_free(auth_token_cache);
+    EVP_MD_free(sha256_md);
+    sha256_md = NULL;
     jwt_cache = NULL;
     auth_token_cache = NULL;
 }
@@ -134,7 +141,9 @@ void auth_caches_free(void)
 static void token_hash(const char *token, size_t len, unsigned char key[32], char hex[65])
 {
     static const char digits[] = "0123456789abcdef";
-    SHA256((const unsigned char *)token, len, key);
+    unsigned int n = 0;
+    if (!sha256_md || EVP_Digest(token, len, key, &n, sha256_md, NULL) != 1 || n != 32)
+        SHA256((const unsigned char *)token, len, key);
     if (!hex)
         return;
     for (int i = 0; i < 32; i++) {

@@ -260,7 +260,7 @@ void auth_cache_stats(struct auth_cache *c, struct auth_cache_stats *st);
 #define AUTH_LISTEN_CHANNEL "api_token_changes"
 #define AUTH_LISTEN_HEARTBEAT_MS 200 /* a round trip on the listener's connection this often */
 #define AUTH_LISTEN_LEASE_MS 900     /* the cache is trusted this long after a heartbeat was sent */
-#define AUTH_LISTEN_RETRY_MS 500     /* reconnect delay */
+#define AUTH_LISTEN_RETRY_MS 1000    /* reconnect delay (the cache is bypassed meanwhile) */
 /* The API token cache, or NULL when none was made. */
 extern struct auth_cache *auth_token_cache;
 /* Whether the API token cache may be used now: the listener is connected, listening, and its

@@ -166,7 +166,7 @@ static void *listener_main(void *arg)
         }
         if (pr <= 0)
             continue;
-        if (!PQconsumeInput(pg)) {
+        if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK) {
             listener_lost(&c, PQerrorMessage(pg));
             continue;
         }
