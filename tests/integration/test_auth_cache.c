@@ -92,6 +92,24 @@ static int warm(const struct th_server *s, const char *secret)
     return -1;
 }
 
+/* Use `secret` on s until it is refused (at most 5 s). Returns the status of the last
+ * answer, and in *ms how long after `t0` the refused request was sent: a request sent
+ * later than that is what the 1 s promise is about, however slow the answer is on a
+ * loaded machine. */
+static long poll_refused(const struct th_server *s, const char *secret, double t0, double *ms)
+{
+    long st = 200;
+    double sent = t0;
+    while (st == 200 && th_now_ms() - t0 < 5000) {
+        sent = th_now_ms();
+        st = status_of(s, "GET", "/api/v1/me", secret);
+        if (st == 200)
+            th_sleep_ms(5);
+    }
+    *ms = sent - t0;
+    return st;
+}
+
 static void test_revocation_elsewhere(const struct th_server *a, const struct th_server *b,
                                       const char *admin_a)
 {
@@ -103,14 +121,8 @@ static void test_revocation_elsewhere(const struct th_server *a, const struct th
     char path[128];
     snprintf(path, sizeof path, "/api/v1/tokens/%s", id);
     CHECK(status_of(a, "DELETE", path, admin_a) == 204, "revoked on A");
-    double t0 = th_now_ms();
-    long st = 200;
-    while (st == 200 && th_now_ms() - t0 < 5000) {
-        st = status_of(b, "GET", "/api/v1/me", secret);
-        if (st == 200)
-            th_sleep_ms(5);
-    }
-    double took = th_now_ms() - t0;
+    double took = 0;
+    long st = poll_refused(b, secret, th_now_ms(), &took);
     CHECK(st == 401, "B refuses the revoked token: %ld", st);
     CHECK(took <= 1000, "within 1 s: %.0f ms", took);
     fprintf(stderr, "   revocation seen by B after %.0f ms\n", took);
@@ -160,15 +172,9 @@ static void test_listener_cut(const struct th_server *a, const struct th_server 
     CHECK(warm(b, secret) == 0, "B serves it from its cache");
     CHECK(terminate_listener(url, b) == 1, "B's listener backend terminated");
     PQclear(th_sql(url, "UPDATE api_token SET revoked_at = now() WHERE id = $1::uuid", id, NULL));
-    double t0 = th_now_ms();
-    st = 200;
-    while (st == 200 && th_now_ms() - t0 < 5000) {
-        st = status_of(b, "GET", "/api/v1/me", secret);
-        if (st == 200)
-            th_sleep_ms(5);
-    }
-    CHECK(st == 401 && th_now_ms() - t0 <= 1000, "refused within 1 s: %ld after %.0f ms", st,
-          th_now_ms() - t0);
+    double took = 0;
+    st = poll_refused(b, secret, th_now_ms(), &took);
+    CHECK(st == 401 && took <= 1000, "refused within 1 s: %ld after %.0f ms", st, took);
     free(secret);
     free(id);
 
@@ -181,14 +187,8 @@ static void test_listener_cut(const struct th_server *a, const struct th_server 
                    "UPDATE api_token SET expires_at = now() - interval '1 second' WHERE "
                    "id = $1::uuid",
                    id, NULL));
-    t0 = th_now_ms();
-    st = 200;
-    while (st == 200 && th_now_ms() - t0 < 5000) {
-        st = status_of(b, "GET", "/api/v1/me", secret);
-        if (st == 200)
-            th_sleep_ms(5);
-    }
-    CHECK(st == 401 && th_now_ms() - t0 <= 1000, "expired within 1 s: %ld", st);
+    st = poll_refused(b, secret, th_now_ms(), &took);
+    CHECK(st == 401 && took <= 1000, "expired within 1 s: %ld after %.0f ms", st, took);
     free(secret);
     free(id);
 }
