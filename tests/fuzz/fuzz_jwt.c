@@ -8,7 +8,8 @@
  *
  * Built and run by the suite's fuzz runner (every tests/fuzz/fuzz_*.c with its corpus in
  * tests/fuzz/corpus/<name>/); by hand:
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I server tests/fuzz/fuzz_jwt.c \
+ *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I server \
+ *     $(pkg-config --cflags libpq jansson libjwt) tests/fuzz/fuzz_jwt.c \
  *     server/auth/auth_jwt.c server/platform/base64url.c server/platform/log.c \
  *     server/platform/buf.c -ljansson -ljwt -lcrypto -o /tmp/fuzz_jwt
  *   /tmp/fuzz_jwt -max_total_time=60 tests/fuzz/corpus/jwt */
