@@ -258,6 +258,9 @@ void auth_api_tokens_revoke(struct http_request *req)
         http_reply_problem(req, QDB_E_NOT_FOUND, "no API token with that id");
         return;
     }
+    /* At once here; other replicas hear it through the listener (within a second). */
+    if (auth_token_cache)
+        auth_cache_evict(auth_token_cache, id);
     log_event(LOG_INFO, "api token revoked",
               json_pack("{s:s,s:s}", "token_id", id, "by", http_principal(req)->subject));
     http_reply_empty(req, 204);

@@ -1,10 +1,24 @@
 /* The authentication hook: every non-public route comes through here with the least role it
  * needs. A bearer token is an API token ("qdb_...", looked up by its SHA-256 in the state
- * store on every use, so a revocation holds at once on every replica) or a JWT from the
- * configured issuer. Each denial is counted by reason and logged with the reason, never
- * with the token. */
+ * store) or a JWT from the configured issuer. Each denial is counted by reason and logged
+ * with the reason, never with the token.
+ *
+ * In the steady state a request costs neither an RSA verification nor a database round trip:
+ * - a verified JWT's principal is cached under the SHA-256 of the token until the token's
+ *   exp (with the same leeway the claim check allows), and only while the key set it was
+ *   verified with still holds its key (the key epoch, auth_oidc.c);
+ * - an API token's principal is cached under its SHA-256 while the auth listener
+ *   (auth_listener.c) hears every change of api_token from PostgreSQL; when it does not
+ *   (disconnected, or a heartbeat late) the cache is bypassed and every request asks the
+ *   database, so that a revocation is never missed. Its expiry is checked at each use.
+ * The role is checked against the route on every request, cached or not. A token's use is
+ * marked in memory and written by the flusher (at most once per QDB_AUTH_LAST_USED_INTERVAL
+ * per token), never on the request path. */
 #include <jwt.h>
+#include <math.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +32,13 @@
 
 static atomic_ulong denials[AUTH_R__COUNT];
 static atomic_ulong accepted[3]; /* oidc|dev, api-token, unused */
+static atomic_ulong token_cache_bypassed; /* API token requests that found the cache unusable */
+
+/* Verified JWTs; made in auth_caches_init (before any thread) and freed after HTTP stopped. */
+static struct auth_cache *jwt_cache;
+/* SHA-256 fetched once: OpenSSL 3's one-shot SHA256() fetches the algorithm from the
+ * provider store (under its lock) on every call, on every request. */
+static EVP_MD *sha256_md;
 
 static const char *const reason_names[AUTH_R__COUNT] = {
     [AUTH_R_MISSING] = "missing",
@@ -60,6 +81,76 @@ static void collect(struct buf *out, void *cls)
                auth_cfg.mode == AUTH_MODE_DEV ? "dev" : "oidc", atomic_load(&accepted[0]),
                atomic_load(&accepted[1]));
     auth_oidc_metrics(out);
+    struct auth_cache_stats js, ts;
+    memset(&js, 0, sizeof js);
+    memset(&ts, 0, sizeof ts);
+    if (jwt_cache)
+        auth_cache_stats(jwt_cache, &js);
+    if (auth_token_cache)
+        auth_cache_stats(auth_token_cache, &ts);
+    buf_puts(out, "# HELP qdb_auth_cache_lookups_total Principal cache lookups, by cache and "
+                  "result.\n"
+                  "# TYPE qdb_auth_cache_lookups_total counter\n");
+    buf_printf(out,
+               "qdb_auth_cache_lookups_total{cache=\"jwt\",result=\"hit\"} %lu\n"
+               "qdb_auth_cache_lookups_total{cache=\"jwt\",result=\"miss\"} %lu\n"
+               "qdb_auth_cache_lookups_total{cache=\"api-token\",result=\"hit\"} %lu\n"
+               "qdb_auth_cache_lookups_total{cache=\"api-token\",result=\"miss\"} %lu\n"
+               "qdb_auth_cache_lookups_total{cache=\"api-token\",result=\"bypassed\"} %lu\n",
+               js.hits, js.misses, ts.hits, ts.misses, atomic_load(&token_cache_bypassed));
+    buf_printf(out,
+               "# HELP qdb_auth_cache_evictions_total Entries pushed out of a full cache set.\n"
+               "# TYPE qdb_auth_cache_evictions_total counter\n"
+               "qdb_auth_cache_evictions_total{cache=\"jwt\"} %lu\n"
+               "qdb_auth_cache_evictions_total{cache=\"api-token\"} %lu\n"
+               "# HELP qdb_auth_cache_invalidations_total Invalidations (API token changes "
+               "heard, cache cleared after a reconnect).\n"
+               "# TYPE qdb_auth_cache_invalidations_total counter\n"
+               "qdb_auth_cache_invalidations_total{cache=\"api-token\"} %lu\n"
+               "# HELP qdb_auth_cache_capacity Entries each principal cache holds at most.\n"
+               "# TYPE qdb_auth_cache_capacity gauge\n"
+               "qdb_auth_cache_capacity{cache=\"jwt\"} %zu\n"
+               "qdb_auth_cache_capacity{cache=\"api-token\"} %zu\n",
+               js.evictions, ts.evictions, ts.invalidations, js.capacity, ts.capacity);
+    auth_sync_metrics(out);
+}
+
+int auth_caches_init(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    jwt_cache = auth_cache_new((size_t)auth_cfg.cache_size);
+    auth_token_cache = auth_cache_new((size_t)auth_cfg.cache_size);
+    if (!jwt_cache || !auth_token_cache) {
+        auth_caches_free();
+        return -1;
+    }
+    return 0;
+}
+
+void auth_caches_free(void)
+{
+    auth_cache_free(jwt_cache);
+    auth_cache_free(auth_token_cache);
+    EVP_MD_free(sha256_md);
+    sha256_md = NULL;
+    jwt_cache = NULL;
+    auth_token_cache = NULL;
+}
+
+/* SHA-256 of the token: the caches' key, and in hex the state store's. */
+static void token_hash(const char *token, size_t len, unsigned char key[32], char hex[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned int n = 0;
+    if (!sha256_md || EVP_Digest(token, len, key, &n, sha256_md, NULL) != 1 || n != 32)
+        SHA256((const unsigned char *)token, len, key);
+    if (!hex)
+        return;
+    for (int i = 0; i < 32; i++) {
+        hex[2 * i] = digits[key[i] >> 4];
+        hex[2 * i + 1] = digits[key[i] & 15];
+    }
+    hex[64] = '\0';
 }
 
 void auth_metrics_init(void)
@@ -114,11 +205,27 @@ static int deny(struct http_request *req, enum auth_reason reason, const char *w
     return -1;
 }
 
-static int authn_api_token(struct http_request *req, const char *token, struct http_principal *p,
-                           enum auth_reason *reason)
+static int authn_api_token(struct http_request *req, const char *token, size_t len,
+                           struct http_principal *p, enum auth_reason *reason)
 {
     char hash[65];
-    auth_sha256_hex(token, strlen(token), hash);
+    unsigned char key[32];
+    token_hash(token, len, key, hash);
+    int64_t now = (int64_t)time(NULL);
+    int usable = auth_token_cache && auth_token_cache_usable();
+    if (usable) {
+        int mark = 0;
+        if (auth_cache_get(auth_token_cache, key, now, 0, auth_cfg.last_used_interval_s, p,
+                           &mark)) {
+            if (mark)
+                auth_usage_mark(p->token_id, now);
+            return 0;
+        }
+    } else {
+        atomic_fetch_add(&token_cache_bypassed, 1);
+    }
+    /* Read before the database: an invalidation heard meanwhile makes the put a no-op. */
+    unsigned epoch = auth_token_cache ? auth_cache_epoch(auth_token_cache) : 0;
     struct db_conn *c = http_db(req);
     if (!c) {
         *reason = AUTH_R_UNAVAILABLE;
@@ -160,8 +267,14 @@ static int authn_api_token(struct http_request *req, const char *token, struct h
     p->expires_at = expires;
     const char *envs = db_get_str(res, 0, 3);
     p->environments = envs ? json_loads(envs, 0, NULL) : NULL;
-    if (auth_store_token_touch(c, id) < 0)
-        log_event(LOG_WARN, "could not record token use", json_pack("{s:s}", "token_id", id));
+    if (envs && !p->environments) { /* never widen a limited token to every environment */
+        *reason = AUTH_R_UNAVAILABLE;
+        goto out;
+    }
+    auth_usage_mark(id, now);
+    if (usable && auth_token_cache_usable())
+        auth_cache_put(auth_token_cache, key, p, expires ? expires : INT64_MAX, 0, epoch,
+                       now + auth_cfg.last_used_interval_s, now);
     rc = 0;
 out:
     PQclear(res);
@@ -181,10 +294,27 @@ static void name_from_claims(const json_t *claims, char *out, size_t n)
     out[0] = '\0';
 }
 
-static int authn_jwt(const char *token, struct http_principal *p, enum auth_reason *reason)
+/* A NumericDate as int64 seconds, rounded up, clamped so that no conversion overflows. */
+static int64_t date_ceil(double v)
 {
+    if (!(v > 0))
+        return 0;
+    if (v > 4e18)
+        return (int64_t)4e18;
+    return (int64_t)ceil(v);
+}
+
+static int authn_jwt(const char *token, size_t len, struct http_principal *p,
+                     enum auth_reason *reason)
+{
+    unsigned char key[32];
+    token_hash(token, len, key, NULL);
+    int64_t now = (int64_t)time(NULL);
+    if (jwt_cache && auth_cache_get(jwt_cache, key, now, auth_key_epoch(), 0, p, NULL))
+        return 0; /* only principals with a role are cached */
+    unsigned epoch = jwt_cache ? auth_cache_epoch(jwt_cache) : 0, key_epoch = 0;
     json_t *claims = NULL;
-    enum auth_verify_rc rc = auth_verify_jwt(token, &claims, reason);
+    enum auth_verify_rc rc = auth_verify_jwt(token, &claims, reason, &key_epoch);
     if (rc != AUTH_OK)
         return -1;
     const char *const clients[] = {auth_cfg.audience, auth_cfg.client_id ? auth_cfg.client_id : "",
@@ -196,13 +326,18 @@ static int authn_jwt(const char *token, struct http_principal *p, enum auth_reas
     snprintf(p->method, sizeof p->method, "%s", auth_cfg.mode == AUTH_MODE_DEV ? "dev" : "oidc");
     p->token_id[0] = '\0';
     p->role = role;
-    p->expires_at = (int64_t)json_number_value(json_object_get(claims, "exp"));
+    double exp = json_number_value(json_object_get(claims, "exp"));
+    p->expires_at = date_ceil(exp);
     p->environments = NULL;
     json_decref(claims);
     if (role == HTTP_PUBLIC) {
         *reason = AUTH_R_NO_ROLE;
         return -1;
     }
+    /* Served from the cache exactly as long as auth_claims_check would accept it. */
+    if (jwt_cache)
+        auth_cache_put(jwt_cache, key, p, date_ceil(exp + AUTH_LEEWAY_S), key_epoch, epoch, 0,
+                       now);
     return 0;
 }
 
@@ -229,7 +364,7 @@ int auth_authenticate(struct http_request *req, enum http_perm required, void *c
     memset(&p, 0, sizeof p);
     enum auth_reason reason = AUTH_R_MALFORMED;
     int api = strncmp(token, AUTH_API_TOKEN_PREFIX, strlen(AUTH_API_TOKEN_PREFIX)) == 0;
-    int rc = api ? authn_api_token(req, token, &p, &reason) : authn_jwt(token, &p, &reason);
+    int rc = api ? authn_api_token(req, token, len, &p, &reason) : authn_jwt(token, len, &p, &reason);
     if (rc != 0) {
         json_decref(p.environments);
         return deny(req, reason, p.subject[0] ? p.subject : NULL, api);

@@ -71,7 +71,7 @@ static char *bn_param_b64(EVP_PKEY *pkey, const char *name)
     if (!raw)
         goto out;
     BN_bn2bin(bn, raw);
-    out = auth_b64url_encode(raw, (size_t)n);
+    out = b64url_encode(raw, (size_t)n);
 out:
     free(raw);
     BN_free(bn);
@@ -143,7 +143,7 @@ static char *dev_sign(const char *sub, const char *name, int role)
     time_t now = time(NULL);
     unsigned char rnd[12];
     RAND_bytes(rnd, sizeof rnd);
-    char *jti = auth_b64url_encode(rnd, sizeof rnd);
+    char *jti = b64url_encode(rnd, sizeof rnd);
     json_t *claims =
         json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:{s:[s]}}", "iss", auth_cfg.issuer,
                   "sub", sub, "aud", auth_cfg.audience, "azp", auth_cfg.client_id, "name", name,
@@ -472,7 +472,7 @@ void auth_dev_authorize(struct http_request *req)
         http_reply_problem(req, QDB_E_INTERNAL, "no randomness");
         return;
     }
-    char *code = auth_b64url_encode(rnd, sizeof rnd);
+    char *code = b64url_encode(rnd, sizeof rnd);
     if (!code) {
         http_reply_problem(req, QDB_E_INTERNAL, "out of memory");
         return;
@@ -548,7 +548,7 @@ void auth_dev_oauth_token(struct http_request *req)
     unsigned char md[32];
     unsigned int mdlen = 0;
     EVP_Digest(verifier, strlen(verifier), md, &mdlen, EVP_sha256(), NULL);
-    char *challenge = auth_b64url_encode(md, sizeof md);
+    char *challenge = b64url_encode(md, sizeof md);
     struct dev_code found;
     int ok = 0;
     time_t now = time(NULL);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "auth/auth.h"
+#include "platform/base64url.h"
 #include "platform/buf.h"
 #include "platform/db.h"
 #include "platform/http.h"
@@ -16,7 +17,7 @@
 #define AUTH_LEEWAY_S 60             /* clock skew allowed on exp, nbf, iat */
 #define AUTH_KID_REFETCH_S 30        /* at most one JWKS refetch per this for unknown kids */
 #define AUTH_JWKS_MIN_AGE_S 300      /* Cache-Control: max-age is clamped to [5 min, 24 h] */
-#define AUTH_JWKS_MAX_AGE_S 86400
+#define AUTH_JWKS_MAX_AGE_S 86400    /* (the minimum is QDB_OIDC_JWKS_MIN_AGE at run time) */
 #define AUTH_FAIL_BACKOFF_S 5 /* with no keys at all, retry a failed fetch after this */
 #define AUTH_MAX_ALGS 8
 
@@ -35,6 +36,9 @@ struct auth_settings {
     const char *role_names[4]; /* [HTTP_VIEWER..HTTP_ADMIN]: QDB_AUTH_ROLE_* */
     long http_timeout_s;       /* QDB_OIDC_HTTP_TIMEOUT */
     long dev_token_ttl_s;      /* QDB_DEV_TOKEN_TTL */
+    long jwks_min_age_s;       /* QDB_OIDC_JWKS_MIN_AGE: floor of a JWKS's max-age */
+    long cache_size;           /* QDB_AUTH_CACHE_SIZE: entries of each principal cache */
+    long last_used_interval_s; /* QDB_AUTH_LAST_USED_INTERVAL: last_used_at at most this often */
 };
 extern struct auth_settings auth_cfg;
 
@@ -64,14 +68,12 @@ const char *auth_reason_name(enum auth_reason r);
 int auth_authenticate(struct http_request *req, enum http_perm required, void *cls);
 /* Register the /metrics collector. */
 void auth_metrics_init(void);
+/* Make the JWT and API token caches (QDB_AUTH_CACHE_SIZE entries each). Returns 0 or -1. */
+int auth_caches_init(void);
+void auth_caches_free(void);
 
 /* ---- pure helpers (auth_jwt.c), unit-tested ---- */
 
-/* Decode base64url without padding (padding '=' tolerated at the end). Returns a malloc'd
- * buffer (NUL-terminated, length in *outlen) or NULL on any invalid character. */
-unsigned char *auth_b64url_decode(const char *in, size_t inlen, size_t *outlen);
-/* Encode as base64url without padding into a malloc'd string. */
-char *auth_b64url_encode(const unsigned char *in, size_t len);
 /* Lowercase hex SHA-256 of data into out (65 bytes). */
 void auth_sha256_hex(const void *data, size_t len, char out[65]);
 
@@ -96,19 +98,23 @@ struct auth_keyset {
     int refs; /* atomic through __atomic builtins */
     size_t n;
     struct auth_key *keys;
-    time_t expires_at; /* when to fetch again (max-age clamped) */
+    unsigned epoch; /* set before the set is shared, never changed: see auth_key_epoch */
 };
 /* Build a keyset from a JWKS document; keys that cannot be used are skipped (logged at
- * debug). Returns NULL when the document has no "keys" array. */
-struct auth_keyset *auth_keyset_from_jwks(const json_t *jwks, time_t expires_at);
+ * debug). Returns NULL when the document has no "keys" array. When it is due to be fetched
+ * again is the verifier's business (auth_oidc.c), not the set's: the set never changes once
+ * shared. */
+struct auth_keyset *auth_keyset_from_jwks(const json_t *jwks);
+/* Whether every key of `old` is in `new` unchanged (same kid, same public key). Pure. */
+int auth_keyset_keeps(const struct auth_keyset *old, const struct auth_keyset *new_set);
 /* Take / drop a reference. */
 struct auth_keyset *auth_keyset_ref(struct auth_keyset *ks);
 void auth_keyset_unref(struct auth_keyset *ks);
 /* The key with `kid`, borrowed from ks, or NULL. */
 const struct auth_key *auth_keyset_find(const struct auth_keyset *ks, const char *kid);
-/* max-age from a Cache-Control header value, clamped to [5 min, 24 h]; the minimum when
+/* max-age from a Cache-Control header value, clamped to [min_age, 24 h]; min_age when
  * absent or unparsable. */
-long auth_cache_max_age(const char *cache_control);
+long auth_cache_max_age(const char *cache_control, long min_age);
 
 /* What a token's header says, checked before any key is looked up. */
 struct auth_jwt_head {
@@ -120,6 +126,10 @@ struct auth_jwt_head {
  * with *reason set. */
 int auth_jwt_head_parse(const char *token, const int *algs, int nalgs, struct auth_jwt_head *h,
                         enum auth_reason *reason);
+/* The claims of a token (its second segment): base64url, then a JSON object without
+ * duplicate members, into *claims (new reference). Checks nothing else and trusts nothing:
+ * auth_jwt_verify_sig calls it only after the signature verified. Returns 0 or -1. Pure. */
+int auth_jwt_payload_parse(const char *token, json_t **claims);
 /* Whether a key may verify `alg`: RS* need RSA, ES256 an EC P-256 key, ES384 P-384; a JWK
  * "alg" must equal it. */
 int auth_key_fits_alg(const struct auth_key *k, int alg);
@@ -157,8 +167,18 @@ enum auth_verify_rc { AUTH_OK = 0, AUTH_INVALID = -1, AUTH_UNAVAILABLE = -2 };
 int auth_verifier_init(const char *issuer, auth_jwks_fetch_fn fetch, void *fetch_cls);
 void auth_verifier_free(void);
 /* Verify a bearer JWT completely: header, key (fetching or refetching the JWKS as the cache
- * rules allow), signature, registered claims. On AUTH_OK *claims is a new reference. */
-enum auth_verify_rc auth_verify_jwt(const char *token, json_t **claims, enum auth_reason *reason);
+ * rules allow), signature, registered claims. On AUTH_OK *claims is a new reference and
+ * *key_epoch (may be NULL) the epoch of the key set that verified it. */
+enum auth_verify_rc auth_verify_jwt(const char *token, json_t **claims, enum auth_reason *reason,
+                                    unsigned *key_epoch);
+/* The key epoch: it changes whenever a key is dropped from (or changed in) the cached key set,
+ * so that a JWT verified with an older epoch is verified again. A refresh that only adds keys
+ * keeps it. Lock-free (atomic). */
+unsigned auth_key_epoch(void);
+/* Start / stop the background JWKS refresher (stale-while-revalidate). Without it (commands,
+ * before start) an expired key set is refreshed on the request that finds it expired. */
+int auth_refresher_start(void);
+void auth_refresher_stop(void);
 /* The issuer's discovery document (oidc mode; new reference), fetched once and cached.
  * NULL when it cannot be had. */
 json_t *auth_discovery(void);
@@ -194,9 +214,11 @@ int auth_store_token_insert(struct db_conn *c, const struct auth_token_spec *spe
 /* Look a token up by its hash: id, role, name, environments (JSON text), expires_at (unix
  * seconds or NULL), revoked (t/f), sha256. The caller PQclears *res. */
 int auth_store_token_lookup(struct db_conn *c, const char *sha256_hex, PGresult **res);
-/* Set last_used_at = now() when older than a minute (so a busy token is not a write per
- * request). */
-int auth_store_token_touch(struct db_conn *c, const char *id);
+/* Record uses: for each of the n token ids its use time (unix seconds), written only where the
+ * stored last_used_at is older than interval_s (so that replicas together write a token's
+ * row at most once per interval). Returns the rows changed or a DB_ code. */
+int auth_store_token_touch_batch(struct db_conn *c, const char *const *ids, const double *at,
+                                 size_t n, long interval_s);
 /* Every token (never the hash), newest first, as a JSON array in *out. */
 int auth_store_token_list(struct db_conn *c, json_t **out);
 /* Revoke: set revoked_at when not yet revoked; *out gets the row as it is now (JSON), when
@@ -204,6 +226,54 @@ int auth_store_token_list(struct db_conn *c, json_t **out);
 int auth_store_token_revoke(struct db_conn *c, const char *id, json_t **out);
 /* One token's public row (JSON) or 0 rows. */
 int auth_store_token_get(struct db_conn *c, const char *id, json_t **out);
+
+/* ---- the principal caches (auth_cache.c) ----
+ * Fixed-size, sharded, keyed by the 32-byte SHA-256 of the bearer token. */
+struct auth_cache;
+struct auth_cache_stats {
+    unsigned long hits, misses, inserts, evictions, invalidations;
+    size_t capacity;
+};
+/* A cache of about `capacity` entries, all allocated now. NULL when memory ran out. */
+struct auth_cache *auth_cache_new(size_t capacity);
+void auth_cache_free(struct auth_cache *c);
+/* The invalidation epoch: read it before asking the source, pass it to auth_cache_put. */
+unsigned auth_cache_epoch(struct auth_cache *c);
+/* Look `key` up: a hit needs the same `tag` and now < its valid_until. On a hit *out is a copy
+ * of the principal (out->environments a new object the caller owns) and returns 1; else 0. With
+ * mark_interval > 0 and `mark`, *mark says whether this hit is the first since the entry's
+ * last report (at most one per mark_interval seconds per entry). */
+int auth_cache_get(struct auth_cache *c, const unsigned char key[32], int64_t now, unsigned tag,
+                   int64_t mark_interval, struct http_principal *out, int *mark);
+/* Insert a copy of *p (environments copied), served until valid_until, unless the
+ * cache's epoch is no longer `epoch`. A full set evicts. */
+void auth_cache_put(struct auth_cache *c, const unsigned char key[32],
+                    const struct http_principal *p, int64_t valid_until, unsigned tag,
+                    unsigned epoch, int64_t next_mark, int64_t now);
+/* Drop the entries of API token `token_id` (NULL: every entry), after bumping the epoch.
+ * Returns how many were dropped. */
+size_t auth_cache_evict(struct auth_cache *c, const char *token_id);
+size_t auth_cache_capacity(const struct auth_cache *c);
+void auth_cache_stats(struct auth_cache *c, struct auth_cache_stats *st);
+
+/* ---- API token cache invalidation and use records (auth_listener.c) ---- */
+#define AUTH_LISTEN_CHANNEL "api_token_changes"
+#define AUTH_LISTEN_HEARTBEAT_MS 200 /* a round trip on the listener's connection this often */
+#define AUTH_LISTEN_LEASE_MS 900     /* the cache is trusted this long after a heartbeat was sent */
+#define AUTH_LISTEN_RETRY_MS 1000    /* reconnect delay (the cache is bypassed meanwhile) */
+/* The API token cache, or NULL when none was made. */
+extern struct auth_cache *auth_token_cache;
+/* Whether the API token cache may be used now: the listener is connected, listening, and its
+ * last heartbeat is recent. Lock-free. */
+int auth_token_cache_usable(void);
+/* Note that API token `id` was accepted at `now` (unix seconds); the flusher records it. */
+void auth_usage_mark(const char *id, int64_t now);
+/* Start the listener and the last_used_at flusher (own connections); stop joins them and
+ * writes the marks still pending. */
+int auth_sync_start(const struct db_settings *db);
+void auth_sync_stop(void);
+/* Gauges and counters of the listener and the flusher for /metrics. */
+void auth_sync_metrics(struct buf *out);
 
 /* `qdb-control token create ...` */
 int auth_cli_token(struct qdb_app *app, int argc, char **argv);

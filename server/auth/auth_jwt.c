@@ -1,4 +1,4 @@
-/* JWT and JWK handling that needs no network and no state: base64url, JWK -> public key,
+/* JWT and JWK handling that needs no network and no state: JWK -> public key,
  * header and claim checks, role mapping, and the signature check.
  *
  * Why not libjwt's jwt_decode for verification: libjwt 1.10 verifies with whatever alg the
@@ -25,81 +25,7 @@
 #include "auth/auth_internal.h"
 #include "platform/log.h"
 
-/* ---- base64url and hashes ---- */
-
-static int b64url_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-unsigned char *auth_b64url_decode(const char *in, size_t inlen, size_t *outlen)
-{
-    while (inlen > 0 && in[inlen - 1] == '=')
-        inlen--;
-    if (inlen % 4 == 1)
-        return NULL;
-    unsigned char *out = malloc(inlen / 4 * 3 + 4);
-    if (!out)
-        return NULL;
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < inlen; i++) {
-        int v = b64url_value((unsigned char)in[i]);
-        if (v < 0) {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)((acc >> bits) & 0xffu);
-        }
-    }
-    out[o] = '\0';
-    *outlen = o;
-    return out;
-}
-
-char *auth_b64url_encode(const unsigned char *in, size_t len)
-{
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *out = malloc(len / 3 * 4 + 5);
-    if (!out)
-        return NULL;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-        out[o++] = alphabet[(v >> 6) & 63];
-        out[o++] = alphabet[v & 63];
-    }
-    if (len - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-    } else if (len - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        out[o++] = alphabet[(v >> 18) & 63];
-        out[o++] = alphabet[(v >> 12) & 63];
-        out[o++] = alphabet[(v >> 6) & 63];
-    }
-    out[o] = '\0';
-    return out;
-}
+/* ---- hashes ---- */
 
 void auth_sha256_hex(const void *data, size_t len, char out[65])
 {
@@ -175,7 +101,7 @@ static BIGNUM *jwk_bn(const json_t *jwk, const char *member, size_t *bytes)
     if (!s)
         return NULL;
     size_t len = 0;
-    unsigned char *raw = auth_b64url_decode(s, strlen(s), &len);
+    unsigned char *raw = b64url_decode(s, strlen(s), &len);
     if (!raw || len == 0) {
         free(raw);
         return NULL;
@@ -190,7 +116,7 @@ static BIGNUM *jwk_bn(const json_t *jwk, const char *member, size_t *bytes)
 static unsigned char *jwk_bytes(const json_t *jwk, const char *member, size_t *len)
 {
     const char *s = json_string_value(json_object_get(jwk, member));
-    return s ? auth_b64url_decode(s, strlen(s), len) : NULL;
+    return s ? b64url_decode(s, strlen(s), len) : NULL;
 }
 
 static char *pkey_to_pem(EVP_PKEY *pkey, size_t *len)
@@ -338,7 +264,7 @@ out:
 
 /* ---- keysets ---- */
 
-struct auth_keyset *auth_keyset_from_jwks(const json_t *jwks, time_t expires_at)
+struct auth_keyset *auth_keyset_from_jwks(const json_t *jwks)
 {
     const json_t *keys = json_object_get(jwks, "keys");
     if (!json_is_array(keys))
@@ -352,7 +278,6 @@ struct auth_keyset *auth_keyset_from_jwks(const json_t *jwks, time_t expires_at)
         return NULL;
     }
     ks->refs = 1;
-    ks->expires_at = expires_at;
     size_t i;
     const json_t *jwk;
     json_array_foreach(keys, i, jwk)
@@ -391,9 +316,20 @@ const struct auth_key *auth_keyset_find(const struct auth_keyset *ks, const char
     return NULL;
 }
 
-long auth_cache_max_age(const char *cc)
+int auth_keyset_keeps(const struct auth_keyset *old, const struct auth_keyset *new_set)
 {
-    long age = AUTH_JWKS_MIN_AGE_S;
+    for (size_t i = 0; old && i < old->n; i++) {
+        const struct auth_key *k = auth_keyset_find(new_set, old->keys[i].kid);
+        if (!k || k->pemlen != old->keys[i].pemlen ||
+            memcmp(k->pem, old->keys[i].pem, k->pemlen) != 0 || strcmp(k->alg, old->keys[i].alg))
+            return 0;
+    }
+    return 1;
+}
+
+long auth_cache_max_age(const char *cc, long min_age)
+{
+    long age = min_age;
     const char *p = cc;
     while (p && (p = strcasestr(p, "max-age")) != NULL) {
         const char *q = p + 7;
@@ -411,8 +347,8 @@ long auth_cache_max_age(const char *cc)
         }
         p = q;
     }
-    if (age < AUTH_JWKS_MIN_AGE_S)
-        age = AUTH_JWKS_MIN_AGE_S;
+    if (age < min_age)
+        age = min_age;
     if (age > AUTH_JWKS_MAX_AGE_S)
         age = AUTH_JWKS_MAX_AGE_S;
     return age;
@@ -423,7 +359,7 @@ long auth_cache_max_age(const char *cc)
 static int is_b64url_segment(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (b64url_value((unsigned char)s[i]) < 0)
+        if (!b64url_is_char((unsigned char)s[i]))
             return 0;
     return 1;
 }
@@ -452,7 +388,7 @@ int auth_jwt_head_parse(const char *token, const int *algs, int nalgs, struct au
         !is_b64url_segment(d2 + 1, l3))
         goto out;
     size_t hl = 0;
-    raw = auth_b64url_decode(token, l1, &hl);
+    raw = b64url_decode(token, l1, &hl);
     if (!raw)
         goto out;
     head = json_loadb((const char *)raw, hl, JSON_REJECT_DUPLICATES, NULL);
@@ -487,6 +423,30 @@ out:
     json_decref(head);
     free(raw);
     return rc;
+}
+
+int auth_jwt_payload_parse(const char *token, json_t **claims)
+{
+    *claims = NULL;
+    size_t len = strnlen(token, AUTH_TOKEN_MAX + 1);
+    if (len > AUTH_TOKEN_MAX)
+        return -1;
+    const char *d1 = memchr(token, '.', len);
+    const char *d2 = d1 ? memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - token)) : NULL;
+    if (!d2)
+        return -1;
+    size_t pl = 0;
+    unsigned char *raw = b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
+    if (!raw)
+        return -1;
+    *claims = json_loadb((const char *)raw, pl, JSON_REJECT_DUPLICATES, NULL);
+    free(raw);
+    if (!json_is_object(*claims)) {
+        json_decref(*claims);
+        *claims = NULL;
+        return -1;
+    }
+    return 0;
 }
 
 int auth_key_fits_alg(const struct auth_key *k, int alg)
@@ -539,7 +499,7 @@ out:
 int auth_jwt_verify_sig(const char *token, int alg, const struct auth_key *key, json_t **claims,
                         enum auth_reason *reason)
 {
-    unsigned char *raw = NULL, *sig = NULL, *der = NULL;
+    unsigned char *sig = NULL, *der = NULL;
     EVP_MD_CTX *ctx = NULL;
     int rc = -1;
     *claims = NULL;
@@ -575,7 +535,7 @@ int auth_jwt_verify_sig(const char *token, int alg, const struct auth_key *key, 
     if (!d2)
         goto out;
     size_t siglen = 0;
-    sig = auth_b64url_decode(d2 + 1, strlen(d2 + 1), &siglen);
+    sig = b64url_decode(d2 + 1, strlen(d2 + 1), &siglen);
     if (!sig || siglen == 0)
         goto out;
     const unsigned char *check = sig;
@@ -593,23 +553,14 @@ int auth_jwt_verify_sig(const char *token, int alg, const struct auth_key *key, 
                          (size_t)(d2 - token)) != 1)
         goto out;
     /* The claims, read from the very bytes whose signature was just checked. */
-    size_t pl = 0;
     *reason = AUTH_R_MALFORMED;
-    raw = auth_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), &pl);
-    if (!raw)
+    if (auth_jwt_payload_parse(token, claims) != 0)
         goto out;
-    *claims = json_loadb((const char *)raw, pl, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(*claims)) {
-        json_decref(*claims);
-        *claims = NULL;
-        goto out;
-    }
     rc = 0;
 out:
     if (rc != 0)
         ERR_clear_error(); /* a refused signature is an answer, not an error to keep */
     EVP_MD_CTX_free(ctx);
-    free(raw);
     free(sig);
     OPENSSL_free(der);
     return rc;

@@ -1,5 +1,6 @@
-/* The auth room's life cycle: settings, init (verifier, dev issuer, the HTTP hook,
- * metrics), stop, and the `token` command. */
+/* The auth room's life cycle: settings, init (verifier, dev issuer, caches, the HTTP hook,
+ * metrics), start (the JWKS refresher, the API token listener, the last_used_at flusher),
+ * stop, and the `token` command. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 struct auth_settings auth_cfg;
 static char *dev_issuer_url; /* owned, dev mode */
 static int curl_started;
+static struct db_settings sync_db; /* the listener's and the flusher's connections */
 
 static int is_loopback_host(const char *h)
 {
@@ -65,7 +67,12 @@ static int auth_config_load(void)
             0 ||
         config_str("QDB_AUTH_ROLE_ADMIN", "qdb-admin", &auth_cfg.role_names[HTTP_ADMIN]) != 0 ||
         config_seconds("QDB_OIDC_HTTP_TIMEOUT", 5, 1, 60, &auth_cfg.http_timeout_s) != 0 ||
-        config_seconds("QDB_DEV_TOKEN_TTL", 3600, 60, 86400, &auth_cfg.dev_token_ttl_s) != 0)
+        config_seconds("QDB_DEV_TOKEN_TTL", 3600, 60, 86400, &auth_cfg.dev_token_ttl_s) != 0 ||
+        config_seconds("QDB_OIDC_JWKS_MIN_AGE", AUTH_JWKS_MIN_AGE_S, 1, AUTH_JWKS_MAX_AGE_S,
+                       &auth_cfg.jwks_min_age_s) != 0 ||
+        config_int("QDB_AUTH_CACHE_SIZE", 4096, 16, 1000000, &auth_cfg.cache_size) != 0 ||
+        config_seconds("QDB_AUTH_LAST_USED_INTERVAL", 60, 1, 3600,
+                       &auth_cfg.last_used_interval_s) != 0)
         return -1;
     if (parse_algs(algs) != 0)
         return config_error("QDB_OIDC_ALGS",
@@ -127,7 +134,13 @@ static int auth_config_load(void)
 
 static int auth_init(struct qdb_app *app)
 {
-    (void)app;
+    sync_db.url = app->cfg->database_url;
+    sync_db.statement_timeout_ms = app->cfg->db_statement_timeout_ms;
+    sync_db.connect_timeout_s = app->cfg->db_connect_timeout_s;
+    if (auth_caches_init() != 0) {
+        log_error("auth: no memory for the principal caches");
+        return -1;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("libcurl could not start");
         return -1;
@@ -152,10 +165,20 @@ static int auth_init(struct qdb_app *app)
     return 0;
 }
 
+static int auth_start(struct qdb_app *app)
+{
+    (void)app;
+    if (auth_refresher_start() != 0)
+        return -1;
+    return auth_sync_start(&sync_db);
+}
+
 static void auth_stop(void)
 {
     http_set_authenticator(NULL, NULL);
-    auth_verifier_free();
+    auth_sync_stop();
+    auth_verifier_free(); /* stops the refresher first */
+    auth_caches_free();
     auth_dev_stop();
     free(dev_issuer_url);
     dev_issuer_url = NULL;
@@ -176,6 +199,7 @@ const struct qdb_module auth_module = {
     .name = "auth",
     .config_load = auth_config_load,
     .init = auth_init,
+    .start = auth_start,
     .stop = auth_stop,
     .command = "token",
     .run_command = auth_run_command,

@@ -3,13 +3,21 @@
  * dev issuer). Both go through auth_verify_jwt: the same checks for every token.
  *
  * Cache rules: the key set is immutable and swapped whole under a mutex (readers take a
- * reference and verify outside the lock). It is refreshed when its max-age has passed (a
- * failed refresh keeps the old keys: a JWKS outage does not lock people out); a token whose
- * kid is unknown triggers at most one refetch per AUTH_KID_REFETCH_S, so nobody can make us
- * hammer the issuer; with no keys at all, a failed fetch is retried at most every
- * AUTH_FAIL_BACKOFF_S and the caller gets 503 meanwhile. One fetch runs at a time. */
+ * reference and verify outside the lock); when it is due again (max-age, clamped) is kept
+ * beside it under the same mutex, never in the shared set. When its max-age has passed, the
+ * request that notices wakes the background refresher and goes on with the cached keys
+ * (stale-while-revalidate): one refresh runs at a time, and nobody waits for it. A failed
+ * refresh keeps the old keys (a JWKS outage does not lock people out) and is tried again
+ * after AUTH_KID_REFETCH_S. A request waits on the issuer only when no key is cached at all
+ * (a failed fetch is then retried at most every AUTH_FAIL_BACKOFF_S and the caller gets 503
+ * meanwhile) or when its kid is unknown, which triggers at most one refetch per
+ * AUTH_KID_REFETCH_S, so nobody can make us hammer the issuer. One fetch runs at a time.
+ *
+ * A refresh that drops or changes a key bumps the key epoch, so that the JWT cache
+ * (auth_authn.c) stops serving tokens verified with the dropped key. */
 #include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,19 +29,30 @@
 
 #define FETCH_BODY_MAX (512u * 1024u)
 
+/* The verifier's state. issuer, fetch and fetch_cls are set by auth_verifier_init before any
+ * thread can read them and not changed until auth_verifier_free, after every reader stopped. */
 static struct {
     char *issuer;
     auth_jwks_fetch_fn fetch; /* in-process source, or NULL for libcurl */
     void *fetch_cls;
-    pthread_mutex_t lock;       /* guards everything below */
+    atomic_int ready;
+    atomic_uint key_epoch;      /* see auth_key_epoch */
     pthread_mutex_t fetch_lock; /* one fetch at a time */
+    pthread_mutex_t lock;       /* guards everything below */
     struct auth_keyset *keys;
+    time_t keys_due;            /* when the keys' max-age has passed (fetch again) */
     time_t last_attempt;
     time_t last_kid_refetch;
     json_t *discovery;
     unsigned long fetch_ok, fetch_failed; /* metrics */
-    int ready;
-} V = {.lock = PTHREAD_MUTEX_INITIALIZER, .fetch_lock = PTHREAD_MUTEX_INITIALIZER};
+    /* the background refresher */
+    pthread_cond_t wake;
+    pthread_t refresher;
+    int refresher_running, refresher_stop, refresh_pending;
+    unsigned long background_refreshes;
+} V = {.lock = PTHREAD_MUTEX_INITIALIZER,
+       .fetch_lock = PTHREAD_MUTEX_INITIALIZER,
+       .wake = PTHREAD_COND_INITIALIZER};
 
 /* ---- libcurl ---- */
 
@@ -166,13 +185,13 @@ static int curl_fetch(void *cls, json_t **jwks, long *max_age, char *err, size_t
         pthread_mutex_unlock(&V.lock);
         return -1;
     }
-    *max_age = auth_cache_max_age(cc);
+    *max_age = auth_cache_max_age(cc, auth_cfg.jwks_min_age_s);
     return 0;
 }
 
 json_t *auth_discovery(void)
 {
-    if (!V.ready || V.fetch)
+    if (!atomic_load(&V.ready) || V.fetch)
         return NULL;
     char err[512] = "";
     pthread_mutex_lock(&V.fetch_lock);
@@ -198,7 +217,7 @@ static void refresh(enum want why)
     if (why == WANT_EMPTY)
         go = !V.keys && now - V.last_attempt >= AUTH_FAIL_BACKOFF_S;
     else if (why == WANT_EXPIRED)
-        go = V.keys && now >= V.keys->expires_at && now - V.last_attempt >= AUTH_KID_REFETCH_S;
+        go = V.keys && now >= V.keys_due;
     else if (why == WANT_KID)
         go = now - V.last_kid_refetch >= AUTH_KID_REFETCH_S;
     if (go) {
@@ -212,46 +231,124 @@ static void refresh(enum want why)
         return;
     }
     json_t *jwks = NULL;
-    long max_age = AUTH_JWKS_MIN_AGE_S;
+    long max_age = auth_cfg.jwks_min_age_s;
     char err[512] = "";
     int rc = V.fetch ? V.fetch(V.fetch_cls, &jwks, &max_age, err, sizeof err)
                      : curl_fetch(NULL, &jwks, &max_age, err, sizeof err);
-    struct auth_keyset *ks = rc == 0 ? auth_keyset_from_jwks(jwks, now + max_age) : NULL;
+    struct auth_keyset *ks = rc == 0 ? auth_keyset_from_jwks(jwks) : NULL;
     json_decref(jwks);
     if (rc == 0 && !ks)
         snprintf(err, sizeof err, "the JWKS document has no keys array");
+    now = time(NULL);
+    int dropped = 0;
     pthread_mutex_lock(&V.lock);
     struct auth_keyset *old = NULL;
     if (ks) {
         old = V.keys;
+        /* The set is not shared yet: its epoch is set here, once. */
+        dropped = !auth_keyset_keeps(old, ks);
+        if (dropped)
+            atomic_fetch_add(&V.key_epoch, 1);
+        ks->epoch = atomic_load(&V.key_epoch);
         V.keys = ks;
+        V.keys_due = now + max_age;
         V.fetch_ok++;
     } else {
         V.fetch_failed++;
         if (V.keys) /* keep the old keys, try again in a while */
-            V.keys->expires_at = now + AUTH_KID_REFETCH_S;
+            V.keys_due = now + AUTH_KID_REFETCH_S;
     }
     pthread_mutex_unlock(&V.lock);
     pthread_mutex_unlock(&V.fetch_lock);
     auth_keyset_unref(old);
     if (ks)
         log_event(LOG_INFO, "JWKS loaded",
-                  json_pack("{s:s,s:i,s:i,s:s}", "issuer", V.issuer, "keys", (int)ks->n,
+                  json_pack("{s:s,s:i,s:i,s:s,s:b}", "issuer", V.issuer, "keys", (int)ks->n,
                             "max_age_s", (int)max_age, "why",
                             why == WANT_KID     ? "unknown kid"
                             : why == WANT_EMPTY ? "first use"
-                                                : "expired"));
+                                                : "expired",
+                            "keys_dropped", dropped));
     else
         log_event(LOG_WARN, "JWKS fetch failed",
                   json_pack("{s:s,s:s}", "issuer", V.issuer, "reason", err));
 }
 
-static struct auth_keyset *current_keys(void)
+/* The current key set (a new reference, or NULL) and whether its max-age has passed. */
+static struct auth_keyset *current_keys(int *due)
 {
     pthread_mutex_lock(&V.lock);
     struct auth_keyset *ks = auth_keyset_ref(V.keys);
+    if (due)
+        *due = ks && time(NULL) >= V.keys_due;
     pthread_mutex_unlock(&V.lock);
     return ks;
+}
+
+/* Stale keys: have the refresher fetch new ones, without waiting for it. With no refresher
+ * running (a command, or before start) the caller refreshes itself. */
+static void refresh_in_background(void)
+{
+    pthread_mutex_lock(&V.lock);
+    int running = V.refresher_running;
+    if (running && !V.refresh_pending) {
+        V.refresh_pending = 1; /* one refresh at a time: later callers see it pending */
+        pthread_cond_signal(&V.wake);
+    }
+    pthread_mutex_unlock(&V.lock);
+    if (!running)
+        refresh(WANT_EXPIRED);
+}
+
+static void *refresher_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&V.lock);
+    while (!V.refresher_stop) {
+        if (!V.refresh_pending) {
+            pthread_cond_wait(&V.wake, &V.lock);
+            continue;
+        }
+        V.background_refreshes++;
+        pthread_mutex_unlock(&V.lock);
+        refresh(WANT_EXPIRED);
+        pthread_mutex_lock(&V.lock);
+        V.refresh_pending = 0;
+    }
+    pthread_mutex_unlock(&V.lock);
+    return NULL;
+}
+
+int auth_refresher_start(void)
+{
+    pthread_mutex_lock(&V.lock);
+    V.refresher_stop = 0;
+    V.refresh_pending = 0;
+    int rc = pthread_create(&V.refresher, NULL, refresher_main, NULL);
+    V.refresher_running = rc == 0;
+    pthread_mutex_unlock(&V.lock);
+    if (rc != 0)
+        log_error("auth: cannot start the JWKS refresher thread");
+    return rc == 0 ? 0 : -1;
+}
+
+void auth_refresher_stop(void)
+{
+    pthread_mutex_lock(&V.lock);
+    int running = V.refresher_running;
+    V.refresher_stop = 1;
+    pthread_cond_broadcast(&V.wake);
+    pthread_mutex_unlock(&V.lock);
+    if (running)
+        pthread_join(V.refresher, NULL);
+    pthread_mutex_lock(&V.lock);
+    V.refresher_running = 0;
+    pthread_mutex_unlock(&V.lock);
+}
+
+unsigned auth_key_epoch(void)
+{
+    return atomic_load(&V.key_epoch);
 }
 
 int auth_verifier_init(const char *issuer, auth_jwks_fetch_fn fetch, void *fetch_cls)
@@ -259,53 +356,57 @@ int auth_verifier_init(const char *issuer, auth_jwks_fetch_fn fetch, void *fetch
     V.issuer = strdup(issuer);
     V.fetch = fetch;
     V.fetch_cls = fetch_cls;
-    V.ready = V.issuer != NULL;
-    return V.ready ? 0 : -1;
+    atomic_store(&V.ready, V.issuer != NULL);
+    return V.issuer ? 0 : -1;
 }
 
 void auth_verifier_free(void)
 {
+    auth_refresher_stop();
+    atomic_store(&V.ready, 0);
     pthread_mutex_lock(&V.lock);
     auth_keyset_unref(V.keys);
     V.keys = NULL;
+    V.keys_due = 0;
     json_decref(V.discovery);
     V.discovery = NULL;
     free(V.issuer);
     V.issuer = NULL;
-    V.ready = 0;
     V.last_attempt = V.last_kid_refetch = 0;
     pthread_mutex_unlock(&V.lock);
 }
 
-enum auth_verify_rc auth_verify_jwt(const char *token, json_t **claims, enum auth_reason *reason)
+enum auth_verify_rc auth_verify_jwt(const char *token, json_t **claims, enum auth_reason *reason,
+                                    unsigned *key_epoch)
 {
     struct auth_jwt_head h;
     *claims = NULL;
-    if (!V.ready) {
+    if (!atomic_load(&V.ready)) {
         *reason = AUTH_R_UNAVAILABLE;
         return AUTH_UNAVAILABLE;
     }
     if (auth_jwt_head_parse(token, auth_cfg.algs, auth_cfg.nalgs, &h, reason) != 0)
         return AUTH_INVALID;
 
-    struct auth_keyset *ks = current_keys();
+    int due = 0;
+    struct auth_keyset *ks = current_keys(&due);
     if (!ks) {
         refresh(WANT_EMPTY);
-        ks = current_keys();
+        ks = current_keys(NULL);
         if (!ks) {
             *reason = AUTH_R_UNAVAILABLE;
             return AUTH_UNAVAILABLE;
         }
-    } else if (time(NULL) >= ks->expires_at) {
+    } else if (due) {
+        refresh_in_background(); /* and verify with the keys we have */
         auth_keyset_unref(ks);
-        refresh(WANT_EXPIRED);
-        ks = current_keys();
+        ks = current_keys(NULL);
     }
     const struct auth_key *key = auth_keyset_find(ks, h.kid);
     if (!key) {
         auth_keyset_unref(ks);
         refresh(WANT_KID);
-        ks = current_keys();
+        ks = current_keys(NULL);
         key = auth_keyset_find(ks, h.kid);
     }
     enum auth_verify_rc rc = AUTH_INVALID;
@@ -317,6 +418,8 @@ enum auth_verify_rc auth_verify_jwt(const char *token, json_t **claims, enum aut
         goto out;
     if (auth_claims_check(*claims, V.issuer, auth_cfg.audience, time(NULL), reason) != 0)
         goto out;
+    if (key_epoch)
+        *key_epoch = ks->epoch;
     rc = AUTH_OK;
 out:
     if (rc != AUTH_OK) {
@@ -330,7 +433,7 @@ out:
 void auth_oidc_metrics(struct buf *out)
 {
     pthread_mutex_lock(&V.lock);
-    unsigned long ok = V.fetch_ok, failed = V.fetch_failed;
+    unsigned long ok = V.fetch_ok, failed = V.fetch_failed, bg = V.background_refreshes;
     size_t nkeys = V.keys ? V.keys->n : 0;
     pthread_mutex_unlock(&V.lock);
     buf_printf(out,
@@ -340,6 +443,14 @@ void auth_oidc_metrics(struct buf *out)
                "qdb_auth_jwks_fetches_total{result=\"failed\"} %lu\n"
                "# HELP qdb_auth_jwks_keys Verification keys in the JWKS cache.\n"
                "# TYPE qdb_auth_jwks_keys gauge\n"
-               "qdb_auth_jwks_keys %zu\n",
-               ok, failed, nkeys);
+               "qdb_auth_jwks_keys %zu\n"
+               "# HELP qdb_auth_jwks_background_refreshes_total JWKS refreshes run in the "
+               "background because the cached keys' max-age had passed.\n"
+               "# TYPE qdb_auth_jwks_background_refreshes_total counter\n"
+               "qdb_auth_jwks_background_refreshes_total %lu\n"
+               "# HELP qdb_auth_jwks_key_epoch Changes each time a key is dropped from the "
+               "cached key set.\n"
+               "# TYPE qdb_auth_jwks_key_epoch gauge\n"
+               "qdb_auth_jwks_key_epoch %u\n",
+               ok, failed, nkeys, bg, atomic_load(&V.key_epoch));
 }

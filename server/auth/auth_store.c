@@ -65,15 +65,39 @@ int auth_store_token_lookup(struct db_conn *c, const char *sha256_hex, PGresult 
     return db_exec(c, &q_lookup, p, res);
 }
 
-static struct db_stmt q_touch =
-    DB_STMT("auth_token_touch", 1,
-            "UPDATE api_token SET last_used_at = now() WHERE id = $1 AND "
-            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')");
+/* Uses recorded by the flusher, one statement for every token of a round: $1 the ids, $2
+ * their use times (unix seconds), $3 the interval. A row changes only when its last_used_at
+ * is older than the interval before this use, so that replicas together write a token at
+ * most once per interval; the api_token trigger ignores this column (migration 0006). */
+static struct db_stmt q_touch_batch = DB_STMT(
+    "auth_token_touch_batch", 3,
+    "UPDATE api_token AS t SET last_used_at = to_timestamp(u.at) "
+    "FROM unnest($1::uuid[], $2::float8[]) AS u(id, at) "
+    "WHERE t.id = u.id AND (t.last_used_at IS NULL OR "
+    "t.last_used_at <= to_timestamp(u.at) - make_interval(secs => $3::bigint))");
 
-int auth_store_token_touch(struct db_conn *c, const char *id)
+int auth_store_token_touch_batch(struct db_conn *c, const char *const *ids, const double *at,
+                                 size_t n, long interval_s)
 {
-    const char *p[1] = {id};
-    return db_exec(c, &q_touch, p, NULL);
+    /* Two array literals as parameters: ids are uuids read from the database, times are
+     * numbers; nothing here comes from a request. */
+    struct buf a, b;
+    buf_init(&a, 0);
+    buf_init(&b, 0);
+    buf_puts(&a, "{");
+    buf_puts(&b, "{");
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(&a, "%s\"%s\"", i ? "," : "", ids[i]);
+        buf_printf(&b, "%s%.3f", i ? "," : "", at[i]);
+    }
+    buf_puts(&a, "}");
+    buf_puts(&b, "}");
+    char iv[24];
+    const char *p[3] = {a.data, b.data, db_int64(iv, interval_s)};
+    int rc = a.data && b.data ? db_exec(c, &q_touch_batch, p, NULL) : DB_HARD;
+    buf_free(&a);
+    buf_free(&b);
+    return rc;
 }
 
 static struct db_stmt q_list =

@@ -10,7 +10,7 @@ char *auth_api_token_new(void)
     unsigned char rnd[32];
     if (RAND_bytes(rnd, sizeof rnd) != 1)
         return NULL;
-    char *b64 = auth_b64url_encode(rnd, sizeof rnd);
+    char *b64 = b64url_encode(rnd, sizeof rnd);
     OPENSSL_cleanse(rnd, sizeof rnd);
     if (!b64)
         return NULL;

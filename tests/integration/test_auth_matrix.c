@@ -2,7 +2,8 @@
  * other rooms add are covered without touching this test) called with no token and with
  * viewer, operator and admin tokens from the dev issuer. A non-public route must answer 401
  * without a token, 403 to a role below its own, and anything but 401/403 to a role at or
- * above it. Public routes never answer 401. */
+ * above it. Public routes never answer 401. No route answers a 5xx to anyone: a request the
+ * server cannot serve is refused with a 4xx problem, never a crash or an internal error. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,8 @@ int main(void)
         th_step("%s %s (%s)", method, pattern, role);
         for (int r = 0; r <= 3; r++) {
             long st = call(&srv, method, path, tokens[r], body);
+            CHECK(st > 0 && st < 500, "%s %s as %s: no answer or a 5xx: %ld", method, pattern,
+                  names[r], st);
             if (need == 0)
                 CHECK(st != 401 && st != 403 && st != 0, "%s %s as %s: public, got %ld", method,
                       pattern, names[r], st);

@@ -4,7 +4,10 @@
  * wrong issuer, wrong audience, alg none, HS256 signed with the RSA public key as the secret,
  * a tampered payload; an unknown kid, then the rotated key picked up, with at most one JWKS
  * refetch per 30 s; the JWKS endpoint down while cached keys keep working; an oversized
- * token; and an issuer that cannot be reached with no cached keys (503). */
+ * token; and an issuer that cannot be reached with no cached keys (503). The caches: a JWT
+ * cached before it expired is refused once exp + leeway has passed; past the JWKS max-age the
+ * cached keys keep serving (fast) while one background refresh waits on a slow JWKS; a key
+ * dropped from the JWKS stops the tokens it verified, cached or not. */
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -191,6 +194,114 @@ static void expect_ok(const struct th_server *s, const char *what, char *token)
     long st = me(s, token, got, sizeof got, NULL, 0);
     CHECK(st == 200, "%s: want 200, got %ld %s", what, st, got);
     free(token);
+}
+
+/* The value of a /metrics series ("name{labels} ", at the start of a line), or -1. */
+static long metric(const struct th_server *s, const char *series)
+{
+    struct th_resp r;
+    long v = -1;
+    char line[256];
+    snprintf(line, sizeof line, "\n%s", series);
+    if (th_get(s, "/metrics", NULL, &r) != 0)
+        return -1;
+    const char *p = r.body ? strstr(r.body, line) : NULL;
+    if (p)
+        v = strtol(p + strlen(line), NULL, 10);
+    th_resp_free(&r);
+    return v;
+}
+
+#define JWT_HITS "qdb_auth_cache_lookups_total{cache=\"jwt\",result=\"hit\"} "
+
+/* A token nobody has presented yet (its own jti), so that it must be verified. */
+static char *fresh_token(struct fixture *f)
+{
+    static int seq;
+    char jti[48];
+    snprintf(jti, sizeof jti, "fresh-%d-%d", (int)getpid(), ++seq);
+    return forge(f, json_pack("{s:s}", "jti", jti), NULL, "rs256");
+}
+
+static void test_cached_expiry(struct fixture *f, const struct th_server *s)
+{
+    th_step("a JWT cached before it expired is refused once exp + leeway has passed");
+    time_t now = time(NULL);
+    /* exp 57 s ago: inside the 60 s leeway for about 3 s more. */
+    char *t = forge(f, json_pack("{s:I,s:s}", "exp", (json_int_t)now - 57, "jti", "short-lived"),
+                    NULL, "rs256");
+    long h0 = metric(s, JWT_HITS);
+    CHECK(me(s, t, NULL, 0, NULL, 0) == 200, "accepted inside the leeway");
+    CHECK(me(s, t, NULL, 0, NULL, 0) == 200, "accepted again");
+    CHECK(metric(s, JWT_HITS) > h0, "served from the cache");
+    char reason[64] = "";
+    long st = 200;
+    for (double t0 = th_now_ms(); st == 200 && th_now_ms() - t0 < 15000;) {
+        st = me(s, t, reason, sizeof reason, NULL, 0);
+        if (st == 200)
+            th_sleep_ms(50);
+    }
+    CHECK(st == 401 && strcmp(reason, "expired") == 0, "then refused as expired: %ld %s", st,
+          reason);
+    CHECK(time(NULL) >= now + 3, "not before exp + 60 s");
+    free(t);
+}
+
+static void test_stale_while_revalidate(struct fixture *f, const char *url)
+{
+    th_step("JWKS past its max-age: cached keys serve while one background refresh waits");
+    /* The fixture's JWKS answers after 6 s: a request that waited for it would take that. */
+    char iss[200];
+    snprintf(iss, sizeof iss, "QDB_OIDC_ISSUER=%s", f->issuer);
+    const char *env[] = {"QDB_AUTH_MODE=oidc", iss, "QDB_OIDC_JWKS_MIN_AGE=2",
+                         "QDB_OIDC_HTTP_TIMEOUT=10", NULL};
+    struct th_server s4;
+    CHECK(th_server_start(&s4, url, env, 1) == 0, "a server with a 2 s JWKS max-age starts");
+    if (!s4.pid)
+        return;
+    char *cached = fresh_token(f);
+    CHECK(me(&s4, cached, NULL, 0, NULL, 0) == 200, "the first token fetches the JWKS");
+    long n0 = jwks_requests(f);
+    long bg0 = metric(&s4, "qdb_auth_jwks_background_refreshes_total ");
+    json_decref(fx_admin(f, "POST", "/admin/jwks/slow", json_pack("{s:i}", "ms", 6000)));
+    /* Fresh tokens (each needs a signature check with the cached keys) until the max-age has
+     * passed and the refresher is waiting on the slow JWKS, then for one second more. */
+    double t_start = th_now_ms(), saw_bg = 0, worst = 0;
+    int n = 0, refused = 0;
+    while (th_now_ms() - t_start < 10000) {
+        char *t = fresh_token(f);
+        double a = th_now_ms();
+        long st = me(&s4, t, NULL, 0, NULL, 0);
+        double took = th_now_ms() - a;
+        free(t);
+        n++;
+        refused += st != 200;
+        if (took > worst)
+            worst = took;
+        if (!saw_bg && metric(&s4, "qdb_auth_jwks_background_refreshes_total ") > bg0)
+            saw_bg = th_now_ms();
+        if (saw_bg && th_now_ms() - saw_bg > 1000)
+            break;
+        th_sleep_ms(20);
+    }
+    CHECK(saw_bg > 0, "the max-age passed and a background refresh started");
+    CHECK(refused == 0, "%d of %d requests refused", refused, n);
+    CHECK(worst < 3000, "no request waited for the 6 s JWKS: worst %.0f ms over %d", worst, n);
+    CHECK(jwks_requests(f) == n0 + 1, "one refresh at a time: %ld -> %ld", n0, jwks_requests(f));
+    json_decref(fx_admin(f, "POST", "/admin/jwks/slow", json_pack("{s:i}", "ms", 0)));
+
+    th_step("a key dropped from the JWKS stops the tokens it verified, cached or not");
+    for (int i = 0; i < 3; i++) /* the fixture keeps the newest three keys */
+        json_decref(fx_admin(f, "POST", "/admin/rotate", NULL));
+    char *rotated = fresh_token(f);
+    CHECK(me(&s4, rotated, NULL, 0, NULL, 0) == 200, "a token of the newest key (refetched)");
+    char reason[64];
+    long st = me(&s4, cached, reason, sizeof reason, NULL, 0);
+    CHECK(st == 401 && strcmp(reason, "unknown_kid") == 0,
+          "the token cached under the dropped key is refused: %ld %s", st, reason);
+    free(rotated);
+    free(cached);
+    CHECK(th_server_stop(&s4) == 0, "stops cleanly");
 }
 
 static void test_roles(struct fixture *f, const struct th_server *s)
@@ -393,7 +504,9 @@ int main(void)
     test_rotation(&f, &srv);
     test_misc(&f, &srv);
     test_es256(&f, &srv, url);
+    test_cached_expiry(&f, &srv);
     CHECK(th_server_stop(&srv) == 0, "server stops cleanly");
+    test_stale_while_revalidate(&f, url);
     test_unreachable(&f, url);
 out:
     th_server_kill(&srv);

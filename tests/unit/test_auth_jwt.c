@@ -17,7 +17,7 @@
 
 static char *b64(const char *s)
 {
-    return auth_b64url_encode((const unsigned char *)s, strlen(s));
+    return b64url_encode((const unsigned char *)s, strlen(s));
 }
 
 static void test_b64url(void)
@@ -26,19 +26,19 @@ static void test_b64url(void)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *e = b64(cases[i]);
         size_t n = 0;
-        unsigned char *d = auth_b64url_decode(e, strlen(e), &n);
+        unsigned char *d = b64url_decode(e, strlen(e), &n);
         EXPECT(d && n == strlen(cases[i]) && memcmp(d, cases[i], n) == 0, "round trip %zu", i);
         EXPECT(!strchr(e, '=') && !strchr(e, '+') && !strchr(e, '/'), "url alphabet, no padding");
         free(e);
         free(d);
     }
     size_t n;
-    unsigned char *d = auth_b64url_decode("Zm9vYg==", 8, &n);
+    unsigned char *d = b64url_decode("Zm9vYg==", 8, &n);
     EXPECT(d && n == 4 && memcmp(d, "foob", 4) == 0, "padding tolerated");
     free(d);
-    EXPECT(auth_b64url_decode("Zm9v+Yg", 7, &n) == NULL, "'+' refused");
-    EXPECT(auth_b64url_decode("Zm9v.Yg", 7, &n) == NULL, "'.' refused");
-    EXPECT(auth_b64url_decode("Z", 1, &n) == NULL, "impossible length refused");
+    EXPECT(b64url_decode("Zm9v+Yg", 7, &n) == NULL, "'+' refused");
+    EXPECT(b64url_decode("Zm9v.Yg", 7, &n) == NULL, "'.' refused");
+    EXPECT(b64url_decode("Z", 1, &n) == NULL, "impossible length refused");
     char hex[65];
     auth_sha256_hex("abc", 3, hex);
     EXPECT(strcmp(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0,
@@ -52,7 +52,7 @@ static char *bn_b64(EVP_PKEY *k, const char *param)
     int n = BN_num_bytes(bn);
     unsigned char *raw = malloc((size_t)n);
     BN_bn2bin(bn, raw);
-    char *out = auth_b64url_encode(raw, (size_t)n);
+    char *out = b64url_encode(raw, (size_t)n);
     free(raw);
     BN_free(bn);
     return out;
@@ -86,7 +86,7 @@ static json_t *ec_jwk(EVP_PKEY *k, const char *kid)
     unsigned char pub[65];
     size_t len = 0;
     EVP_PKEY_get_octet_string_param(k, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &len);
-    char *x = auth_b64url_encode(pub + 1, 32), *y = auth_b64url_encode(pub + 33, 32);
+    char *x = b64url_encode(pub + 1, 32), *y = b64url_encode(pub + 33, 32);
     json_t *j =
         json_pack("{s:s,s:s,s:s,s:s,s:s}", "kty", "EC", "kid", kid, "crv", "P-256", "x", x, "y", y);
     free(x);
@@ -120,7 +120,7 @@ static char *sign_token(EVP_PKEY *k, const char *header, const char *payload, in
         use = raw;
         uselen = 64;
     }
-    char *s = auth_b64url_encode(use, uselen);
+    char *s = b64url_encode(use, uselen);
     size_t total = inlen + strlen(s) + 2;
     char *tok = malloc(total);
     snprintf(tok, total, "%s.%s", input, s);
@@ -349,11 +349,11 @@ static void test_roles(void)
 
 static void test_max_age(void)
 {
-    EXPECT(auth_cache_max_age(NULL) == 300, "absent -> 5 min");
-    EXPECT(auth_cache_max_age(" public, max-age=3600\r\n") == 3600, "honoured");
-    EXPECT(auth_cache_max_age("max-age=10") == 300, "clamped up");
-    EXPECT(auth_cache_max_age("max-age=999999") == 86400, "clamped down");
-    EXPECT(auth_cache_max_age("no-cache") == 300, "no max-age");
+    EXPECT(auth_cache_max_age(NULL, 300) == 300, "absent -> 5 min");
+    EXPECT(auth_cache_max_age(" public, max-age=3600\r\n", 300) == 3600, "honoured");
+    EXPECT(auth_cache_max_age("max-age=10", 300) == 300, "clamped up");
+    EXPECT(auth_cache_max_age("max-age=999999", 300) == 86400, "clamped down");
+    EXPECT(auth_cache_max_age("no-cache", 300) == 300, "no max-age");
 }
 
 static void test_tokens(void)
@@ -370,6 +370,56 @@ static void test_tokens(void)
            "names");
 }
 
+static void test_payload_and_keysets(void)
+{
+    json_t *c = NULL;
+    char *h = b64("{\"alg\":\"RS256\",\"kid\":\"k\"}"), *p = b64("{\"sub\":\"x\",\"exp\":5}");
+    char tok[512];
+    snprintf(tok, sizeof tok, "%s.%s.c2ln", h, p);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == 0 && json_integer_value(json_object_get(c, "exp")) == 5,
+           "claims parsed");
+    json_decref(c);
+    char *dup = b64("{\"exp\":1,\"exp\":2}"), *arr = b64("[1]");
+    snprintf(tok, sizeof tok, "%s.%s.c2ln", h, dup);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "duplicate members refused");
+    snprintf(tok, sizeof tok, "%s.%s.c2ln", h, arr);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "claims that are no object refused");
+    snprintf(tok, sizeof tok, "%s.%s", h, p);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "two parts refused");
+    snprintf(tok, sizeof tok, "%s.%s+.c2ln", h, p);
+    EXPECT(auth_jwt_payload_parse(tok, &c) == -1 && !c, "bad base64url refused");
+    free(h);
+    free(p);
+    free(dup);
+    free(arr);
+
+    EVP_PKEY *k1 = EVP_RSA_gen(2048), *k2 = EVP_RSA_gen(2048);
+    json_t *a = rsa_jwk(k1, "a"), *b = rsa_jwk(k2, "b"), *a2 = rsa_jwk(k2, "a");
+    json_t *d_a = json_pack("{s:[O]}", "keys", a), *d_ab = json_pack("{s:[O,O]}", "keys", a, b),
+           *d_b = json_pack("{s:[O]}", "keys", b), *d_a2 = json_pack("{s:[O]}", "keys", a2);
+    struct auth_keyset *s_a = auth_keyset_from_jwks(d_a), *s_ab = auth_keyset_from_jwks(d_ab),
+                       *s_b = auth_keyset_from_jwks(d_b), *s_a2 = auth_keyset_from_jwks(d_a2);
+    EXPECT(s_a && s_ab && s_b && s_a2 && s_ab->n == 2, "key sets built");
+    EXPECT(auth_keyset_keeps(NULL, s_a), "a first set drops nothing");
+    EXPECT(auth_keyset_keeps(s_a, s_ab), "adding a key keeps the old one");
+    EXPECT(!auth_keyset_keeps(s_ab, s_a), "dropping b is seen");
+    EXPECT(!auth_keyset_keeps(s_a, s_b), "replacing a is seen");
+    EXPECT(!auth_keyset_keeps(s_a, s_a2), "another key under the same kid is seen");
+    auth_keyset_unref(s_a);
+    auth_keyset_unref(s_ab);
+    auth_keyset_unref(s_b);
+    auth_keyset_unref(s_a2);
+    json_decref(a);
+    json_decref(b);
+    json_decref(a2);
+    json_decref(d_a);
+    json_decref(d_ab);
+    json_decref(d_b);
+    json_decref(d_a2);
+    EVP_PKEY_free(k1);
+    EVP_PKEY_free(k2);
+}
+
 int main(void)
 {
     test_b64url();
@@ -379,5 +429,6 @@ int main(void)
     test_roles();
     test_max_age();
     test_tokens();
+    test_payload_and_keysets();
     return unit_done();
 }
