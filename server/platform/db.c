@@ -91,8 +91,8 @@ static double mono_s(void)
 void db_reach_configure(int reconnect_max_ms, int log_interval_s)
 {
     pthread_mutex_lock(&reach.lock);
-    reach.reconnect_max_ms = reconnect_max_ms < DB_RECONNECT_MIN_MS ? DB_RECONNECT_MIN_MS
-                                                                    : reconnect_max_ms;
+    reach.reconnect_max_ms =
+        reconnect_max_ms < DB_RECONNECT_MIN_MS ? DB_RECONNECT_MIN_MS : reconnect_max_ms;
     reach.log_interval_s = log_interval_s < 1 ? 1 : log_interval_s;
     pthread_mutex_unlock(&reach.lock);
 }
@@ -119,8 +119,8 @@ static void reach_summary_locked(double now)
               json_pack("{s:i,s:i,s:I,s:I,s:I,s:i,s:s}", "outage_s", (int)(now - reach.down_since),
                         "interval_s", reach.log_interval_s, "requests_refused",
                         (json_int_t)reach.refused, "connect_failures", (json_int_t)reach.failed,
-                        "connections_lost", (json_int_t)reach.lost, "retry_ms",
-                        reach.backoff_ms, "error", reach.last_error));
+                        "connections_lost", (json_int_t)reach.lost, "retry_ms", reach.backoff_ms,
+                        "error", reach.last_error));
     reach.refused = reach.failed = reach.lost = 0;
 }
 
@@ -695,7 +695,7 @@ struct db_conn *db_acquire(struct db_pool *p, int wait_ms)
     pthread_mutex_unlock(&p->lock);
     if (!c) {
         unsigned long held = 0;
-        if (timed_out && log_limit_allow(&pool_wait_limit, 10000, &held))
+        if (timed_out && log_limit_allow(&pool_wait_limit, reach.log_interval_s * 1000, &held))
             log_event(LOG_WARN, "no state store connection free in time",
                       json_pack("{s:i,s:I}", "wait_ms", wait_ms, "held_back_since_last_line",
                                 (json_int_t)held));

@@ -213,8 +213,7 @@ int metrics_render(struct buf *out)
                    "qdb_db_requests_refused_total %lu\n"
                    "# HELP qdb_db_outages_total Outages of the state store seen.\n"
                    "# TYPE qdb_db_outages_total counter\nqdb_db_outages_total %lu\n",
-                   r.up, r.connect_attempts, r.connect_failures, r.requests_refused,
-                   r.outages);
+                   r.up, r.connect_attempts, r.connect_failures, r.requests_refused, r.outages);
     }
     buf_printf(out,
                "# HELP process_start_time_seconds Start time of the process since unix epoch "
