@@ -78,8 +78,9 @@ int db_conn_check(struct db_conn *conn);
  * the refused requests, failed connects and lost connections; the first connect that
  * succeeds ends the outage with one line ("state store reachable again", outage_ms).
  * Connection losses found by queries are logged at most once per interval too.
- * A thread that polls with its own connection needs no loop of its own: calling
- * db_conn_open / db_conn_check at any pace is cheap while the store is away. */
+ * A thread that keeps its own connection may go on calling db_conn_open / db_conn_check
+ * at its usual pace: during an outage they return at once, and only the backoff's one
+ * attempt goes to the network (db_reconnect_wait_ms says when it is due). */
 /* Settings (call once at start-up, before threads; defaults 1000 ms and 10 s). */
 void db_reach_configure(int reconnect_max_ms, int log_interval_s);
 /* 1 when no outage is known, 0 during one. Never blocks. */
