@@ -274,6 +274,7 @@ int main(int argc, char **argv)
         }
     }
     log_set_level(cfg.log_level);
+    db_reach_configure(cfg.db_reconnect_max_ms, cfg.db_outage_log_interval_s);
 
     int status = 1;
     char instance[128];

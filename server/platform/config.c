@@ -161,6 +161,12 @@ static int load_database(struct config *cfg)
     if (config_seconds("QDB_DB_CONNECT_TIMEOUT", 3, 1, 60, &v) != 0)
         return -1;
     cfg->db_connect_timeout_s = (int)v;
+    if (config_int("QDB_DB_RECONNECT_MAX_MS", 1000, 100, 60000, &v) != 0)
+        return -1;
+    cfg->db_reconnect_max_ms = (int)v;
+    if (config_seconds("QDB_DB_OUTAGE_LOG_INTERVAL", 10, 1, 3600, &v) != 0)
+        return -1;
+    cfg->db_outage_log_interval_s = (int)v;
     cfg->database_url = strdup(url);
     return cfg->database_url ? 0 : config_error("QDB_DATABASE_URL", "out of memory");
 }
@@ -208,6 +214,8 @@ int config_load(struct config *cfg, unsigned what)
     cfg->db_pool_size = 8;
     cfg->db_statement_timeout_ms = 5000;
     cfg->db_connect_timeout_s = 3;
+    cfg->db_reconnect_max_ms = 1000;
+    cfg->db_outage_log_interval_s = 10;
     cfg->shutdown_timeout_s = 10;
 
     const char *level;

@@ -16,6 +16,8 @@ struct config {
     int db_pool_size;      /* QDB_DB_POOL_SIZE */
     int db_statement_timeout_ms; /* QDB_DB_STATEMENT_TIMEOUT_MS */
     int db_connect_timeout_s;    /* QDB_DB_CONNECT_TIMEOUT */
+    int db_reconnect_max_ms;     /* QDB_DB_RECONNECT_MAX_MS */
+    int db_outage_log_interval_s; /* QDB_DB_OUTAGE_LOG_INTERVAL */
     enum log_level log_level;    /* QDB_LOG_LEVEL */
     char *web_dir;               /* QDB_WEB_DIR (owned) */
     int shutdown_timeout_s;      /* QDB_SHUTDOWN_TIMEOUT */

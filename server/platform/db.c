@@ -20,7 +20,7 @@ struct db_conn {
     PGconn *pg;
     struct db_settings settings; /* borrowed strings; copied struct */
     unsigned char prepared[DB_MAX_STMTS / 8];
-    unsigned epoch; /* pool epoch at connect time; pooled connections only */
+    unsigned epoch; /* reach.generation at connect time */
     int broken;
     char sqlstate[6];
     char errmsg[256];
@@ -31,12 +31,241 @@ struct db_pool {
     struct db_settings settings;
     pthread_mutex_t lock;
     pthread_cond_t freed;
-    struct db_conn *free_list; /* idle connections (open or not yet opened) */
+    struct db_conn *free_list; /* idle connections (open, stale or not yet opened) */
     unsigned size;
     unsigned created;
     unsigned in_use;
-    atomic_uint epoch; /* bumped when any connection finds the server gone */
+    unsigned connecting; /* connections being opened right now: at most one (refill) */
 };
+
+/* ---- the state store's reachability, one per process ----
+ *
+ * Every connection of the process, pooled or standalone, goes to the one state store, so
+ * they share one view of it. Without that, an outage under load was a connect attempt and a
+ * warning line per request (half a million lines in 10 s) and, when PostgreSQL came back, a
+ * storm of connects. Now the first failed connect starts an outage: it is logged once, and
+ * while it lasts a connect is tried only when the backoff allows (one caller at a time, the
+ * "probe": 100 ms doubling to reconnect_max_ms, jittered); everyone else fails at once,
+ * without touching the network, and is counted. A summary line goes out every
+ * log_interval_s, and one line when a connect succeeds again, with the outage's length. */
+struct db_reach {
+    pthread_mutex_t lock;
+    int down;            /* an outage is under way */
+    int probing;         /* the one attempt the backoff allows is in flight */
+    double down_since;   /* monotonic seconds */
+    double next_attempt; /* while down: no attempt before this */
+    double last_line;    /* while down: when the last line about it was written */
+    int backoff_ms;      /* current backoff step */
+    uint64_t rng;        /* xorshift state for the jitter (under lock) */
+    /* counted since the last line, and over the whole outage */
+    unsigned long refused, failed, lost;
+    unsigned long refused_all, failed_all, lost_all;
+    char last_error[256];
+    /* settings (db_reach_configure) */
+    int reconnect_max_ms;
+    int log_interval_s;
+    /* Bumped when a connection is found lost or an outage starts: connections opened before
+     * are suspect, and the pool closes them instead of handing them out. */
+    atomic_uint generation;
+    /* for /metrics */
+    atomic_ulong m_attempts, m_failures, m_refused, m_outages;
+};
+static struct db_reach reach = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .backoff_ms = 100,
+    .rng = 0x9e3779b97f4a7c15ull,
+    .reconnect_max_ms = 1000,
+    .log_interval_s = 10,
+};
+static struct log_limit lost_limit, pool_wait_limit;
+
+#define DB_RECONNECT_MIN_MS 100
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void db_reach_configure(int reconnect_max_ms, int log_interval_s)
+{
+    pthread_mutex_lock(&reach.lock);
+    reach.reconnect_max_ms =
+        reconnect_max_ms < DB_RECONNECT_MIN_MS ? DB_RECONNECT_MIN_MS : reconnect_max_ms;
+    reach.log_interval_s = log_interval_s < 1 ? 1 : log_interval_s;
+    pthread_mutex_unlock(&reach.lock);
+}
+
+/* The next backoff delay: uniform in [step/2, step] (jitter, so that replicas that lost
+ * the same server do not probe it in step). Under reach.lock. */
+static double reach_delay_locked(void)
+{
+    reach.rng ^= reach.rng << 13;
+    reach.rng ^= reach.rng >> 7;
+    reach.rng ^= reach.rng << 17;
+    int half = reach.backoff_ms / 2;
+    int ms = half + (int)(reach.rng % (uint64_t)(half + 1));
+    return (double)ms / 1000.0;
+}
+
+/* While down: the summary line, when its interval has passed. Under reach.lock. */
+static void reach_summary_locked(double now)
+{
+    if (!reach.down || now - reach.last_line < (double)reach.log_interval_s)
+        return;
+    reach.last_line = now;
+    log_event(LOG_WARN, "state store still unreachable",
+              json_pack("{s:i,s:i,s:I,s:I,s:I,s:i,s:s}", "outage_s", (int)(now - reach.down_since),
+                        "interval_s", reach.log_interval_s, "requests_refused",
+                        (json_int_t)reach.refused, "connect_failures", (json_int_t)reach.failed,
+                        "connections_lost", (json_int_t)reach.lost, "retry_ms", reach.backoff_ms,
+                        "error", reach.last_error));
+    reach.refused = reach.failed = reach.lost = 0;
+}
+
+/* May a connect be tried now? 1: yes (*probe set when it is the outage's probe); 0: no, fail
+ * at once. `request` counts the refusal as a refused request (the pool's callers). */
+static int reach_gate(int *probe, int request)
+{
+    *probe = 0;
+    if (!__atomic_load_n(&reach.down, __ATOMIC_ACQUIRE))
+        return 1;
+    pthread_mutex_lock(&reach.lock);
+    int ok = 1;
+    if (reach.down) {
+        double now = mono_s();
+        if (reach.probing || now < reach.next_attempt) {
+            ok = 0;
+            if (request) {
+                reach.refused++;
+                reach.refused_all++;
+                atomic_fetch_add(&reach.m_refused, 1);
+            }
+            reach_summary_locked(now);
+        } else {
+            reach.probing = 1;
+            *probe = 1;
+        }
+    }
+    pthread_mutex_unlock(&reach.lock);
+    return ok;
+}
+
+/* The probe was granted but not used (no pool slot): let the next caller have it. */
+static void reach_probe_cancel(void)
+{
+    pthread_mutex_lock(&reach.lock);
+    reach.probing = 0;
+    pthread_mutex_unlock(&reach.lock);
+}
+
+static void reach_connected(void)
+{
+    if (!__atomic_load_n(&reach.down, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&reach.lock);
+    if (reach.down) {
+        double now = mono_s();
+        log_event(LOG_INFO, "state store reachable again",
+                  json_pack("{s:i,s:I,s:I,s:I}", "outage_ms",
+                            (int)((now - reach.down_since) * 1000.0), "requests_refused",
+                            (json_int_t)reach.refused_all, "connect_failures",
+                            (json_int_t)reach.failed_all, "connections_lost",
+                            (json_int_t)reach.lost_all));
+        __atomic_store_n(&reach.down, 0, __ATOMIC_RELEASE);
+        reach.probing = 0;
+        reach.backoff_ms = DB_RECONNECT_MIN_MS;
+    }
+    pthread_mutex_unlock(&reach.lock);
+}
+
+static void reach_failed(int probe, const char *error)
+{
+    atomic_fetch_add(&reach.m_failures, 1);
+    pthread_mutex_lock(&reach.lock);
+    double now = mono_s();
+    snprintf(reach.last_error, sizeof reach.last_error, "%s", error);
+    if (!reach.down) {
+        __atomic_store_n(&reach.down, 1, __ATOMIC_RELEASE);
+        atomic_fetch_add(&reach.m_outages, 1);
+        atomic_fetch_add(&reach.generation, 1);
+        reach.down_since = reach.last_line = now;
+        reach.backoff_ms = DB_RECONNECT_MIN_MS;
+        reach.next_attempt = now + reach_delay_locked();
+        reach.refused = reach.failed = reach.lost = 0;
+        reach.refused_all = reach.failed_all = reach.lost_all = 0;
+        reach.probing = 0;
+        log_event(LOG_WARN, "state store connection failed",
+                  json_pack("{s:s,s:i,s:i}", "error", error, "retry_ms", reach.backoff_ms,
+                            "summary_every_s", reach.log_interval_s));
+    } else {
+        reach.failed++;
+        reach.failed_all++;
+        if (probe) {
+            reach.probing = 0;
+            reach.backoff_ms *= 2;
+            if (reach.backoff_ms > reach.reconnect_max_ms)
+                reach.backoff_ms = reach.reconnect_max_ms;
+            reach.next_attempt = now + reach_delay_locked();
+        }
+        reach_summary_locked(now);
+    }
+    pthread_mutex_unlock(&reach.lock);
+}
+
+/* A connection was found lost. Connections opened in its generation or before are suspect
+ * (the pool closes them before reuse); one opened earlier than the last bump is already
+ * accounted for, so a late discovery does not make the pool reopen fresh connections. */
+static void reach_lost(struct db_conn *c, const char *what)
+{
+    unsigned gen = c->epoch;
+    atomic_compare_exchange_strong(&reach.generation, &gen, gen + 1);
+    if (__atomic_load_n(&reach.down, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&reach.lock);
+        if (reach.down) {
+            reach.lost++;
+            reach.lost_all++;
+            reach_summary_locked(mono_s());
+            pthread_mutex_unlock(&reach.lock);
+            return;
+        }
+        pthread_mutex_unlock(&reach.lock);
+    }
+    unsigned long held = 0;
+    int interval_ms = reach.log_interval_s * 1000;
+    if (log_limit_allow(&lost_limit, interval_ms, &held))
+        log_event(LOG_WARN, "state store connection lost",
+                  json_pack("{s:s,s:s,s:I,s:i}", "statement", what, "error", c->errmsg,
+                            "lost_since_last_line", (json_int_t)held, "summary_every_s",
+                            reach.log_interval_s));
+}
+
+int db_state_store_reachable(void)
+{
+    return !__atomic_load_n(&reach.down, __ATOMIC_ACQUIRE);
+}
+
+int db_reconnect_wait_ms(void)
+{
+    if (db_state_store_reachable())
+        return 0;
+    pthread_mutex_lock(&reach.lock);
+    double left = reach.down ? reach.next_attempt - mono_s() : 0;
+    pthread_mutex_unlock(&reach.lock);
+    if (left < 0)
+        return 0;
+    return (int)(left * 1000.0) + 1;
+}
+
+void db_reach_stats(struct db_reach_stats *out)
+{
+    out->up = db_state_store_reachable();
+    out->connect_attempts = atomic_load(&reach.m_attempts);
+    out->connect_failures = atomic_load(&reach.m_failures);
+    out->requests_refused = atomic_load(&reach.m_refused);
+    out->outages = atomic_load(&reach.m_outages);
+}
 
 static int stmt_slot(struct db_stmt *st)
 {
@@ -60,9 +289,35 @@ static void conn_disconnect(struct db_conn *c)
     c->broken = 0;
 }
 
-static int conn_connect(struct db_conn *c)
+/* Notices and asynchronous errors from the server (e.g. "FATAL: terminating connection due
+ * to administrator command", which every connection receives when PostgreSQL stops). libpq
+ * prints them raw on stderr by default: one non-JSON line per connection. They become log
+ * events instead, the serious ones rate-limited. */
+static void on_notice(void *cls, const PGresult *res)
 {
-    conn_disconnect(c);
+    (void)cls;
+    static struct log_limit notice_limit;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    int serious = sev && (strcmp(sev, "WARNING") == 0 || strcmp(sev, "ERROR") == 0 ||
+                          strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+    unsigned long held = 0;
+    if (!serious) {
+        log_event(LOG_DEBUG, "state store notice",
+                  json_pack("{s:s,s:s}", "severity", sev ? sev : "", "message", msg ? msg : ""));
+        return;
+    }
+    if (log_limit_allow(&notice_limit, reach.log_interval_s * 1000, &held))
+        log_event(LOG_WARN, "state store notice",
+                  json_pack("{s:s,s:s,s:I}", "severity", sev, "message", msg ? msg : "",
+                            "held_back_since_last_line", (json_int_t)held));
+}
+
+/* Connect the (disconnected) `c` now; `probe`: this is the attempt an outage's backoff
+ * granted. The outcome goes to the reachability state, which does the logging. */
+static int conn_open_now(struct db_conn *c, int probe)
+{
+    atomic_fetch_add(&reach.m_attempts, 1);
     char timeout[16], options[64];
     snprintf(timeout, sizeof timeout, "%d", c->settings.connect_timeout_s);
     snprintf(options, sizeof options, "-c statement_timeout=%d", c->settings.statement_timeout_ms);
@@ -79,21 +334,40 @@ static int conn_connect(struct db_conn *c)
         size_t n = strlen(c->errmsg);
         while (n && (c->errmsg[n - 1] == '\n' || c->errmsg[n - 1] == ' '))
             c->errmsg[--n] = '\0';
-        log_event(LOG_WARN, "state store connection failed",
-                  json_pack("{s:s}", "error", c->errmsg));
+        snprintf(c->sqlstate, sizeof c->sqlstate, "08001");
+        reach_failed(probe, c->errmsg);
         if (c->pg)
             PQfinish(c->pg);
         c->pg = NULL;
         return DB_RETRY;
     }
+    PQsetNoticeReceiver(c->pg, on_notice, NULL);
+    c->epoch = atomic_load(&reach.generation);
+    c->sqlstate[0] = '\0';
+    reach_connected();
     return 0;
+}
+
+/* Connect `c`, unless an outage's backoff says not now (DB_RETRY at once, nothing logged:
+ * the outage's lines count it). `request`: the caller is the pool (a request waits on it). */
+static int conn_connect_gated(struct db_conn *c, int request)
+{
+    conn_disconnect(c);
+    int probe;
+    if (!reach_gate(&probe, request)) {
+        snprintf(c->errmsg, sizeof c->errmsg, "%s",
+                 "state store unreachable (waiting to reconnect)");
+        snprintf(c->sqlstate, sizeof c->sqlstate, "08001");
+        return DB_RETRY;
+    }
+    return conn_open_now(c, probe);
 }
 
 int db_conn_check(struct db_conn *c)
 {
     if (c->pg && !c->broken && PQstatus(c->pg) == CONNECTION_OK)
         return 0;
-    return conn_connect(c);
+    return conn_connect_gated(c, 0);
 }
 
 struct db_conn *db_conn_open(const struct db_settings *s)
@@ -102,7 +376,7 @@ struct db_conn *db_conn_open(const struct db_settings *s)
     if (!c)
         return NULL;
     c->settings = *s;
-    if (conn_connect(c) != 0) {
+    if (conn_connect_gated(c, 0) != 0) {
         free(c);
         return NULL;
     }
@@ -149,8 +423,7 @@ static int classify(struct db_conn *c, const PGresult *res, const char *what_ful
     if (PQstatus(c->pg) != CONNECTION_OK || (state && (strncmp(state, "08", 2) == 0 ||
                                                        strncmp(state, "57P", 3) == 0))) {
         c->broken = 1;
-        log_event(LOG_WARN, "state store connection lost",
-                  json_pack("{s:s,s:s}", "statement", what, "error", c->errmsg));
+        reach_lost(c, what);
         return DB_RETRY;
     }
     if (state && (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)) {
@@ -410,7 +683,6 @@ struct db_pool *db_pool_new(const struct db_settings *s, unsigned size)
     p->size = size;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->freed, NULL);
-    atomic_init(&p->epoch, 0);
     return p;
 }
 
@@ -429,6 +701,38 @@ void db_pool_free(struct db_pool *p)
     free(p);
 }
 
+/* Take an idle connection that is open and not suspect, or NULL. Under p->lock. */
+static struct db_conn *take_open_locked(struct db_pool *p, unsigned gen)
+{
+    for (struct db_conn **pp = &p->free_list; *pp; pp = &(*pp)->next_free) {
+        struct db_conn *c = *pp;
+        if (c->pg && c->epoch == gen) {
+            *pp = c->next_free;
+            return c;
+        }
+    }
+    return NULL;
+}
+
+/* A slot to open a connection in: an idle one that is closed or suspect, or a new one
+ * while the pool is below its size. NULL when there is none. Under p->lock. */
+static struct db_conn *take_slot_locked(struct db_pool *p)
+{
+    if (p->free_list) {
+        struct db_conn *c = p->free_list;
+        p->free_list = c->next_free;
+        return c;
+    }
+    if (p->created >= p->size)
+        return NULL;
+    struct db_conn *c = calloc(1, sizeof *c);
+    if (c) {
+        c->settings = p->settings;
+        p->created++;
+    }
+    return c;
+}
+
 struct db_conn *db_acquire(struct db_pool *p, int wait_ms)
 {
     struct timespec deadline;
@@ -440,39 +744,75 @@ struct db_conn *db_acquire(struct db_pool *p, int wait_ms)
         deadline.tv_nsec -= 1000000000L;
     }
     struct db_conn *c = NULL;
+    int must_connect = 0, probe = 0, timed_out = 0;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        if (p->free_list) {
-            c = p->free_list;
-            p->free_list = c->next_free;
-            break;
-        }
-        if (p->created < p->size) {
-            c = calloc(1, sizeof *c);
-            if (c) {
-                c->settings = p->settings;
-                p->created++;
+        if (!db_state_store_reachable()) {
+            /* An outage: 503 at once, except for the one connect the backoff allows. */
+            if (!reach_gate(&probe, 1))
+                break;
+            if (probe) {
+                c = take_slot_locked(p);
+                if (!c) {
+                    reach_probe_cancel();
+                    break;
+                }
+                must_connect = 1;
+                p->connecting++;
+                break;
             }
+            /* the outage ended meanwhile: go on as usual */
+        }
+        unsigned gen = atomic_load(&reach.generation);
+        c = take_open_locked(p, gen);
+        if (c)
+            break;
+        /* Open connections one at a time: after an outage the pool refills as the load asks,
+         * without a burst of connects at a server that has just come back. */
+        if (p->connecting == 0) {
+            c = take_slot_locked(p);
+            if (c) {
+                must_connect = 1;
+                p->connecting++;
+                break;
+            }
+        }
+        if (pthread_cond_timedwait(&p->freed, &p->lock, &deadline) == ETIMEDOUT) {
+            timed_out = 1;
             break;
         }
-        if (pthread_cond_timedwait(&p->freed, &p->lock, &deadline) == ETIMEDOUT)
-            break;
     }
     if (c)
         p->in_use++;
     pthread_mutex_unlock(&p->lock);
     if (!c) {
-        log_warn("no state store connection free within %d ms", wait_ms);
+        unsigned long held = 0;
+        if (timed_out && log_limit_allow(&pool_wait_limit, reach.log_interval_s * 1000, &held))
+            log_event(LOG_WARN, "no state store connection free in time",
+                      json_pack("{s:i,s:I}", "wait_ms", wait_ms, "held_back_since_last_line",
+                                (json_int_t)held));
         return NULL;
     }
-    unsigned epoch = atomic_load(&p->epoch);
-    if (c->pg && c->epoch != epoch)
-        conn_disconnect(c); /* the server went away since this one connected */
-    if (db_conn_check(c) != 0) {
+    int rc = 0;
+    if (must_connect) {
+        if (probe) {
+            /* the gate already granted this attempt: connect without asking again */
+            conn_disconnect(c);
+            rc = conn_open_now(c, 1);
+        } else {
+            rc = conn_connect_gated(c, 1);
+        }
+        pthread_mutex_lock(&p->lock);
+        p->connecting--;
+        pthread_cond_broadcast(&p->freed); /* waiters may open the next one, or give up */
+        pthread_mutex_unlock(&p->lock);
+    } else if (db_conn_check(c) != 0) {
+        rc = DB_RETRY; /* only when libpq already knew the connection bad */
+    }
+    if (rc != 0) {
         db_release(p, c);
         return NULL;
     }
-    c->epoch = epoch;
     return c;
 }
 
@@ -487,10 +827,8 @@ void db_release(struct db_pool *p, struct db_conn *c)
         else if (ts != PQTRANS_IDLE)
             c->broken = 1;
     }
-    if (c->broken) {
-        atomic_fetch_add(&p->epoch, 1);
+    if (c->broken)
         conn_disconnect(c);
-    }
     pthread_mutex_lock(&p->lock);
     c->next_free = p->free_list;
     p->free_list = c;

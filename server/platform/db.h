@@ -48,9 +48,11 @@ struct db_settings {
 struct db_pool *db_pool_new(const struct db_settings *s, unsigned size);
 void db_pool_free(struct db_pool *pool);
 
-/* Take a connection, waiting at most `wait_ms` for one to be free; a broken one is
- * reconnected first. Returns NULL when none could be had in time or PostgreSQL cannot be
- * reached (the caller answers 503). Give it back with db_release. */
+/* Take a connection, waiting at most `wait_ms` for one to be free; a closed one is
+ * (re)connected first, one connect at a time per pool (so that a pool refills gradually, as
+ * the load asks). Returns NULL when none could be had in time or PostgreSQL cannot be
+ * reached, and at once during an outage (the caller answers 503). Give it back with
+ * db_release. */
 struct db_conn *db_acquire(struct db_pool *pool, int wait_ms);
 /* Give a connection back. A connection left inside a transaction is rolled back; a broken
  * one is closed and reopened on its next use. */
@@ -59,11 +61,39 @@ void db_release(struct db_pool *pool, struct db_conn *conn);
 void db_pool_stats(struct db_pool *pool, unsigned *in_use, unsigned *idle, unsigned *size);
 
 /* A connection outside any pool (migrations, LISTEN threads, workers that hold one for
- * their life). Returns NULL (logged) when it cannot connect. Close with db_conn_close. */
+ * their life). Returns NULL when it cannot connect, or at once without trying while an
+ * outage's backoff says not yet (see "reachability" below). Close with db_conn_close. */
 struct db_conn *db_conn_open(const struct db_settings *s);
 void db_conn_close(struct db_conn *conn);
-/* Whether the connection is usable; reconnects a broken one. Returns 0 or DB_RETRY. */
+/* Whether the connection is usable; reconnects a broken one (subject to the same backoff).
+ * Returns 0 or DB_RETRY. */
 int db_conn_check(struct db_conn *conn);
+
+/* ---- reachability of the state store, shared by every connection of the process ----
+ * The first connect that fails starts an outage, logged once ("state store connection
+ * failed"). While it lasts, one connect at a time is tried, when the backoff allows (100 ms
+ * doubling up to QDB_DB_RECONNECT_MAX_MS, jittered), by whichever caller comes first, pooled
+ * or standalone; every other db_acquire, db_conn_open and db_conn_check fails at once
+ * without touching the network. One summary line every QDB_DB_OUTAGE_LOG_INTERVAL counts
+ * the refused requests, failed connects and lost connections; the first connect that
+ * succeeds ends the outage with one line ("state store reachable again", outage_ms).
+ * Connection losses found by queries are logged at most once per interval too.
+ * A thread that keeps its own connection may go on calling db_conn_open / db_conn_check
+ * at its usual pace: during an outage they return at once, and only the backoff's one
+ * attempt goes to the network (db_reconnect_wait_ms says when it is due). */
+/* Settings (call once at start-up, before threads; defaults 1000 ms and 10 s). */
+void db_reach_configure(int reconnect_max_ms, int log_interval_s);
+/* 1 when no outage is known, 0 during one. Never blocks. */
+int db_state_store_reachable(void);
+/* During an outage, milliseconds until the backoff allows the next connect (0 when it
+ * already does, and when there is no outage): how long a polling thread may sleep. */
+int db_reconnect_wait_ms(void);
+/* Counters since start, for /metrics. */
+struct db_reach_stats {
+    int up;
+    unsigned long connect_attempts, connect_failures, requests_refused, outages;
+};
+void db_reach_stats(struct db_reach_stats *out);
 /* The libpq connection, for LISTEN/NOTIFY and PQsocket. Borrowed. */
 PGconn *db_pgconn(struct db_conn *conn);
 

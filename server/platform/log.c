@@ -86,6 +86,23 @@ void log_msgf(enum log_level level, const char *fmt, ...)
     log_event(level, msg, NULL);
 }
 
+int log_limit_allow(struct log_limit *l, int interval_ms, unsigned long *held)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long long next = atomic_load(&l->next_ms);
+    /* Only the thread that moves the window forward writes: the others count. */
+    if (now < next || !atomic_compare_exchange_strong(&l->next_ms, &next, now + interval_ms)) {
+        atomic_fetch_add(&l->held, 1);
+        return 0;
+    }
+    unsigned long n = atomic_exchange(&l->held, 0);
+    if (held)
+        *held = n;
+    return 1;
+}
+
 /* Append s as a JSON string body (without quotes) to out[*n..cap), escaping quotes,
  * backslashes, control bytes and bytes >= 0x80 (as \u00XX: logs must stay valid UTF-8 even
  * when a request path is not). Writes at most `max` bytes: long values are cut. */

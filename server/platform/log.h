@@ -23,6 +23,18 @@ void log_msgf(enum log_level level, const char *fmt, ...) __attribute__((format(
 #define log_warn(...) log_msgf(LOG_WARN, __VA_ARGS__)
 #define log_error(...) log_msgf(LOG_ERROR, __VA_ARGS__)
 
+/* A rate limit for a line that can recur many times a second (a failing dependency, an
+ * exhausted pool): at most one line per interval is written, and the next line written says
+ * how many were held back meanwhile. Zero-initialise it (static storage); thread-safe. */
+struct log_limit {
+    _Atomic long long next_ms; /* monotonic ms before which occurrences are held back */
+    _Atomic unsigned long held;
+};
+/* Whether this occurrence is to be written now. When it is (1), *held (may be NULL) gets
+ * the number of occurrences held back since the last one written; when not (0), the
+ * occurrence is counted. */
+int log_limit_allow(struct log_limit *l, int interval_ms, unsigned long *held);
+
 /* One access-log line, written without allocating (it is on every request's path). Strings
  * may hold any bytes: they are escaped so the line stays valid JSON. */
 struct log_access {

@@ -196,6 +196,24 @@ int metrics_render(struct buf *out)
                    "# HELP qdb_db_pool_max_connections Size of the pool.\n"
                    "# TYPE qdb_db_pool_max_connections gauge\nqdb_db_pool_max_connections %u\n",
                    in_use, idle, size);
+        struct db_reach_stats r;
+        db_reach_stats(&r);
+        buf_printf(out,
+                   "# HELP qdb_db_up Whether the state store is reachable (0 during an outage)."
+                   "\n# TYPE qdb_db_up gauge\nqdb_db_up %d\n"
+                   "# HELP qdb_db_connect_attempts_total Connects tried to the state store.\n"
+                   "# TYPE qdb_db_connect_attempts_total counter\n"
+                   "qdb_db_connect_attempts_total %lu\n"
+                   "# HELP qdb_db_connect_failures_total Connects to the state store that "
+                   "failed.\n# TYPE qdb_db_connect_failures_total counter\n"
+                   "qdb_db_connect_failures_total %lu\n"
+                   "# HELP qdb_db_requests_refused_total Connection requests refused at once "
+                   "during an outage (reconnect backoff).\n"
+                   "# TYPE qdb_db_requests_refused_total counter\n"
+                   "qdb_db_requests_refused_total %lu\n"
+                   "# HELP qdb_db_outages_total Outages of the state store seen.\n"
+                   "# TYPE qdb_db_outages_total counter\nqdb_db_outages_total %lu\n",
+                   r.up, r.connect_attempts, r.connect_failures, r.requests_refused, r.outages);
     }
     buf_printf(out,
                "# HELP process_start_time_seconds Start time of the process since unix epoch "

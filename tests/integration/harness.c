@@ -235,6 +235,11 @@ char *th_pg_private_db(struct th_pg *pg, const char *name)
     return url_for(pg->port, name);
 }
 
+void th_pg_private_log(const struct th_pg *pg, char *out, size_t n)
+{
+    snprintf(out, n, "%s/data/server.log", pg->dir); /* qdb_pg_start's -l */
+}
+
 /* ---- server ---- */
 
 /* audit: every server needs QDB_AUDIT_HMAC_KEY_FILE. One random key file per test run

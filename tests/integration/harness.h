@@ -51,6 +51,8 @@ int th_pg_private_restart(struct th_pg *pg); /* start again after stop */
 void th_pg_private_destroy(struct th_pg *pg);
 /* URL of database `name` on it (created if missing), malloc'd. */
 char *th_pg_private_db(struct th_pg *pg, const char *name);
+/* Path of its server log (pg_ctl -l), into out. */
+void th_pg_private_log(const struct th_pg *pg, char *out, size_t n);
 
 /* ---- the server under test ---- */
 struct th_server {

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Mixed load on one replica, as an operator's day gives it, beside nginx in the same run:
+#   qdb-control: 16 connections on GET /healthz, 8 on GET /api/v1/me (API token),
+#                4 enqueuing noop jobs (POST /api/v1/jobs), 4 listing jobs (GET /api/v1/jobs);
+#   nginx:       16 connections on a static file of the same size as /healthz's answer
+#                (its documented set-up: sendfile, keep-alive, access log on), at the same time.
+# Each stream is one wrk with a Lua script that counts statuses; the run prints per stream
+# requests/s, p50/p99/max, requests past 2 s, statuses; then the 5xx answers, the statement
+# timeouts ("canceling statement due to statement timeout" in PostgreSQL's log, by statement
+# from the server's log), and the server's resident memory (idle, max, end).
+# Targets (issue 9): /healthz p99 <= 10 ms under the mixed load, no 5xx, no statement
+# timeout, enqueue >= 3 x 313/s.
+#
+#   bench/mixed.sh [seconds=300]      QDB_PG_FSYNC=off to run PostgreSQL without fsync
+#                                     (default on, as in production); extra server settings
+#                                     pass through the environment (QDB_DB_POOL_SIZE, ...).
+set -euo pipefail
+source "$(dirname "$0")/../deploy/local/lib.sh"
+DURATION=${1:-300}
+
+qdb_install_packages "${QDB_PACKAGES[@]}" wrk nginx-light
+qdb_build "$QDB_ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release -DQDB_TESTS=OFF
+
+WORK=$(mktemp -d /tmp/qdb-bench-mixed-XXXXXX)
+chmod 755 "$WORK"
+PG_PORT=$(qdb_free_port); QDB_PORT=$(qdb_free_port); NGINX_PORT=$(qdb_free_port)
+QDB_PID=
+WRK_PIDS=()
+cleanup() {
+  local rc=$?
+  for p in "${WRK_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -n "$QDB_PID" ] && kill "$QDB_PID" 2>/dev/null && wait "$QDB_PID" 2>/dev/null
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+  qdb_pg_stop "$WORK/pgdata"
+  if [ "${QDB_BENCH_KEEP:-0}" = 1 ]; then qdb_log "kept $WORK"; else rm -rf "$WORK"; fi
+  exit $rc
+}
+trap cleanup EXIT
+
+QDB_PG_FSYNC=${QDB_PG_FSYNC:-on} qdb_pg_start "$WORK/pgdata" "$PG_PORT"
+qdb_pg_createdb "$PG_PORT" qdb_bench
+openssl rand -hex 32 > "$WORK/audit-key"
+chmod 600 "$WORK/audit-key"
+DB_URL=postgresql://postgres@127.0.0.1:$PG_PORT/qdb_bench
+export QDB_DATABASE_URL=$DB_URL QDB_AUDIT_HMAC_KEY_FILE=$WORK/audit-key QDB_AUTH_MODE=dev
+QDB_LOG_LEVEL=error "$QDB_ROOT/build-bench/qdb-control" migrate
+# admin: enqueueing noop jobs directly needs it (jobs_kinds.c)
+TOKEN=$(QDB_LOG_LEVEL=error "$QDB_ROOT/build-bench/qdb-control" token create --name bench --role admin)
+
+QDB_LISTEN=127.0.0.1:$QDB_PORT QDB_WEB_DIR=$QDB_ROOT/web \
+  "$QDB_ROOT/build-bench/qdb-control" serve 2>"$WORK/qdb.log" &
+QDB_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null || qdb_die "qdb-control not ready; see $WORK/qdb.log"
+body=$(curl -sf "http://127.0.0.1:$QDB_PORT/healthz")
+curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$QDB_PORT/api/v1/me" >/dev/null ||
+  qdb_die "the API token is refused"
+
+mkdir -p "$WORK/www"
+printf '%s' "$body" > "$WORK/www/healthz"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes auto;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 65;
+  keepalive_requests 100000;
+  access_log $WORK/nginx-access.log;
+  default_type application/json;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $WORK/www;
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf"
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+# One stream: counts statuses per thread, and at the end prints one "STREAM" line with
+# requests, p50/p99/max (ms) and the requests that took longer than 2 s.
+cat > "$WORK/stream.lua" <<'LUA'
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  statuses = {}
+  local method, body = args[1] or "GET", args[2]
+  local headers = {}
+  local token = os.getenv("BENCH_TOKEN")
+  if token and token ~= "" then headers["Authorization"] = "Bearer " .. token end
+  if body then headers["Content-Type"] = "application/json" end
+  req = wrk.format(method, nil, headers, body)
+end
+function request() return req end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local agg = {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("statuses")) do agg[k] = (agg[k] or 0) + v end
+  end
+  local s2, s4, s5, other = 0, 0, 0, 0
+  local codes = {}
+  for k, v in pairs(agg) do
+    if k >= 200 and k < 300 then s2 = s2 + v elseif k >= 400 and k < 500 then s4 = s4 + v
+    elseif k >= 500 then s5 = s5 + v else other = other + v end
+    table.insert(codes, k .. ":" .. v)
+  end
+  -- Requests past 2 s, from the distribution by bisection on the percentile: walking it
+  -- value by value (latency(i)) scans wrk's whole histogram per call and takes hours.
+  local past2s = 0
+  if latency.max > 2000000 then
+    local lo, hi = 0, 100
+    for _ = 1, 30 do
+      local mid = (lo + hi) / 2
+      if latency:percentile(mid) <= 2000000 then lo = mid else hi = mid end
+    end
+    past2s = math.floor(summary.requests * (100 - lo) / 100 + 0.5)
+  end
+  local e = summary.errors
+  io.write(string.format("STREAM requests=%d secs=%.3f p50=%.3f p99=%.3f max=%.3f past2s=%d " ..
+    "s2xx=%d s4xx=%d s5xx=%d other=%d sockerr=%d codes=%s\n",
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1000,
+    latency:percentile(99) / 1000, latency.max / 1000, past2s, s2, s4, s5, other,
+    e.connect + e.read + e.write + e.timeout, table.concat(codes, ",")))
+end
+LUA
+printf '{"kind":"noop"}' > "$WORK/noop.json"
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+idle_rss=$(rss_kb "$QDB_PID")
+pg_log_start=$(stat -c %s "$WORK/pgdata/server.log")
+qdb_log_start=$(stat -c %s "$WORK/qdb.log")
+
+# name connections url [method body]
+stream() {
+  local name=$1 conns=$2 url=$3 method=${4:-GET} body=${5:-}
+  local args=("$method")
+  [ -n "$body" ] && args+=("$body")
+  BENCH_TOKEN=${BENCH_TOKEN:-} wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 30s \
+    -s "$WORK/stream.lua" "$url" -- "${args[@]}" > "$WORK/$name.out" 2>&1 &
+  WRK_PIDS+=($!)
+}
+Q=http://127.0.0.1:$QDB_PORT
+qdb_log "mixed load for ${DURATION} s (qdb-control and nginx at the same time)"
+stream healthz 16 "$Q/healthz"
+BENCH_TOKEN=$TOKEN stream me 8 "$Q/api/v1/me"
+BENCH_TOKEN=$TOKEN stream enqueue 4 "$Q/api/v1/jobs" POST "$(cat "$WORK/noop.json")"
+BENCH_TOKEN=$TOKEN stream list 4 "$Q/api/v1/jobs?limit=20"
+stream nginx 16 "http://127.0.0.1:$NGINX_PORT/healthz"
+
+max_rss=$idle_rss
+while :; do
+  alive=0
+  for p in "${WRK_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+  [ $alive = 0 ] && break
+  r=$(rss_kb "$QDB_PID"); [ "${r:-0}" -gt "$max_rss" ] && max_rss=$r
+  sleep 1
+done
+for p in "${WRK_PIDS[@]}"; do wait "$p" || true; done
+WRK_PIDS=()
+end_rss=$(rss_kb "$QDB_PID")
+
+field() { sed -n 's/.* '"$2"'=\([^ ]*\).*/\1/p' <<<"$(grep '^STREAM' "$WORK/$1.out" || echo STREAM)"; }
+printf '\n%-24s %6s %10s %9s %9s %10s %8s %7s %7s %7s %7s\n' stream conns "req/s" "p50 ms" \
+  "p99 ms" "max ms" "past 2s" 2xx 4xx 5xx sockerr
+total5xx=0
+for s in healthz:16:"qdb-control /healthz" me:8:"qdb-control /api/v1/me" \
+         enqueue:4:"qdb-control POST jobs" list:4:"qdb-control GET jobs" \
+         nginx:16:"nginx (static file)"; do
+  name=${s%%:*}; rest=${s#*:}; conns=${rest%%:*}; label=${rest#*:}
+  if ! grep -q '^STREAM' "$WORK/$name.out"; then
+    printf '%-24s wrk failed: %s\n' "$label" "$(tail -3 "$WORK/$name.out" | tr '\n' ' ')"
+    continue
+  fi
+  req=$(field "$name" requests); secs=$(field "$name" secs)
+  printf '%-24s %6d %10.1f %9.2f %9.2f %10.1f %8d %7d %7d %7d %7d\n' "$label" "$conns" \
+    "$(awk -v r="$req" -v s="$secs" 'BEGIN {print (s > 0 ? r / s : 0)}')" \
+    "$(field "$name" p50)" "$(field "$name" p99)" "$(field "$name" max)" \
+    "$(field "$name" past2s)" "$(field "$name" s2xx)" "$(field "$name" s4xx)" \
+    "$(field "$name" s5xx)" "$(field "$name" sockerr)"
+  [ "$name" != nginx ] && total5xx=$((total5xx + $(field "$name" s5xx)))
+done
+
+timeouts=$(tail -c +"$((pg_log_start + 1))" "$WORK/pgdata/server.log" |
+  grep -c "canceling statement due to statement timeout" || true)
+enq_rate=$(awk -v r="$(field enqueue s2xx)" -v s="$(field enqueue secs)" 'BEGIN {printf "%.1f", (s > 0 ? r / s : 0)}')
+printf '\n/healthz p99 %s ms, %s requests past 2 s (target p99 <= 10 ms)\n' \
+  "$(field healthz p99)" "$(field healthz past2s)"
+printf 'enqueue: p99 %s ms, %s jobs/s accepted (target >= 939/s, 3 x 313/s)\n' \
+  "$(field enqueue p99)" "$enq_rate"
+printf '5xx answers of qdb-control: %d (target 0)\n' "$total5xx"
+printf 'statement timeouts: %d in PostgreSQL'"'"'s log (target 0)\n' "$timeouts"
+tail -c +"$((qdb_log_start + 1))" "$WORK/qdb.log" | grep '"sqlstate":"57014"' |
+  sed -n 's/.*"statement":"\([^"]*\)".*/\1/p' | sort | uniq -c | sed 's/^/  by statement: /' || true
+printf 'qdb-control resident memory: idle %.1f MB, max %.1f MB, end %.1f MB\n' \
+  "$(awk -v k="$idle_rss" 'BEGIN {print k/1024}')" "$(awk -v k="$max_rss" 'BEGIN {print k/1024}')" \
+  "$(awk -v k="$end_rss" 'BEGIN {print k/1024}')"
+printf 'warning/error lines in the server log: %d\n' \
+  "$(tail -c +"$((qdb_log_start + 1))" "$WORK/qdb.log" | grep -c '"level":"\(warn\|error\)"' || true)"
+printf 'wrk: one per stream, 1 thread each, %s s, on %s cores; PostgreSQL fsync=%s\n' \
+  "$DURATION" "$(nproc)" "${QDB_PG_FSYNC:-on}"
