@@ -218,14 +218,18 @@ static int take_slot(atomic_int *running, int max)
 
 void audit_api_verify(struct http_request *req)
 {
-    int64_t from = 1, to = 0;
+    int64_t from = 0, to = 0;
     if (query_int(req, "from_seq", 1, INT64_MAX, &from) != 0 ||
         query_int(req, "to_seq", 1, INT64_MAX, &to) != 0)
         return;
-    if (to && to < from) {
+    if (to && from && to < from) {
         reply_field(req, "to_seq", "must not be below from_seq");
         return;
     }
+    /* An explicit range starts at 1 unless from_seq says otherwise (as before checkpoints
+     * existed); no range at all starts after the newest valid checkpoint. */
+    if (to && !from)
+        from = 1;
     if (take_slot(&verifies_running, VERIFY_CONCURRENT) != 0) {
         http_reply_header(req, "Retry-After", "5");
         http_reply_problem(req, QDB_E_AUDIT_BUSY,
@@ -236,18 +240,31 @@ void audit_api_verify(struct http_request *req)
     struct db_conn *conn = http_db_or_reply(req);
     if (!conn)
         goto out;
+    struct audit_verify_opts o = {
+        .from_seq = from,
+        .to_seq = to,
+        .max_events = audit_verify_max_events(),
+        .checkpoint_every = audit_checkpoint_every(),
+    };
     struct audit_verify_result r;
-    int rc = audit_verify(conn, from, to, NULL, NULL, &r);
+    int rc = audit_verify(conn, &o, &r);
+    if (rc == AUDIT_VERIFY_TOO_LONG) {
+        http_reply_problem_ext(
+            req, QDB_E_VALIDATION,
+            json_pack("{s:s,s:I}", "field", to ? "to_seq" : "from_seq", "max_events",
+                      (json_int_t)o.max_events),
+            "the range %lld..%lld holds %lld events; a request verifies at most %lld "
+            "(QDB_AUDIT_VERIFY_MAX_EVENTS): POST /api/v1/audit/verify starts a verification "
+            "job for any range",
+            (long long)r.from_seq, (long long)r.to_seq, (long long)(r.to_seq - r.from_seq + 1),
+            (long long)o.max_events);
+        goto out;
+    }
     if (rc < 0) {
         http_reply_db_error(req, rc);
         goto out;
     }
-    json_t *body =
-        json_pack("{s:b,s:I,s:o}", "ok", r.ok, "checked", (json_int_t)r.checked, "first_broken_seq",
-                  r.ok ? json_null() : json_integer(r.first_broken_seq));
-    if (!r.ok)
-        json_object_set_new(body, "reason", json_string(r.reason));
-    http_reply_json(req, 200, body);
+    http_reply_json(req, 200, audit_verify_result_json(&r));
 out:
     atomic_fetch_sub(&verifies_running, 1);
 }

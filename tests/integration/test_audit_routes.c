@@ -132,6 +132,21 @@ static int token_revoke_fail(struct call *c, long *status)
     return 0;
 }
 
+/* ---- recipes: audit ---- */
+
+static int audit_verify_ok(struct call *c, struct expect *e)
+{
+    snprintf(c->body, sizeof c->body, "{}");
+    *e = (struct expect){"audit.verify", "job", "", 202};
+    return 0;
+}
+static int audit_verify_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body, "{\"from_seq\":0}");
+    *status = 400;
+    return 0;
+}
+
 /* ---- recipes: jobs ---- */
 
 /* A job that stays pending: it runs in the year 2999. Returns its id or 0. */
@@ -240,6 +255,7 @@ static int schedule_update_fail(struct call *c, long *status)
 static const struct recipe recipes[] = {
     {"POST", "/api/v1/tokens", NULL, token_create_ok, token_create_fail},
     {"DELETE", "/api/v1/tokens/{id}", NULL, token_revoke_ok, token_revoke_fail},
+    {"POST", "/api/v1/audit/verify", NULL, audit_verify_ok, audit_verify_fail},
     {"POST", "/api/v1/jobs", "operator", job_create_ok, job_create_fail},
     {"POST", "/api/v1/jobs/{id}/cancel", NULL, job_cancel_ok, job_cancel_fail},
     {"POST", "/api/v1/jobs/{id}/retry", NULL, job_retry_ok, job_retry_fail},
