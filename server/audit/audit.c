@@ -63,10 +63,20 @@ static int audit_init(struct qdb_app *app)
     return 0;
 }
 
+/* After HTTP stopped every export stream has been told to end; wait for their producer
+ * threads (each ends within one page query). */
+static void audit_stop(void)
+{
+    int left = audit_export_drain(10000);
+    if (left)
+        log_warn("audit: %d export threads did not end", left);
+}
+
 const struct qdb_module audit_module = {
     .name = "audit",
     .config_load = audit_config_load,
     .init = audit_init,
+    .stop = audit_stop,
 };
 
 /* ---- metrics ---- */

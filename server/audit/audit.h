@@ -110,8 +110,11 @@ void audit_api_list(struct http_request *req);
  * explicit range no longer than that (400 beyond it: POST starts a job). Replies
  * audit_verify_result_json. */
 void audit_api_verify(struct http_request *req);
-/* GET /api/v1/audit/export: the same filters as the list, oldest first, as JSON Lines,
- * streamed in pages from a connection of its own up to the head as of the request. */
+/* GET /api/v1/audit/export: the same filters as the list, oldest first, as JSON Lines up
+ * to the head as of the request. A producer thread of its own (with its own connection)
+ * reads the pages into a bounded buffer; the HTTP thread only copies from it and suspends
+ * the connection while it is empty, so neither a slow client nor the SQL holds up the
+ * other connections of that thread. */
 void audit_api_export(struct http_request *req);
 
 #endif

@@ -178,5 +178,9 @@ void audit_metrics_register(void);
 /* The settings of the state store, for the export stream's own connection. */
 const struct db_settings *audit_db_settings(void);
 
+/* ---- export streams (audit_api.c) ---- */
+/* Wait up to timeout_ms for every export producer thread to end (after HTTP stopped, every
+ * stream has been told to). Returns the number still running. */
+int audit_export_drain(int timeout_ms);
 
 #endif
