@@ -13,7 +13,7 @@
  * tests/fuzz/corpus/canonical_json/. Built by the suite's fuzz runner with the server's
  * sources (everything but main.c) and clang -fsanitize=fuzzer,address,undefined; by hand:
  *   clang -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -DQDB_VERSION='"f"'
- *     -I server tests/fuzz/fuzz_canonical_json.c <server/**.c but main.c>
+ *     -I server tests/fuzz/fuzz_canonical_json.c <every .c file under server/ but main.c>
  *     <build>/migrations_embedded.c <build>/openapi_embedded.c $(pkg-config --libs ...)
  *   ./a.out -max_total_time=60 tests/fuzz/corpus/canonical_json */
 #include <jansson.h>
@@ -175,6 +175,8 @@ static char *canon_checked(const json_t *v)
     json_decref(back);
     return text;
 }
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size); /* libFuzzer calls it */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
