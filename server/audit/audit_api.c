@@ -1,6 +1,7 @@
 /* HTTP handlers of the audit trail: GET /api/v1/audit (filtered, newest first, cursor
- * pages), GET /api/v1/audit/verify (recompute the hash chain), GET /api/v1/audit/export
- * (JSON Lines, streamed page by page from a connection of its own). */
+ * pages), GET /api/v1/audit/verify (recompute the hash chain after the newest checkpoint,
+ * bounded), GET /api/v1/audit/export (JSON Lines from a producer thread of its own). The
+ * full verification as a job (POST /api/v1/audit/verify) is in server/wiring/. */
 #include <errno.h>
 #include <microhttpd.h>
 #include <openssl/evp.h>
