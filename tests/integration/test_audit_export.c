@@ -197,7 +197,9 @@ struct full_export {
 static void *full_export_main(void *arg)
 {
     struct full_export *f = arg;
-    f->rc = th_get(&srv, "/api/v1/audit/export", operator, &f->r);
+    /* one matching event: the step is about the wait on the lock, not the volume */
+    f->rc = th_get(&srv, "/api/v1/audit/export?resource_type=test&resource_id=7", operator,
+                   &f->r);
     return NULL;
 }
 
@@ -248,8 +250,11 @@ int main(void)
     /* migrations first: the server makes the tables */
     /* 4 HTTP threads, so that kept-alive connections share them; a statement timeout
      * longer than the lock step below */
+    /* and an idle timeout longer than the test: a client this slow leaves the socket
+     * without progress for long stretches once the kernel's buffers are full, and the
+     * default 30 s would cut it (as it should in production) */
     const char *env[] = {"QDB_HTTP_THREADS=4", "QDB_DB_STATEMENT_TIMEOUT_MS=60000",
-                         "QDB_SHUTDOWN_TIMEOUT=2", NULL};
+                         "QDB_SHUTDOWN_TIMEOUT=2", "QDB_HTTP_IDLE_TIMEOUT=600", NULL};
     curl_global_init(CURL_GLOBAL_ALL);
     if (th_server_start(&srv, url, env, 1) != 0) {
         CHECK(0, "server start");
@@ -349,8 +354,9 @@ int main(void)
     long lines = 0;
     for (char *p = fx.r.body; p && (p = strchr(p, '\n')); p++)
         lines++;
-    CHECK(fx.rc == 0 && fx.r.status == 200 && lines == EVENTS,
-          "the export then completes: %ld, %ld lines of %d", fx.r.status, lines, EVENTS);
+    CHECK(fx.rc == 0 && fx.r.status == 200 && lines == 1 && fx.r.body &&
+              strstr(fx.r.body, "\"resource_id\":\"7\""),
+          "the export then completes: %ld, %ld lines", fx.r.status, lines);
     th_resp_free(&fx.r);
     for (int i = 0; i < KEEPALIVE; i++)
         curl_easy_cleanup(handles[i]);
@@ -362,7 +368,7 @@ int main(void)
         CHECK(slow_open(&more[i], "") == 0 && strncmp(more[i].head, "HTTP/1.1 200", 12) == 0,
               "slow export %d: %s", i + 2, more[i].head);
     struct th_resp r;
-    th_get(&srv, "/api/v1/audit/export", operator, &r);
+    th_get(&srv, "/api/v1/audit/export?resource_type=test&resource_id=7", operator, &r);
     const char *type = json_string_value(json_object_get(r.json, "type"));
     CHECK(th_is_problem(&r, 503) && type && strstr(type, "audit-busy"), "the fifth: %ld %s",
           r.status, r.body);
