@@ -5,6 +5,7 @@
 #include "jobs/jobs.h"
 #include "platform/environment.h"
 #include "platform/health.h"
+#include "wiring/wiring.h"
 
 /* Keep each room's routes together, in the order of api/openapi.yaml. */
 const struct http_route qdb_routes[] = {
@@ -30,6 +31,9 @@ const struct http_route qdb_routes[] = {
     /* audit */
     {"GET", "/api/v1/audit", audit_api_list, HTTP_VIEWER, 0},
     {"GET", "/api/v1/audit/verify", audit_api_verify, HTTP_VIEWER, 0},
+    /* a full verification as a job; in wiring/ because audit knows no jobs */
+    {"POST", "/api/v1/audit/verify", wiring_api_audit_verify_start, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
     {"GET", "/api/v1/audit/export", audit_api_export, HTTP_OPERATOR, 0},
 
     /* jobs */

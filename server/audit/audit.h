@@ -49,20 +49,55 @@ int audit_record(struct db_conn *conn, const struct audit_actor *actor, const ch
 
 /* ---- verifying the chain ---- */
 
-struct audit_verify_result {
-    int ok;
-    int64_t checked;
-    int64_t first_broken_seq; /* 0: none */
-    char reason[160];         /* why it broke, for logs (no secrets: no hashes of secrets) */
+/* What to verify. A verification is "trusted" when it starts at the genesis (from_seq 1)
+ * or after a valid checkpoint (from_seq 0): only a trusted one writes checkpoints, and
+ * only over events it found intact. */
+struct audit_verify_opts {
+    int64_t from_seq; /* first event; 0 = right after the newest valid checkpoint (or 1) */
+    int64_t to_seq;   /* last event; 0 = the head as of the start */
+    /* At most this many events (0 = no bound). With from_seq 0 the verification stops
+     * there (complete = 0) and writes a checkpoint, so that the next one goes on; with an
+     * explicit range longer than this it refuses with AUDIT_VERIFY_TOO_LONG. */
+    int64_t max_events;
+    /* A trusted verification writes a checkpoint at every seq that is a multiple of this
+     * (0 = never), and at its last event when checkpoint_at_end is set. */
+    int64_t checkpoint_every;
+    int checkpoint_at_end;
+    /* Called after each page when not NULL; non-zero stops the verification (then -1). */
+    int (*progress)(void *cls, int64_t checked);
+    void *cls;
 };
 
-/* Recompute the chain over [from_seq, to_seq] (to_seq 0 = up to the head) on `conn`, in
- * pages, calling progress(cls) after each page when not NULL (it returns non-zero to
- * stop: then -1). A break is counted in the metrics and logged. Returns 0 with *res filled,
- * or a DB_ code / -1. */
-int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
-                 int (*progress)(void *cls, int64_t checked), void *cls,
+struct audit_verify_result {
+    int ok;
+    int64_t checked;          /* events recomputed (a checkpoint's own event is not) */
+    int64_t first_broken_seq; /* 0: none */
+    char reason[160];         /* why it broke, for logs (no secrets: no hashes of secrets) */
+    int64_t from_seq, to_seq; /* the range looked at; to_seq < from_seq when it was empty */
+    int64_t head_seq;         /* the chain head when it started */
+    int complete;             /* it reached to_seq (0: stopped at max_events or a break) */
+    int64_t from_checkpoint;  /* seq of the checkpoint it started after; 0 = none */
+    int checkpoints_refused;  /* checkpoints whose MAC did not verify (forged or damaged) */
+    int64_t checkpoints_written;
+};
+
+enum { AUDIT_VERIFY_TOO_LONG = -110 }; /* an explicit range over max_events events */
+
+/* Verify the chain as `o` says on `conn` (outside a transaction; checkpoints are written
+ * in their own statements), in pages. A break, and a refused checkpoint, are counted in
+ * the metrics and logged. Returns 0 with *res filled, AUDIT_VERIFY_TOO_LONG (res->from_seq,
+ * to_seq and head_seq filled), or a DB_ code / -1. */
+int audit_verify(struct db_conn *conn, const struct audit_verify_opts *o,
                  struct audit_verify_result *res);
+
+/* The configured bound on the events one request verifies (QDB_AUDIT_VERIFY_MAX_EVENTS)
+ * and the checkpoint spacing (QDB_AUDIT_CHECKPOINT_EVERY). */
+int64_t audit_verify_max_events(void);
+int64_t audit_checkpoint_every(void);
+
+/* The verification's result as the API shows it (GET /api/v1/audit/verify and the
+ * audit.verify job's result). New reference. */
+json_t *audit_verify_result_json(const struct audit_verify_result *r);
 
 /* ---- HTTP handlers (server/routes.c) ---- */
 
@@ -70,11 +105,16 @@ int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
  * since, until; newest first; `limit` (1..500, default 100) and the opaque `cursor` of the
  * previous page. Replies {"items": [...], "next_cursor": string|null}. */
 void audit_api_list(struct http_request *req);
-/* GET /api/v1/audit/verify?from_seq=&to_seq=: recompute the chain over the range (default
- * the whole chain). Replies {"ok", "checked", "first_broken_seq"} (+ "reason" when broken). */
+/* GET /api/v1/audit/verify?from_seq=&to_seq=: recompute the chain after the newest valid
+ * checkpoint up to the head (at most QDB_AUDIT_VERIFY_MAX_EVENTS events), or over an
+ * explicit range no longer than that (400 beyond it: POST starts a job). Replies
+ * audit_verify_result_json. */
 void audit_api_verify(struct http_request *req);
-/* GET /api/v1/audit/export: the same filters as the list, oldest first, as JSON Lines,
- * streamed in pages from a connection of its own up to the head as of the request. */
+/* GET /api/v1/audit/export: the same filters as the list, oldest first, as JSON Lines up
+ * to the head as of the request. A producer thread of its own (with its own connection)
+ * reads the pages into a bounded buffer; the HTTP thread only copies from it and suspends
+ * the connection while it is empty, so neither a slow client nor the SQL holds up the
+ * other connections of that thread. */
 void audit_api_export(struct http_request *req);
 
 #endif

@@ -1,9 +1,11 @@
 /* HTTP handlers of the audit trail: GET /api/v1/audit (filtered, newest first, cursor
- * pages), GET /api/v1/audit/verify (recompute the hash chain), GET /api/v1/audit/export
- * (JSON Lines, streamed page by page from a connection of its own). */
+ * pages), GET /api/v1/audit/verify (recompute the hash chain after the newest checkpoint,
+ * bounded), GET /api/v1/audit/export (JSON Lines from a producer thread of its own). The
+ * full verification as a job (POST /api/v1/audit/verify) is in server/wiring/. */
 #include <errno.h>
 #include <microhttpd.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,14 +220,18 @@ static int take_slot(atomic_int *running, int max)
 
 void audit_api_verify(struct http_request *req)
 {
-    int64_t from = 1, to = 0;
+    int64_t from = 0, to = 0;
     if (query_int(req, "from_seq", 1, INT64_MAX, &from) != 0 ||
         query_int(req, "to_seq", 1, INT64_MAX, &to) != 0)
         return;
-    if (to && to < from) {
+    if (to && from && to < from) {
         reply_field(req, "to_seq", "must not be below from_seq");
         return;
     }
+    /* An explicit range starts at 1 unless from_seq says otherwise (as before checkpoints
+     * existed); no range at all starts after the newest valid checkpoint. */
+    if (to && !from)
+        from = 1;
     if (take_slot(&verifies_running, VERIFY_CONCURRENT) != 0) {
         http_reply_header(req, "Retry-After", "5");
         http_reply_problem(req, QDB_E_AUDIT_BUSY,
@@ -236,51 +242,131 @@ void audit_api_verify(struct http_request *req)
     struct db_conn *conn = http_db_or_reply(req);
     if (!conn)
         goto out;
+    struct audit_verify_opts o = {
+        .from_seq = from,
+        .to_seq = to,
+        .max_events = audit_verify_max_events(),
+        .checkpoint_every = audit_checkpoint_every(),
+    };
     struct audit_verify_result r;
-    int rc = audit_verify(conn, from, to, NULL, NULL, &r);
+    int rc = audit_verify(conn, &o, &r);
+    if (rc == AUDIT_VERIFY_TOO_LONG) {
+        http_reply_problem_ext(
+            req, QDB_E_VALIDATION,
+            json_pack("{s:s,s:I}", "field", to ? "to_seq" : "from_seq", "max_events",
+                      (json_int_t)o.max_events),
+            "the range %lld..%lld holds %lld events; a request verifies at most %lld "
+            "(QDB_AUDIT_VERIFY_MAX_EVENTS): POST /api/v1/audit/verify starts a verification "
+            "job for any range",
+            (long long)r.from_seq, (long long)r.to_seq, (long long)(r.to_seq - r.from_seq + 1),
+            (long long)o.max_events);
+        goto out;
+    }
     if (rc < 0) {
         http_reply_db_error(req, rc);
         goto out;
     }
-    json_t *body =
-        json_pack("{s:b,s:I,s:o}", "ok", r.ok, "checked", (json_int_t)r.checked, "first_broken_seq",
-                  r.ok ? json_null() : json_integer(r.first_broken_seq));
-    if (!r.ok)
-        json_object_set_new(body, "reason", json_string(r.reason));
-    http_reply_json(req, 200, body);
+    http_reply_json(req, 200, audit_verify_result_json(&r));
 out:
     atomic_fetch_sub(&verifies_running, 1);
 }
 
-/* ---- GET /api/v1/audit/export ---- */
+/* ---- GET /api/v1/audit/export ----
+ *
+ * One producer thread per export reads pages on the stream's own connection and appends
+ * JSON Lines to a buffer of about EXPORT_BUFFER bytes; the content reader (on an HTTP
+ * thread) only copies out of it. When the buffer is empty the reader suspends the
+ * connection and the producer resumes it when it appends; when the buffer is full the
+ * producer waits (back-pressure): a slow client slows its own producer, never an HTTP
+ * thread. Whoever of the response (export_free, when libmicrohttpd is done with it) and
+ * the producer ends last frees the stream; the response's side joins the thread when it
+ * ended first, else the thread detaches itself. */
+
+#define EXPORT_BUFFER (64u * 1024u) /* the producer waits while more than this is unsent */
+#define EXPORT_WAIT_MS 200          /* how often a waiting producer looks for shutdown */
+
+/* Producer threads alive, for audit_export_drain. */
+static pthread_mutex_t producers_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t producers_cv = PTHREAD_COND_INITIALIZER;
+static int producers;
 
 struct export_stream {
-    struct http_request *req; /* valid until the response completes */
-    struct http_server *srv;
-    struct db_conn *conn; /* its own, closed with the stream */
+    pthread_mutex_t mu; /* guards everything below but conn, f, strings, after/max_seq */
+    pthread_cond_t room; /* signalled when the reader took bytes, or the response ended */
+    struct http_request *req;   /* valid while alive */
+    struct http_server *srv;    /* valid while alive */
+    struct MHD_Connection *mhd; /* valid while alive */
+    struct db_conn *conn;       /* its own, used by the producer only */
     struct audit_filter f;
     char *strings[7]; /* owned copies behind f */
     int64_t after_seq, max_seq;
-    struct buf pending;
+    struct buf pending; /* bytes produced, not yet handed to libmicrohttpd */
     size_t off;
-    int done;
+    int alive;     /* the response exists: export_free has not run */
+    int running;   /* the producer thread has not finished */
+    int started;   /* a producer thread was created (joinable or detached) */
+    int done;      /* the producer appended the last line */
+    int failed;    /* the producer stopped early (error, shutdown): cut the stream */
+    int suspended; /* the reader suspended the connection; the producer resumes it */
+    pthread_t thread;
 };
 
-static void export_free(void *cls)
+static void stream_destroy(struct export_stream *s)
 {
-    struct export_stream *s = cls;
-    if (!s)
-        return;
     db_conn_close(s->conn);
     for (size_t i = 0; i < sizeof s->strings / sizeof s->strings[0]; i++)
         free(s->strings[i]);
     buf_free(&s->pending);
+    pthread_cond_destroy(&s->room);
+    pthread_mutex_destroy(&s->mu);
     free(s);
     atomic_fetch_sub(&exports_running, 1);
 }
 
-/* Fetch the next page into s->pending. Returns 0 or -1. */
-static int export_fill(struct export_stream *s)
+/* Resume the connection if the reader parked it (caller holds s->mu). */
+static void wake_reader(struct export_stream *s)
+{
+    if (s->suspended && s->alive) {
+        s->suspended = 0;
+        MHD_resume_connection(s->mhd);
+    }
+}
+
+/* Whether the producer should stop: the response is gone or the server is stopping
+ * (caller holds s->mu; srv is only looked at while the response is alive). */
+static int producer_should_stop(const struct export_stream *s)
+{
+    return !s->alive || http_server_stopping(s->srv);
+}
+
+/* Append one line, waiting while the buffer is full. Returns 0, or -1 when the producer
+ * must stop. */
+static int produce_line(struct export_stream *s, const char *line)
+{
+    pthread_mutex_lock(&s->mu);
+    while (!producer_should_stop(s) && s->pending.len - s->off > EXPORT_BUFFER) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += EXPORT_WAIT_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->room, &s->mu, &until);
+    }
+    int rc = -1;
+    if (!producer_should_stop(s)) {
+        if (s->off && s->off == s->pending.len)
+            s->pending.len = s->off = 0;
+        rc = buf_puts(&s->pending, line) == 0 && buf_append(&s->pending, "\n", 1) == 0 ? 0 : -1;
+        wake_reader(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* One page into the buffer. Returns the rows read (< EXPORT_PAGE: the last page), or -1. */
+static int produce_page(struct export_stream *s)
 {
     PGresult *res = NULL;
     int rc = audit_store_export_page(s->conn, &s->f, s->after_seq, s->max_seq, EXPORT_PAGE, &res);
@@ -290,41 +376,125 @@ static int export_fill(struct export_stream *s)
                             (json_int_t)s->after_seq));
         return -1;
     }
-    s->pending.len = 0;
-    s->off = 0;
-    int ok = 0;
-    for (int i = 0; i < rc && ok == 0; i++) {
+    int rows = rc;
+    for (int i = 0; i < rows && rc >= 0; i++) {
         json_t *o = audit_row_json(res, i);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         json_decref(o);
-        if (!line || buf_puts(&s->pending, line) != 0 || buf_append(&s->pending, "\n", 1) != 0)
-            ok = -1;
+        if (!line || produce_line(s, line) != 0)
+            rc = -1;
         free(line);
         s->after_seq = db_get_int64(res, i, AUDIT_C_SEQ);
     }
-    if (rc < EXPORT_PAGE)
-        s->done = 1;
     PQclear(res);
-    return ok;
+    return rc < 0 ? -1 : rows;
+}
+
+static void *export_main(void *cls)
+{
+    struct export_stream *s = cls;
+    int rows, stop;
+    do {
+        pthread_mutex_lock(&s->mu);
+        stop = producer_should_stop(s);
+        pthread_mutex_unlock(&s->mu);
+        rows = stop ? -1 : produce_page(s);
+    } while (rows == EXPORT_PAGE);
+    db_conn_close(s->conn);
+    s->conn = NULL;
+    pthread_mutex_lock(&s->mu);
+    if (rows < 0)
+        s->failed = 1;
+    else
+        s->done = 1;
+    wake_reader(s);
+    s->running = 0;
+    int orphan = !s->alive;
+    pthread_mutex_unlock(&s->mu);
+    if (orphan) {
+        pthread_detach(pthread_self());
+        stream_destroy(s);
+    }
+    pthread_mutex_lock(&producers_mu);
+    producers--;
+    pthread_cond_broadcast(&producers_cv);
+    pthread_mutex_unlock(&producers_mu);
+    return NULL;
+}
+
+/* The response's free callback: libmicrohttpd is done with the stream (sent, client gone,
+ * or server stopped). */
+static void export_free(void *cls)
+{
+    struct export_stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    s->alive = 0;
+    s->suspended = 0;
+    pthread_cond_signal(&s->room);
+    int producer_frees = s->running;
+    pthread_mutex_unlock(&s->mu);
+    if (producer_frees)
+        return;
+    if (s->started)
+        pthread_join(s->thread, NULL); /* it has finished: returns at once */
+    stream_destroy(s);
 }
 
 static ssize_t export_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     (void)pos;
     struct export_stream *s = cls;
-    while (s->off >= s->pending.len) {
-        if (s->done)
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        if (http_server_stopping(s->srv) || export_fill(s) != 0)
-            return MHD_CONTENT_READER_END_WITH_ERROR;
+    ssize_t n;
+    pthread_mutex_lock(&s->mu);
+    if (s->failed || http_server_stopping(s->srv)) {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    } else if (s->pending.len > s->off) {
+        size_t take = s->pending.len - s->off;
+        if (take > max)
+            take = max;
+        memcpy(out, s->pending.data + s->off, take);
+        s->off += take;
+        if (s->off == s->pending.len) {
+            s->pending.len = s->off = 0;
+        } else if (s->off >= EXPORT_BUFFER) {
+            memmove(s->pending.data, s->pending.data + s->off, s->pending.len - s->off);
+            s->pending.len -= s->off;
+            s->off = 0;
+        }
+        pthread_cond_signal(&s->room);
+        n = (ssize_t)take;
+    } else if (s->done) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        /* Nothing yet: park the connection until the producer appends (returning 0 after
+         * suspending is libmicrohttpd's way to avoid a busy loop). */
+        s->suspended = 1;
+        MHD_suspend_connection(s->mhd);
+        n = 0;
     }
-    size_t n = s->pending.len - s->off;
-    if (n > max)
-        n = max;
-    memcpy(out, s->pending.data + s->off, n);
-    s->off += n;
-    http_count_bytes(s->req, n);
-    return (ssize_t)n;
+    pthread_mutex_unlock(&s->mu);
+    if (n > 0)
+        http_count_bytes(s->req, (size_t)n);
+    return n;
+}
+
+int audit_export_drain(int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&producers_mu);
+    while (producers > 0 &&
+           pthread_cond_timedwait(&producers_cv, &producers_mu, &until) != ETIMEDOUT)
+        ;
+    int left = producers;
+    pthread_mutex_unlock(&producers_mu);
+    return left;
 }
 
 void audit_api_export(struct http_request *req)
@@ -346,9 +516,12 @@ void audit_api_export(struct http_request *req)
         http_reply_problem(req, QDB_E_INTERNAL, "out of memory");
         return;
     }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->room, NULL);
     s->req = req;
     s->srv = http_server_of(req);
-    buf_init(&s->pending, 0);
+    s->mhd = http_connection(req);
+    buf_init(&s->pending, 0); /* bounded by the producer: EXPORT_BUFFER + one line */
     const char *src[7] = {f.actor,       f.resource_type, f.resource_id, f.action,
                           f.environment, f.since,         f.until};
     const char **dst[7] = {&s->f.actor,       &s->f.resource_type, &s->f.resource_id, &s->f.action,
@@ -363,6 +536,8 @@ void audit_api_export(struct http_request *req)
         }
         *dst[i] = s->strings[i];
     }
+    /* Connected here, not in the producer, so that an unreachable state store is still a
+     * 503 problem rather than a 200 cut short. */
     const struct db_settings *settings = audit_db_settings();
     s->conn = settings ? db_conn_open(settings) : NULL;
     if (!s->conn) {
@@ -383,6 +558,21 @@ void audit_api_export(struct http_request *req)
         http_reply_problem(req, QDB_E_INTERNAL, "cannot create the response");
         goto fail;
     }
+    s->alive = 1;
+    s->running = 1;
+    pthread_mutex_lock(&producers_mu);
+    producers++;
+    pthread_mutex_unlock(&producers_mu);
+    if (pthread_create(&s->thread, NULL, export_main, s) != 0) {
+        pthread_mutex_lock(&producers_mu);
+        producers--;
+        pthread_mutex_unlock(&producers_mu);
+        s->running = 0;
+        s->failed = 1; /* the response ends at once with an error; export_free frees */
+        log_error("audit export: cannot start its thread");
+    } else {
+        s->started = 1;
+    }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/jsonl");
     MHD_add_response_header(resp, "Content-Disposition",
                             "attachment; filename=\"audit-export.jsonl\"");
@@ -390,5 +580,5 @@ void audit_api_export(struct http_request *req)
     http_reply_response(req, 200, resp); /* s is the response's now */
     return;
 fail:
-    export_free(s);
+    stream_destroy(s);
 }

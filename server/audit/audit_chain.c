@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "audit/audit.h"
 #include "audit/audit_internal.h"
@@ -523,6 +524,93 @@ int audit_record_http(struct db_conn *conn, struct http_request *req, const stru
     return record(conn, &a, http_request_id(req), addr && addr[0] ? addr : NULL, e);
 }
 
+/* ---- checkpoints ---- */
+
+int audit_checkpoint_mac(int64_t seq, const char *hash, const char *verified_at, int64_t checked,
+                         char hex[AUDIT_HASH_HEX + 1])
+{
+    if (!audit_key_loaded() || !hash || strlen(hash) != AUDIT_HASH_HEX || !verified_at)
+        return -1;
+    json_t *o = json_pack("{s:I,s:I,s:s,s:s}", "checked", (json_int_t)checked, "seq",
+                          (json_int_t)seq, "type", "audit.checkpoint", "verified_at", verified_at);
+    if (!o)
+        return -1;
+    struct buf canon;
+    buf_init(&canon, 4096);
+    int rc = audit_canon_append(&canon, o);
+    if (rc == 0)
+        rc = audit_chain_hmac(chain_key, chain_key_len, hash, canon.data, canon.len, hex);
+    buf_free(&canon);
+    json_decref(o);
+    return rc;
+}
+
+/* The current time as hashed (AUDIT_TIME_SQL's format). */
+static void now_text(char out[40])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char day[24];
+    if (strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        day[0] = '\0';
+    snprintf(out, 40, "%.19s.%06dZ", day, (int)(ts.tv_nsec / 1000) % 1000000);
+}
+
+/* Record that the chain verified up to `seq` (whose hash is `hash`). A checkpoint that
+ * cannot be written costs the next verification time, nothing else: logged, not fatal. */
+static void checkpoint_write(struct db_conn *conn, int64_t seq, const char *hash, int64_t checked,
+                             struct audit_verify_result *res)
+{
+    char at[40], mac[AUDIT_HASH_HEX + 1];
+    now_text(at);
+    if (audit_checkpoint_mac(seq, hash, at, checked, mac) != 0 ||
+        audit_store_checkpoint_put(conn, seq, hash, at, checked, mac) != 1) {
+        log_warn("audit: cannot write the checkpoint at seq %lld", (long long)seq);
+        return;
+    }
+    res->checkpoints_written++;
+    audit_metrics_checkpoint(0);
+}
+
+#define CHECKPOINTS_LOOKED_AT 16 /* refused ones in a row before falling back to the genesis */
+
+/* Find the newest checkpoint at or below head_seq whose MAC verifies and which is below any
+ * break this replica saw. Returns 1 with *seq and hash set, 0 for none, or a DB_ code.
+ * Refused checkpoints are counted in res, the metrics and the log. */
+static int checkpoint_find(struct db_conn *conn, int64_t head_seq, int64_t *seq,
+                           char hash[AUDIT_HASH_HEX + 1], struct audit_verify_result *res)
+{
+    PGresult *pr = NULL;
+    int rows = audit_store_checkpoints(conn, head_seq, CHECKPOINTS_LOOKED_AT, &pr);
+    if (rows < 0)
+        return rows;
+    int found = 0;
+    int64_t broken_at = audit_metrics_first_broken();
+    for (int i = 0; i < rows && !found; i++) {
+        int64_t s = db_get_int64(pr, i, 0);
+        const char *h = db_get_str(pr, i, 1), *mac = db_get_str(pr, i, 4);
+        char want[AUDIT_HASH_HEX + 1];
+        if (audit_checkpoint_mac(s, h, db_get_str(pr, i, 2), db_get_int64(pr, i, 3), want) != 0 ||
+            !mac || CRYPTO_memcmp(want, mac, AUDIT_HASH_HEX + 1) != 0) {
+            res->checkpoints_refused++;
+            audit_metrics_checkpoint(1);
+            log_event(LOG_ERROR, "audit checkpoint refused",
+                      json_pack("{s:I,s:s}", "seq", (json_int_t)s, "reason",
+                                "its MAC does not verify (written or changed without the key)"));
+            continue;
+        }
+        if (broken_at && s >= broken_at)
+            continue; /* a verification here found the chain broken before it */
+        *seq = s;
+        snprintf(hash, AUDIT_HASH_HEX + 1, "%s", h);
+        found = 1;
+    }
+    PQclear(pr);
+    return found;
+}
+
 /* ---- verifying ---- */
 
 #define VERIFY_PAGE 1000
@@ -591,18 +679,15 @@ static int check_row(const PGresult *pr, int i, int64_t expected, const char *pr
     return 0;
 }
 
-int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
-                 int (*progress)(void *cls, int64_t checked), void *cls,
+int audit_verify(struct db_conn *conn, const struct audit_verify_opts *o,
                  struct audit_verify_result *res)
 {
     memset(res, 0, sizeof *res);
     res->ok = 1;
-    int full = 0;
+    int full = 0, trusted = o->from_seq <= 1, bounded = 0;
     if (!audit_key_loaded())
         return DB_HARD;
-    if (from_seq < 1)
-        from_seq = 1;
-    int64_t head_seq = 0;
+    int64_t from_seq = o->from_seq, to_seq = o->to_seq, head_seq = 0;
     char head_hash[AUDIT_HASH_HEX + 1], prev[AUDIT_HASH_HEX + 1];
     int rc = audit_store_head(conn, &head_seq, head_hash);
     if (rc < 0)
@@ -611,15 +696,57 @@ int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
         broken(res, 1, "the chain head row is missing");
         goto done;
     }
+    res->head_seq = head_seq;
     int to_head = to_seq <= 0 || to_seq >= head_seq;
-    full = from_seq == 1 && to_head;
     if (to_head)
         to_seq = head_seq;
-    if (from_seq > to_seq)
+
+    memcpy(prev, genesis_hash, sizeof prev);
+    if (from_seq <= 0) {
+        /* after the newest valid checkpoint, whose own event must still be the one it saw */
+        int64_t cp_seq = 0;
+        char cp_hash[AUDIT_HASH_HEX + 1];
+        rc = checkpoint_find(conn, head_seq, &cp_seq, cp_hash, res);
+        if (rc < 0)
+            goto fail;
+        from_seq = 1;
+        if (rc == 1) {
+            char stored[AUDIT_HASH_HEX + 1];
+            res->from_checkpoint = cp_seq;
+            res->from_seq = cp_seq;
+            rc = audit_store_hash_of(conn, cp_seq, stored);
+            if (rc < 0)
+                goto fail;
+            if (rc == 0) {
+                broken(res, cp_seq, "event missing");
+                goto done;
+            }
+            if (strcmp(stored, cp_hash) != 0) {
+                broken(res, cp_seq, "hash differs from the one its checkpoint verified");
+                goto done;
+            }
+            from_seq = cp_seq + 1;
+            memcpy(prev, cp_hash, sizeof prev);
+        }
+    }
+    full = from_seq == 1 && to_head;
+    res->from_seq = from_seq;
+    if (o->max_events > 0 && to_seq - from_seq + 1 > o->max_events) {
+        if (o->from_seq > 0) {
+            res->to_seq = to_seq;
+            return AUDIT_VERIFY_TOO_LONG;
+        }
+        to_seq = from_seq + o->max_events - 1;
+        to_head = 0;
+        full = 0;
+        bounded = 1;
+    }
+    res->to_seq = to_seq;
+    if (from_seq > to_seq) {
+        res->complete = 1;
         goto done;
-    if (from_seq == 1) {
-        memcpy(prev, genesis_hash, sizeof prev);
-    } else {
+    }
+    if (from_seq > 1 && !res->from_checkpoint) {
         rc = audit_store_hash_of(conn, from_seq - 1, prev);
         if (rc < 0)
             goto fail;
@@ -646,16 +773,26 @@ int audit_verify(struct db_conn *conn, int64_t from_seq, int64_t to_seq,
                 goto done;
             }
             snprintf(prev, sizeof prev, "%s", db_get_str(pr, i, AUDIT_C_HASH));
+            if (trusted && o->checkpoint_every > 0 && expected % o->checkpoint_every == 0)
+                checkpoint_write(conn, expected, prev, res->checked, res);
             expected++;
         }
         PQclear(pr);
-        if (progress && progress(cls, res->checked) != 0) {
+        if (o->progress && o->progress(o->cls, res->checked) != 0) {
             rc = -1;
             goto fail;
         }
     }
-    if (to_head && head_seq > 0 && strcmp(prev, head_hash) != 0)
+    if (to_head && head_seq > 0 && strcmp(prev, head_hash) != 0) {
         broken(res, head_seq, "the chain head does not match the last event");
+        goto done;
+    }
+    res->complete = !bounded;
+    /* The last event, when asked (the job) or when the bound cut the verification short
+     * (so that the next request goes on from here); not when it is a multiple, just done. */
+    if (trusted && res->checked > 0 && (o->checkpoint_at_end || bounded) &&
+        !(o->checkpoint_every > 0 && to_seq % o->checkpoint_every == 0))
+        checkpoint_write(conn, to_seq, prev, res->checked, res);
 done:
     audit_metrics_verified(res, 0, full);
     if (!res->ok)
@@ -666,4 +803,18 @@ done:
 fail:
     audit_metrics_verified(res, 1, full);
     return rc;
+}
+
+json_t *audit_verify_result_json(const struct audit_verify_result *r)
+{
+    json_t *body = json_pack(
+        "{s:b,s:I,s:o,s:I,s:I,s:I,s:b,s:o,s:i}", "ok", r->ok, "checked", (json_int_t)r->checked,
+        "first_broken_seq", r->ok ? json_null() : json_integer(r->first_broken_seq), "from_seq",
+        (json_int_t)r->from_seq, "to_seq", (json_int_t)r->to_seq, "head_seq",
+        (json_int_t)r->head_seq, "complete", r->complete, "from_checkpoint",
+        r->from_checkpoint ? json_integer(r->from_checkpoint) : json_null(),
+        "checkpoints_refused", r->checkpoints_refused);
+    if (body && !r->ok)
+        json_object_set_new(body, "reason", json_string(r->reason));
+    return body;
 }

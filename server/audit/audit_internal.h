@@ -87,6 +87,13 @@ int audit_key_loaded(void);
 
 /* struct audit_verify_result and audit_verify are in audit.h (the room's door). */
 
+/* A checkpoint's MAC with the process key: HMAC-SHA256(key, hash || canonical JSON of
+ * {"checked", "seq", "type": "audit.checkpoint", "verified_at"}) as 64 hex digits (see
+ * migrations/0005_audit_checkpoint.sql). The "type" member keeps it from ever equalling an
+ * event's canonical form. Returns 0 or -1 (no key, or hash not 64 hex digits). */
+int audit_checkpoint_mac(int64_t seq, const char *hash, const char *verified_at, int64_t checked,
+                         char hex[AUDIT_HASH_HEX + 1]);
+
 /* ---- SQL (audit_store.c): each returns rows (>= 0) or a DB_ code ---- */
 
 /* Lock the head FOR UPDATE; read last seq, last hash and the clock time (AUDIT_TIME_SQL of
@@ -105,6 +112,13 @@ int audit_store_hash_of(struct db_conn *conn, int64_t seq, char hash[AUDIT_HASH_
  * AUDIT_COLUMNS order. Caller PQclears *res. */
 int audit_store_range(struct db_conn *conn, int64_t from_seq, int64_t to_seq, int limit,
                       PGresult **res);
+
+/* The newest checkpoints with seq <= max_seq, newest first, at most `limit`: columns seq,
+ * hash, verified_at (AUDIT_TIME_SQL), checked, mac. Caller PQclears *res. */
+int audit_store_checkpoints(struct db_conn *conn, int64_t max_seq, int limit, PGresult **res);
+/* Write (or replace) the checkpoint at `seq`. Returns 1, or a DB_ code. */
+int audit_store_checkpoint_put(struct db_conn *conn, int64_t seq, const char *hash,
+                               const char *verified_at, int64_t checked, const char *mac);
 
 /* The filters of GET /api/v1/audit and /export; NULL = no filter. */
 struct audit_filter {
@@ -153,10 +167,20 @@ void audit_metrics_event_recorded(void);
 /* A verification ended: error (it could not finish) or its result; `full` when it covered
  * the whole chain, which alone clears a break seen before. */
 void audit_metrics_verified(const struct audit_verify_result *r, int error, int full);
+/* A checkpoint was refused (its MAC did not verify) / written. */
+void audit_metrics_checkpoint(int refused);
+/* The lowest broken seq a verification on this replica found (0 = none): checkpoints at
+ * or past it are not trusted until a full verification passes. */
+int64_t audit_metrics_first_broken(void);
 /* Register the room's collector with the platform's /metrics (once, at start). */
 void audit_metrics_register(void);
 
 /* The settings of the state store, for the export stream's own connection. */
 const struct db_settings *audit_db_settings(void);
+
+/* ---- export streams (audit_api.c) ---- */
+/* Wait up to timeout_ms for every export producer thread to end (after HTTP stopped, every
+ * stream has been told to). Returns the number still running. */
+int audit_export_drain(int timeout_ms);
 
 #endif

@@ -167,3 +167,33 @@ int audit_store_export_page(struct db_conn *conn, const struct audit_filter *f, 
     params[9] = db_int64(lim, limit);
     return db_exec(conn, &q_export, params, res);
 }
+
+static struct db_stmt q_checkpoints = DB_STMT(
+    "audit_checkpoints", 2,
+    "SELECT seq, hash, "
+    "to_char(verified_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), checked, mac "
+    "FROM audit_checkpoint WHERE seq <= $1::bigint ORDER BY seq DESC LIMIT $2::int");
+
+int audit_store_checkpoints(struct db_conn *conn, int64_t max_seq, int limit, PGresult **res)
+{
+    char max[24], lim[24];
+    const char *params[] = {db_int64(max, max_seq), db_int64(lim, limit)};
+    return db_exec(conn, &q_checkpoints, params, res);
+}
+
+/* A newer verification over the same seq replaces the row: it proved the same thing again,
+ * and a damaged row at that seq is repaired. */
+static struct db_stmt q_checkpoint_put = DB_STMT(
+    "audit_checkpoint_put", 5,
+    "INSERT INTO audit_checkpoint (seq, hash, verified_at, checked, mac) "
+    "VALUES ($1::bigint, $2, $3::timestamptz, $4::bigint, $5) "
+    "ON CONFLICT (seq) DO UPDATE SET hash = EXCLUDED.hash, verified_at = EXCLUDED.verified_at, "
+    "checked = EXCLUDED.checked, mac = EXCLUDED.mac");
+
+int audit_store_checkpoint_put(struct db_conn *conn, int64_t seq, const char *hash,
+                               const char *verified_at, int64_t checked, const char *mac)
+{
+    char s[24], c[24];
+    const char *params[] = {db_int64(s, seq), hash, verified_at, db_int64(c, checked), mac};
+    return db_exec(conn, &q_checkpoint_put, params, NULL);
+}

@@ -6,9 +6,14 @@
 #define QDB_WIRING_H
 
 #include "module.h"
+#include "platform/http.h"
 
 /* The audit chain's verification as a job kind (audit.verify) and its daily schedule
  * (audit-verify-daily, 03:17 UTC). */
 extern const struct qdb_module wiring_audit_module;
+/* POST /api/v1/audit/verify (operator): body {} for the whole chain (or {from_seq,
+ * to_seq}); enqueues an audit.verify job, audited as audit.verify, and replies 202 with
+ * Location: /api/v1/jobs/{id} and the job. */
+void wiring_api_audit_verify_start(struct http_request *req);
 
 #endif

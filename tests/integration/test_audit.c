@@ -397,6 +397,29 @@ static void test_append_only(void)
     CHECK(count_events() == n, "nothing changed");
 }
 
+/* Wait for job `id` to end (succeeded or failed); returns its document (new reference) or
+ * NULL after a failed check. */
+static json_t *wait_job(long long id)
+{
+    struct th_resp r;
+    char path[96];
+    snprintf(path, sizeof path, "/api/v1/jobs/%lld", id);
+    double deadline = th_now_ms() + 60000;
+    while (id && th_now_ms() < deadline) {
+        th_get(&srv, path, viewer, &r);
+        const char *st = json_string_value(json_object_get(r.json, "state"));
+        if (st && (strcmp(st, "succeeded") == 0 || strcmp(st, "failed") == 0)) {
+            json_t *doc = json_incref(r.json);
+            th_resp_free(&r);
+            return doc;
+        }
+        th_resp_free(&r);
+        th_sleep_ms(50); /* poll interval */
+    }
+    CHECK(0, "audit.verify job %lld did not finish within 60 s", id);
+    return NULL;
+}
+
 /* Run the audit.verify job kind through the job engine and wait for its end. Returns the
  * job document (new reference) or NULL. */
 static json_t *run_verify_job(void)
@@ -406,21 +429,25 @@ static json_t *run_verify_job(void)
     CHECK(r.status == 202, "enqueue audit.verify: %ld %s", r.status, r.body);
     long long id = (long long)json_integer_value(json_object_get(r.json, "id"));
     th_resp_free(&r);
-    char path[96];
-    snprintf(path, sizeof path, "/api/v1/jobs/%lld", id);
-    for (int i = 0; id && i < 300; i++) {
-        th_get(&srv, path, viewer, &r);
-        const char *st = json_string_value(json_object_get(r.json, "state"));
-        if (st && (strcmp(st, "succeeded") == 0 || strcmp(st, "failed") == 0)) {
-            json_t *doc = json_incref(r.json);
-            th_resp_free(&r);
-            return doc;
-        }
-        th_resp_free(&r);
-        th_sleep_ms(100);
-    }
-    CHECK(0, "audit.verify job %lld did not finish", id);
-    return NULL;
+    return wait_job(id);
+}
+
+/* POST /api/v1/audit/verify as an operator: 202, Location of the job, the job as body;
+ * then wait for it. Returns the finished job (new reference) or NULL. */
+static json_t *start_verify(const struct th_server *s, const char *body)
+{
+    struct th_resp r;
+    th_post_json(s, "/api/v1/audit/verify", operator, body, &r);
+    CHECK(r.status == 202, "POST /api/v1/audit/verify: %ld %s", r.status, r.body);
+    long long id = (long long)json_integer_value(json_object_get(r.json, "id"));
+    CHECK(strcmp(json_string_value(json_object_get(r.json, "kind")) ?: "", "audit.verify") == 0,
+          "the body is the job: %s", r.body);
+    char want[96], *loc = th_resp_header(&r, "Location");
+    snprintf(want, sizeof want, "/api/v1/jobs/%lld", id);
+    CHECK(loc && strcmp(loc, want) == 0, "Location %s, want %s", loc ? loc : "(none)", want);
+    free(loc);
+    th_resp_free(&r);
+    return wait_job(id);
 }
 
 static void test_tamper(void)
@@ -436,17 +463,18 @@ static void test_tamper(void)
                     "UPDATE audit_event SET after = jsonb_set(after, '{name}', '\"evil\"')"
                     " WHERE seq = 3;"
                     "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT");
-    expect_verify("", 0, 3, 3);
+    expect_verify("?from_seq=1", 0, 3, 3);
     expect_verify("?from_seq=4", 1, n - 3, 0);
     expect_verify("?to_seq=2", 1, 2, 0);
     expect_verify("?from_seq=3&to_seq=3", 0, 1, 3);
 
     struct th_resp r;
     th_get(&srv, "/metrics", NULL, &r);
+    /* two of the four verifications above covered seq 3 */
     CHECK(r.body && strstr(r.body, "\nqdb_audit_chain_broken 1\n") &&
               strstr(r.body, "\nqdb_audit_chain_first_broken_seq 3\n") &&
-              strstr(r.body, "qdb_audit_verify_runs_total{result=\"broken\"}"),
-          "metrics show the break");
+              strstr(r.body, "\nqdb_audit_verify_runs_total{result=\"broken\"} 2\n"),
+          "metrics show the break (2 broken runs)");
     th_resp_free(&r);
     CHECK(th_server_log_contains(&srv, "\"audit chain broken\""), "break logged");
 
@@ -468,13 +496,14 @@ static void test_tamper(void)
                     "UPDATE audit_event e SET after = s.after FROM saved s"
                     " WHERE e.seq = 3 AND s.seq = 3;"
                     "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT");
-    expect_verify("", 1, n, 0);
+    expect_verify("?from_seq=1", 1, n, 0);
     job = run_verify_job();
     json_t *res = json_object_get(job, "result");
     CHECK(strcmp(json_string_value(json_object_get(job, "state")) ?: "", "succeeded") == 0 &&
               json_is_true(json_object_get(res, "ok")) &&
-              json_integer_value(json_object_get(res, "checked")) >= n,
-          "the job agrees");
+              json_integer_value(json_object_get(res, "checked")) == n + 1,
+          "the job agrees (its own enqueue event included): checked %lld of %ld",
+          (long long)json_integer_value(json_object_get(res, "checked")), n + 1);
     json_decref(job);
     session_exec(c, "INSERT INTO saved SELECT * FROM audit_event"
                     " WHERE seq > (SELECT max(seq) FROM saved)");
@@ -499,21 +528,21 @@ static void test_tamper(void)
                  " ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT",
                  edits[i]);
         session_exec(c, sql);
-        expect_verify("", 0, 2, 2);
+        expect_verify("?from_seq=1", 0, 2, 2);
         session_exec(c, "BEGIN; ALTER TABLE audit_event DISABLE TRIGGER ALL;"
                         "DELETE FROM audit_event WHERE seq IN (2, 999999);"
                         "INSERT INTO audit_event SELECT * FROM saved WHERE seq = 2;"
                         "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT");
     }
-    expect_verify("", 1, n, 0);
+    expect_verify("?from_seq=1", 1, n, 0);
 
     th_step("tamper: a removed row, and a removed last row, are reported at their seq");
     session_exec(c, "BEGIN; ALTER TABLE audit_event DISABLE TRIGGER ALL;"
                     "DELETE FROM audit_event WHERE seq = 4;"
                     "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT");
-    expect_verify("", 0, 4, 4);
+    expect_verify("?from_seq=1", 0, 4, 4);
     session_exec(c, "INSERT INTO audit_event SELECT * FROM saved WHERE seq = 4");
-    expect_verify("", 1, n, 0);
+    expect_verify("?from_seq=1", 1, n, 0);
     char sql[512];
     snprintf(sql, sizeof sql,
              "BEGIN; ALTER TABLE audit_event DISABLE TRIGGER ALL;"
@@ -521,11 +550,272 @@ static void test_tamper(void)
              "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT",
              n);
     session_exec(c, sql);
-    expect_verify("", 0, n - 1, n);
+    expect_verify("?from_seq=1", 0, n - 1, n);
     snprintf(sql, sizeof sql, "INSERT INTO audit_event SELECT * FROM saved WHERE seq = %ld", n);
     session_exec(c, sql);
-    expect_verify("", 1, n, 0);
+    expect_verify("?from_seq=1", 1, n, 0);
     PQfinish(c);
+}
+
+/* GET /api/v1/audit/verify on `s` with `query` and `token`; the reply (new reference)
+ * after checking it is a 200 with every member of AuditVerifyResult. */
+static json_t *verify_as(const struct th_server *s, const char *token, const char *query)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/audit/verify%s", query);
+    struct th_resp r;
+    th_get(s, path, token, &r);
+    CHECK(r.status == 200, "GET %s: %ld %s", path, r.status, r.body);
+    static const char *const members[] = {"ok",       "checked",  "first_broken_seq",
+                                          "from_seq", "to_seq",   "head_seq",
+                                          "complete", "from_checkpoint", "checkpoints_refused"};
+    for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
+        CHECK(json_object_get(r.json, members[i]) != NULL, "GET %s: no %s in %s", path, members[i],
+              r.body);
+    json_t *j = r.json ? json_incref(r.json) : json_object();
+    th_resp_free(&r);
+    return j;
+}
+
+static json_t *verify_on(const struct th_server *s, const char *query)
+{
+    return verify_as(s, viewer, query);
+}
+
+static long long jint(const json_t *j, const char *name)
+{
+    return (long long)json_integer_value(json_object_get(j, name));
+}
+
+static long checkpoint_count(void)
+{
+    return th_sql_long(url, "SELECT count(*) FROM audit_checkpoint", NULL);
+}
+
+/* The refused-checkpoint counter of /metrics, or -1. */
+static long long refused_metric(void)
+{
+    struct th_resp r;
+    th_get(&srv, "/metrics", NULL, &r);
+    const char *needle = "\nqdb_audit_checkpoints_total{result=\"refused\"} ";
+    const char *p = r.body ? strstr(r.body, needle) : NULL;
+    long long v = p ? strtoll(p + strlen(needle), NULL, 10) : -1;
+    th_resp_free(&r);
+    return v;
+}
+
+/* The server runs with QDB_AUDIT_CHECKPOINT_EVERY=4. */
+static void test_checkpoints(void)
+{
+    PGconn *c = PQconnectdb(url);
+    CHECK(PQstatus(c) == CONNECTION_OK, "superuser session");
+
+    th_step("checkpoints: POST /api/v1/audit/verify runs a full verification that writes them");
+    session_exec(c, "DELETE FROM audit_checkpoint");
+    long n0 = count_events();
+    json_t *job = start_verify(&srv, "{}");
+    long n = count_events();
+    CHECK(n == n0 + 1, "the POST left one event (%ld -> %ld)", n0, n);
+    json_t *res = json_object_get(job, "result");
+    long want_cp = n / 4 + (n % 4 != 0);
+    CHECK(strcmp(json_string_value(json_object_get(job, "state")) ?: "", "succeeded") == 0 &&
+              json_is_true(json_object_get(res, "ok")) && jint(res, "checked") == n &&
+              json_is_true(json_object_get(res, "complete")) &&
+              json_is_null(json_object_get(res, "from_checkpoint")) &&
+              jint(res, "checkpoints_written") == want_cp,
+          "full job over %ld events, %ld checkpoints: %s", n, want_cp,
+          res ? json_dumps(res, JSON_COMPACT) : "(none)");
+    json_decref(job);
+    CHECK(checkpoint_count() == want_cp, "%ld checkpoint rows, want %ld", checkpoint_count(),
+          want_cp);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit_checkpoint k JOIN audit_event e USING (seq)"
+             " WHERE k.hash = e.hash AND (k.seq %% 4 = 0 OR k.seq = %ld) AND k.mac ~ '^[0-9a-f]{64}$'",
+             n);
+    CHECK(th_sql_long(url, sql, NULL) == want_cp, "every 4th event and the last, with its hash");
+
+    th_step("checkpoints: GET then checks only the events after the newest checkpoint");
+    json_t *j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "checked") == 0 &&
+              jint(j, "from_checkpoint") == n && jint(j, "head_seq") == n &&
+              json_is_true(json_object_get(j, "complete")) && jint(j, "checkpoints_refused") == 0,
+          "nothing new: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    struct made_token t[3];
+    for (int i = 0; i < 3; i++)
+        create_token(i == 0 ? "cp-1" : i == 1 ? "cp-2" : "cp-3", &t[i]);
+    j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "checked") == 3 &&
+              jint(j, "from_checkpoint") == n && jint(j, "from_seq") == n + 1 &&
+              jint(j, "to_seq") == n + 3 && jint(j, "head_seq") == n + 3,
+          "three new events: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+
+    th_step("checkpoints: a row changed before the checkpoint escapes GET, not the full job");
+    session_exec(c, "CREATE TEMP TABLE cp_saved AS SELECT * FROM audit_event WHERE seq = 2");
+    session_exec(c, "BEGIN; ALTER TABLE audit_event DISABLE TRIGGER ALL;"
+                    "UPDATE audit_event SET actor_subject = 'mallory' WHERE seq = 2;"
+                    "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT");
+    /* the GET above left a checkpoint if a multiple of 4 lies in n+1..n+3 */
+    long newest = (n + 3) / 4 * 4 > n ? (n + 3) / 4 * 4 : n;
+    j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "from_checkpoint") == newest &&
+              jint(j, "checked") == n + 3 - newest,
+          "GET starts after the checkpoint at %ld (by design): %s", newest,
+          json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    job = start_verify(&srv, "{}");
+    char *text = job ? json_dumps(job, JSON_COMPACT) : NULL;
+    CHECK(text && strcmp(json_string_value(json_object_get(job, "state")) ?: "", "failed") == 0 &&
+              strstr(text, "broken at seq 2"),
+          "the full job finds it: %s", text ? text : "");
+    free(text);
+    json_decref(job);
+    j = verify_on(&srv, "");
+    CHECK(json_is_false(json_object_get(j, "ok")) && jint(j, "first_broken_seq") == 2 &&
+              json_is_null(json_object_get(j, "from_checkpoint")),
+          "once this replica saw the break, GET trusts no checkpoint past it: %s",
+          json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    session_exec(c, "BEGIN; ALTER TABLE audit_event DISABLE TRIGGER ALL;"
+                    "DELETE FROM audit_event WHERE seq = 2;"
+                    "INSERT INTO audit_event SELECT * FROM cp_saved;"
+                    "ALTER TABLE audit_event ENABLE TRIGGER ALL; COMMIT");
+    job = start_verify(&srv, "{}");
+    CHECK(strcmp(json_string_value(json_object_get(job, "state")) ?: "", "succeeded") == 0,
+          "put back: the full job passes");
+    json_decref(job);
+    n = count_events();
+    j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "from_checkpoint") == n &&
+              jint(j, "checked") == 0,
+          "GET from the job's last checkpoint again: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+
+    th_step("checkpoints: rows edited with SQL are refused (MAC), an older one is used");
+    PGresult *k = th_sql(url, "SELECT seq FROM audit_checkpoint ORDER BY seq DESC LIMIT 3", NULL);
+    CHECK(k && PQntuples(k) == 3, "three checkpoints to work with");
+    long cp[3] = {0, 0, 0};
+    for (int i = 0; k && i < PQntuples(k) && i < 3; i++)
+        cp[i] = strtol(PQgetvalue(k, i, 0), NULL, 10);
+    PQclear(k);
+    long long refused0 = refused_metric();
+    snprintf(sql, sizeof sql,
+             "UPDATE audit_checkpoint SET checked = checked + 1 WHERE seq = %ld;"
+             "UPDATE audit_checkpoint SET hash = repeat('a', 64) WHERE seq = %ld",
+             cp[0], cp[1]);
+    session_exec(c, sql);
+    j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "checkpoints_refused") == 2 &&
+              jint(j, "from_checkpoint") == cp[2] && jint(j, "checked") == n - cp[2],
+          "two refused, from %ld: %s", cp[2], json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    CHECK(refused_metric() == refused0 + 2, "metric: %lld refused, want %lld", refused_metric(),
+          refused0 + 2);
+    CHECK(th_server_log_contains(&srv, "\"audit checkpoint refused\""), "refusal logged");
+    /* a forged row: the genuine hash of a later event, with a MAC copied from a genuine
+     * checkpoint */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM audit_checkpoint WHERE seq IN (%ld, %ld);"
+             "INSERT INTO audit_checkpoint (seq, hash, verified_at, checked, mac)"
+             " SELECT %ld, e.hash, k.verified_at, k.checked, k.mac"
+             " FROM audit_checkpoint k, audit_event e WHERE k.seq = %ld AND e.seq = %ld",
+             cp[0], cp[1], cp[0], cp[2], cp[0]);
+    session_exec(c, sql);
+    j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "checkpoints_refused") == 1 &&
+              jint(j, "from_checkpoint") == cp[2],
+          "a MAC copied onto another seq is refused: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+
+    th_step("checkpoints: the next full verification replaces what was forged");
+    job = start_verify(&srv, "{}");
+    CHECK(strcmp(json_string_value(json_object_get(job, "state")) ?: "", "succeeded") == 0,
+          "full job");
+    json_decref(job);
+    j = verify_on(&srv, "");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "checkpoints_refused") == 0 &&
+              jint(j, "from_checkpoint") == count_events(),
+          "clean again: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+
+    th_step("POST /api/v1/audit/verify: bad bodies are refused and enqueue nothing");
+    long jobs0 = th_sql_long(url, "SELECT count(*) FROM job", NULL);
+    const char *bad[][2] = {{"{\"from_seq\":0}", "from_seq"},
+                            {"{\"to_seq\":\"x\"}", "to_seq"},
+                            {"{\"from_seq\":5,\"to_seq\":2}", "to_seq"},
+                            {"{\"full\":true}", "full"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct th_resp r;
+        th_post_json(&srv, "/api/v1/audit/verify", operator, bad[i][0], &r);
+        const char *field = json_string_value(json_object_get(r.json, "field"));
+        CHECK(th_is_problem(&r, 400) && field && strcmp(field, bad[i][1]) == 0, "%s: %ld %s",
+              bad[i][0], r.status, r.body);
+        th_resp_free(&r);
+    }
+    struct th_resp r;
+    th_post_json(&srv, "/api/v1/audit/verify", viewer, "{}", &r);
+    CHECK(th_is_problem(&r, 403), "viewers may not: %ld", r.status);
+    th_resp_free(&r);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM job", NULL) == jobs0, "no job enqueued");
+    PQfinish(c);
+}
+
+/* A second server on the same database with QDB_AUDIT_VERIFY_MAX_EVENTS=5. */
+static void test_verify_bound(void)
+{
+    th_step("bound: GET verifies at most QDB_AUDIT_VERIFY_MAX_EVENTS events and goes on later");
+    const char *env[] = {"QDB_AUDIT_VERIFY_MAX_EVENTS=5", "QDB_AUDIT_CHECKPOINT_EVERY=4",
+                         "QDB_WORKERS=0", NULL};
+    struct th_server s2;
+    if (th_server_start(&s2, url, env, 1) != 0) {
+        CHECK(0, "second server start");
+        return;
+    }
+    char *v2 = th_dev_token(&s2, "viewer");
+    PGresult *d = th_sql(url, "DELETE FROM audit_checkpoint", NULL);
+    PQclear(d);
+    long n = count_events(), total = 0, last_to = 0, gets = 0;
+    for (int complete = 0; !complete && gets <= n; gets++) {
+        json_t *j = verify_as(&s2, v2, "");
+        complete = json_is_true(json_object_get(j, "complete"));
+        long checked = (long)jint(j, "checked");
+        CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "from_seq") == last_to + 1 &&
+                  (last_to == 0 ? json_is_null(json_object_get(j, "from_checkpoint"))
+                                : jint(j, "from_checkpoint") == last_to) &&
+                  (complete ? checked <= 5 : checked == 5),
+              "GET %ld: %s", gets + 1, json_dumps(j, JSON_COMPACT));
+        total += checked;
+        last_to = (long)jint(j, "to_seq");
+        json_decref(j);
+    }
+    CHECK(total == n && last_to == n && gets == (n + 4) / 5,
+          "%ld GETs covered %ld of %ld events, up to %ld", gets, total, n, last_to);
+
+    th_step("bound: an explicit range over the bound is refused with 400 naming POST");
+    const char *bad[][2] = {{"?from_seq=1", "from_seq"}, {"?to_seq=6", "to_seq"},
+                            {"?from_seq=2&to_seq=7", "to_seq"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "/api/v1/audit/verify%s", bad[i][0]);
+        struct th_resp r;
+        th_get(&s2, path, v2, &r);
+        const char *field = json_string_value(json_object_get(r.json, "field"));
+        const char *detail = json_string_value(json_object_get(r.json, "detail"));
+        CHECK(th_is_problem(&r, 400) && field && strcmp(field, bad[i][1]) == 0 &&
+                  jint(r.json, "max_events") == 5 && detail &&
+                  strstr(detail, "POST /api/v1/audit/verify"),
+              "%s: %ld %s", path, r.status, r.body);
+        th_resp_free(&r);
+    }
+    json_t *j = verify_as(&s2, v2, "?from_seq=2&to_seq=6");
+    CHECK(json_is_true(json_object_get(j, "ok")) && jint(j, "checked") == 5 &&
+              json_is_null(json_object_get(j, "from_checkpoint")),
+          "a range of exactly 5: %s", json_dumps(j, JSON_COMPACT));
+    json_decref(j);
+    free(v2);
+    CHECK(th_server_stop(&s2) == 0, "second server stops cleanly");
 }
 
 static void test_config(void)
@@ -604,7 +894,8 @@ static void test_no_secrets(struct made_token *tokens, int ntokens)
 int main(void)
 {
     url = th_db_create("audit");
-    if (th_server_start(&srv, url, NULL, 1) != 0) {
+    const char *env[] = {"QDB_AUDIT_CHECKPOINT_EVERY=4", NULL};
+    if (th_server_start(&srv, url, env, 1) != 0) {
         CHECK(0, "server start");
         return th_done();
     }
@@ -631,6 +922,8 @@ int main(void)
     test_in_process();
     test_append_only();
     test_tamper();
+    test_checkpoints();
+    test_verify_bound();
     test_config();
     test_no_secrets(tokens, 4);
 out:

@@ -80,6 +80,26 @@ int main(void)
               json_integer_value(json_object_get(r.json, "checked")) == 1,
           "verify: %s", r.body);
     th_resp_free(&r);
+
+    th_step("qdb_app runs the full verification job, which writes its checkpoint");
+    th_post_json(&s, "/api/v1/audit/verify", admin, "{}", &r);
+    CHECK(r.status == 202, "POST /api/v1/audit/verify as qdb_app: %ld %s", r.status, r.body);
+    char job[96];
+    snprintf(job, sizeof job, "/api/v1/jobs/%lld",
+             (long long)json_integer_value(json_object_get(r.json, "id")));
+    th_resp_free(&r);
+    char state[32] = "";
+    for (double deadline = th_now_ms() + 30000; th_now_ms() < deadline; th_sleep_ms(50)) {
+        th_get(&s, job, admin, &r);
+        snprintf(state, sizeof state, "%s",
+                 json_string_value(json_object_get(r.json, "state")) ?: "");
+        th_resp_free(&r);
+        if (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0)
+            break;
+    }
+    CHECK(strcmp(state, "succeeded") == 0, "the job ended %s", state);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM audit_checkpoint WHERE seq = 2", NULL) == 1,
+          "its checkpoint at the head (seq 2: the token and the POST)");
     CHECK(th_server_stop(&s) == 0, "clean stop");
     free(admin);
 

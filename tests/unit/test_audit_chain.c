@@ -179,10 +179,35 @@ static void test_chain_vectors(void)
     json_decref(after);
 }
 
+/* A checkpoint's MAC (migrations/0005_audit_checkpoint.sql), on a vector computed with
+ * Python: hmac(key, hash + json.dumps({"checked", "seq", "type": "audit.checkpoint",
+ * "verified_at"}, sort_keys=True, separators=(',', ':'))). */
+static void test_checkpoint_vector(void)
+{
+    char hex[AUDIT_HASH_HEX + 1];
+    const char *h = "abababababababababababababababababababababababababababababababab";
+    const char *at = "2026-12-01T09:00:00.123456Z";
+    audit_key_set(test_key, 32);
+    EXPECT(audit_checkpoint_mac(5678, h, at, 1234, hex) == 0 &&
+               strcmp(hex, "adc60a3175678a3ab3467c64ff3728281732fff7dbbedec946a6b993e50011fc") ==
+                   0,
+           "checkpoint MAC vector: %s", hex);
+    EXPECT(audit_checkpoint_mac(5678, h, at, 1235, hex) == 0 &&
+               strcmp(hex, "94376544420ab6665417107b182ecbedf02960d67421ae0b51171310c812c8dd") ==
+                   0,
+           "every field is covered (checked): %s", hex);
+    EXPECT(audit_checkpoint_mac(5679, h, at, 1234, hex) == 0 &&
+               strcmp(hex, "adc60a3175678a3ab3467c64ff3728281732fff7dbbedec946a6b993e50011fc") !=
+                   0,
+           "seq is covered");
+    EXPECT(audit_checkpoint_mac(5678, "abc", at, 1234, hex) == -1, "a hash that is not one");
+}
+
 int main(void)
 {
     test_canonical();
     test_scrub();
     test_chain_vectors();
+    test_checkpoint_vector();
     return unit_done();
 }
