@@ -241,6 +241,9 @@ static void refresh(enum want why)
         snprintf(err, sizeof err, "the JWKS document has no keys array");
     now = time(NULL);
     int dropped = 0;
+    /* Read before the set is shared: once it is in V.keys, another refresh may replace and
+     * free it before this one logs. */
+    int nkeys = ks ? (int)ks->n : 0;
     pthread_mutex_lock(&V.lock);
     struct auth_keyset *old = NULL;
     if (ks) {
@@ -263,7 +266,7 @@ static void refresh(enum want why)
     auth_keyset_unref(old);
     if (ks)
         log_event(LOG_INFO, "JWKS loaded",
-                  json_pack("{s:s,s:i,s:i,s:s,s:b}", "issuer", V.issuer, "keys", (int)ks->n,
+                  json_pack("{s:s,s:i,s:i,s:s,s:b}", "issuer", V.issuer, "keys", nkeys,
                             "max_age_s", (int)max_age, "why",
                             why == WANT_KID     ? "unknown kid"
                             : why == WANT_EMPTY ? "first use"
