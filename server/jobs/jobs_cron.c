@@ -211,15 +211,16 @@ int64_t jobs_cron_next(const struct jobs_cron *c, int64_t after)
 
 /* ---- the leader ---- */
 
-static struct {
+/* The leader thread, its settings and its stop signal. */
+static struct schedule_leader {
     char instance[128];
     struct db_settings dbs;
     pthread_t thread;
     int started;
     atomic_int stop;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-} L = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pthread_cond_t cv; /* stop */
+} leader = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 struct fire_ctx {
     int fired;
@@ -301,20 +302,20 @@ static void *leader_main(void *arg)
     int leading = 0;
     time_t last_prune = 0;
     long ttl = jobs_cfg.lease_s;
-    while (!atomic_load(&L.stop)) {
+    while (!atomic_load(&leader.stop)) {
         if (!c)
-            c = db_conn_open(&L.dbs);
+            c = db_conn_open(&leader.dbs);
         else if (db_conn_check(c) != 0) {
             db_conn_close(c);
             c = NULL;
         }
         if (c) {
-            int rc = jobs_store_leader_acquire(c, "schedule", L.instance, ttl);
+            int rc = jobs_store_leader_acquire(c, "schedule", leader.instance, ttl);
             int now_leading = rc > 0;
             if (rc >= 0 && now_leading != leading) {
                 leading = now_leading;
                 log_event(LOG_INFO, leading ? "schedule leader: acquired" : "schedule leader: lost",
-                          json_pack("{s:s}", "instance", L.instance));
+                          json_pack("{s:s}", "instance", leader.instance));
             }
             if (rc < 0)
                 leading = 0;
@@ -329,7 +330,7 @@ static void *leader_main(void *arg)
                     /* small batches, each its own statement: short locks, no long vacuum
                      * debt, and the claim path never waits behind the pruner */
                     long total = 0;
-                    for (int i = 0; i < 100 && !atomic_load(&L.stop); i++) {
+                    for (int i = 0; i < 100 && !atomic_load(&leader.stop); i++) {
                         int n = jobs_store_prune(c, jobs_cfg.retention_days, 500);
                         if (n <= 0)
                             break;
@@ -346,37 +347,37 @@ static void *leader_main(void *arg)
         long ns = ts.tv_nsec + (jobs_cfg.schedule_tick_ms % 1000) * 1000000L;
         ts.tv_sec += jobs_cfg.schedule_tick_ms / 1000 + ns / 1000000000L;
         ts.tv_nsec = ns % 1000000000L;
-        pthread_mutex_lock(&L.mu);
-        if (!atomic_load(&L.stop))
-            pthread_cond_timedwait(&L.cv, &L.mu, &ts);
-        pthread_mutex_unlock(&L.mu);
+        pthread_mutex_lock(&leader.mu);
+        if (!atomic_load(&leader.stop))
+            pthread_cond_timedwait(&leader.cv, &leader.mu, &ts);
+        pthread_mutex_unlock(&leader.mu);
     }
     /* hand over at once instead of letting the TTL run out */
     if (c && leading)
-        (void)jobs_store_leader_release(c, "schedule", L.instance);
+        (void)jobs_store_leader_release(c, "schedule", leader.instance);
     db_conn_close(c);
     return NULL;
 }
 
 int jobs_leader_start(const char *instance, const struct db_settings *dbs)
 {
-    snprintf(L.instance, sizeof L.instance, "%s", instance);
-    L.dbs = *dbs;
-    atomic_store(&L.stop, 0);
-    if (pthread_create(&L.thread, NULL, leader_main, NULL) != 0)
+    snprintf(leader.instance, sizeof leader.instance, "%s", instance);
+    leader.dbs = *dbs;
+    atomic_store(&leader.stop, 0);
+    if (pthread_create(&leader.thread, NULL, leader_main, NULL) != 0)
         return -1;
-    L.started = 1;
+    leader.started = 1;
     return 0;
 }
 
 void jobs_leader_stop(void)
 {
-    if (!L.started)
+    if (!leader.started)
         return;
-    atomic_store(&L.stop, 1);
-    pthread_mutex_lock(&L.mu);
-    pthread_cond_broadcast(&L.cv);
-    pthread_mutex_unlock(&L.mu);
-    pthread_join(L.thread, NULL);
-    L.started = 0;
+    atomic_store(&leader.stop, 1);
+    pthread_mutex_lock(&leader.mu);
+    pthread_cond_broadcast(&leader.cv);
+    pthread_mutex_unlock(&leader.mu);
+    pthread_join(leader.thread, NULL);
+    leader.started = 0;
 }

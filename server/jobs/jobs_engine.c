@@ -1,5 +1,7 @@
 /* The job engine's core: kind registry, settings, enqueue, the job document, metrics and the
- * module's life cycle. Workers live in jobs_worker.c, the schedule leader in jobs_cron.c. */
+ * module's life cycle. The threads live in their own files: the worker pool in jobs_pool.c
+ * (runners' calls in jobs_runner.c), lease renewal in jobs_lease.c, the LISTEN thread in
+ * jobs_listener.c, rescue and gauges in jobs_maint.c, the schedule leader in jobs_cron.c. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -373,11 +375,15 @@ static int start(struct qdb_app *app)
     }
     if (jobs_events_init() != 0)
         return -1;
-    if (jobs_workers_start(app->instance_id, &dbs, jobs_cfg.workers,
-                           app->cfg->shutdown_timeout_s) != 0)
-        return -1;
-    if (jobs_leader_start(app->instance_id, &dbs) != 0) {
-        jobs_workers_stop();
+    /* Each thread has its own connection (libpq's rule, and so that none waits behind
+     * another's work). A failure here leaves the started ones to stop(), which main.c
+     * calls for every module whose init ran. */
+    if (jobs_lease_start(app->instance_id, &dbs) != 0 || jobs_maint_start(&dbs) != 0 ||
+        jobs_listener_start(&dbs) != 0 ||
+        jobs_pool_start(app->instance_id, &dbs, jobs_cfg.workers, app->cfg->shutdown_timeout_s) !=
+            0 ||
+        jobs_leader_start(app->instance_id, &dbs) != 0) {
+        log_error("jobs: cannot start the engine's threads");
         return -1;
     }
     log_event(LOG_INFO, "job engine started",
@@ -386,10 +392,16 @@ static int start(struct qdb_app *app)
     return 0;
 }
 
+/* Leases are renewed and events relayed until the last runner has stopped; no rescue while
+ * this replica gives its jobs back. */
 static void stop(void)
 {
     jobs_leader_stop();
-    jobs_workers_stop();
+    jobs_maint_stop_rescue();
+    jobs_pool_stop();
+    jobs_listener_stop();
+    jobs_maint_stop();
+    jobs_lease_stop();
     jobs_events_free();
     jobs_metrics_set_gauges(NULL);
 }

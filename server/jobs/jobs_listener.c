@@ -1,0 +1,113 @@
+/* The LISTEN thread of one replica: each job_events notification becomes a wake-up of the
+ * worker pool (when it may mean claimable work) and an event on the SSE streams; it also
+ * ticks once a second for jobs whose run_at arrives (no other polling), and ticks the SSE
+ * hub (keep-alives, shutdown). */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "jobs/jobs_internal.h"
+#include "platform/log.h"
+
+/* The thread, its settings and its stop signal. */
+static struct job_listener {
+    struct db_settings dbs;
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* stop */
+} listener = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* Whether a job_events payload ("id:state,...") may mean claimable work: a job became
+ * pending or retrying, more changed than the payload lists, or a job finished while others
+ * wait for a concurrency slot. Waking on every 'running' or 'succeeded' would have idle
+ * workers query for nothing three times per job. */
+static int worth_a_claim(const char *payload)
+{
+    if (!payload)
+        return 0;
+    if (strstr(payload, ":pending") || strstr(payload, ":retrying") || strstr(payload, "+"))
+        return 1;
+    return jobs_pool_limited_waiting() &&
+           (strstr(payload, ":succeeded") || strstr(payload, ":failed") ||
+            strstr(payload, ":cancelled"));
+}
+
+static void *listener_main(void *arg)
+{
+    (void)arg;
+    struct db_conn *c = NULL;
+    double last_tick = 0, last_try = 0;
+    while (!atomic_load(&listener.stop)) {
+        double now = jobs_mono();
+        if (now - last_tick >= 1.0) {
+            last_tick = now;
+            jobs_workers_wake(); /* the run_at timer: jobs whose time came */
+        }
+        jobs_events_tick();
+        if (!c && now - last_try >= 1.0) {
+            last_try = now;
+            c = db_conn_open(&listener.dbs);
+            if (c && db_exec_fixed(c, "LISTEN job_events") < 0) {
+                db_conn_close(c);
+                c = NULL;
+            }
+            if (c)
+                jobs_workers_wake(); /* notifications may have been missed meanwhile */
+        }
+        if (!c) {
+            jobs_wait_stop(&listener.mu, &listener.cv, &listener.stop, 0.25);
+            continue;
+        }
+        PGconn *pg = db_pgconn(c);
+        struct pollfd pfd = {PQsocket(pg), POLLIN, 0};
+        int pr = poll(&pfd, 1, 250);
+        if (pr < 0 && errno != EINTR)
+            break;
+        if (pr > 0) {
+            if (!PQconsumeInput(pg)) {
+                log_warn("job listener lost its connection; reconnecting");
+                db_conn_close(c);
+                c = NULL;
+                continue;
+            }
+            PGnotify *n;
+            int wake = 0;
+            while ((n = PQnotifies(pg)) != NULL) {
+                jobs_events_publish(n->extra);
+                wake |= worth_a_claim(n->extra);
+                PQfreemem(n);
+            }
+            if (wake)
+                jobs_workers_wake();
+        }
+    }
+    db_conn_close(c);
+    return NULL;
+}
+
+int jobs_listener_start(const struct db_settings *dbs)
+{
+    listener.dbs = *dbs;
+    atomic_store(&listener.stop, 0);
+    if (pthread_create(&listener.thread, NULL, listener_main, NULL) != 0)
+        return -1;
+    listener.started = 1;
+    return 0;
+}
+
+void jobs_listener_stop(void)
+{
+    if (!listener.started)
+        return;
+    atomic_store(&listener.stop, 1);
+    pthread_mutex_lock(&listener.mu);
+    pthread_cond_broadcast(&listener.cv);
+    pthread_mutex_unlock(&listener.mu);
+    pthread_join(listener.thread, NULL);
+    listener.started = 0;
+}
