@@ -18,7 +18,6 @@ struct jobs_settings jobs_cfg;
 
 /* ---- kinds ---- */
 
-#define JOBS_MAX_KINDS 256
 static const struct jobs_kind *kinds[JOBS_MAX_KINDS];
 static atomic_size_t nkinds;
 

@@ -58,6 +58,11 @@ struct jobs_settings {
 };
 extern struct jobs_settings jobs_cfg;
 
+/* The most kinds and default schedules the process takes: a registration past them fails
+ * (and start-up with it) instead of being dropped. Per-kind metrics are sized by the first. */
+#define JOBS_MAX_KINDS 256
+#define JOBS_MAX_DEFAULT_SCHEDULES 256
+
 /* The kinds registered so far (index stable; used for metrics). */
 size_t jobs_kind_count(void);
 const struct jobs_kind *jobs_kind_at(size_t i);
