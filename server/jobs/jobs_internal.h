@@ -273,7 +273,8 @@ int jobs_store_exists(struct db_conn *c, int64_t id);
 /* Claim up to `n` unlimited claimable jobs: rows of (id, kind, args, attempt, max_attempts,
  * timeout_seconds, created_by, cancel_requested). */
 int jobs_store_claim(struct db_conn *c, const char *worker, long lease_s, int n, PGresult **res);
-/* Concurrency keys with claimable jobs: rows of (key, max_running). */
+/* Up to `n` concurrency keys with claimable jobs, those with a free slot first: rows of
+ * (key, max_running). */
 int jobs_store_limited_keys(struct db_conn *c, int n, PGresult **res);
 /* Take the transaction-scoped lock of a concurrency key (inside BEGIN..COMMIT). */
 int jobs_store_lock_key(struct db_conn *c, const char *key);

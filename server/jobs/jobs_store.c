@@ -171,11 +171,17 @@ int jobs_store_claim(struct db_conn *c, const char *worker, long lease_s, int n,
     return db_exec(c, &q_claim, p, res);
 }
 
+/* Keys with a free slot first, then by urgency: with more keys waiting than one fetch looks
+ * at, keys whose slots are all taken must not hide, fetch after fetch, the ones that could
+ * run (the running count is taken again under the key's lock when claiming). */
 static struct db_stmt q_limited_keys =
     DB_STMT("jobs_limited_keys", 1,
-            "SELECT concurrency_key, max(max_running) FROM job "
-            "WHERE state IN ('pending', 'retrying') AND concurrency_key IS NOT NULL "
-            "AND run_at <= now() GROUP BY concurrency_key LIMIT $1::int");
+            "SELECT j.concurrency_key, max(j.max_running) FROM job j "
+            "WHERE j.state IN ('pending', 'retrying') AND j.concurrency_key IS NOT NULL "
+            "AND j.run_at <= now() GROUP BY j.concurrency_key "
+            "ORDER BY max(j.max_running) > (SELECT count(*) FROM job r "
+            "WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running') DESC, "
+            "min(j.priority), min(j.run_at) LIMIT $1::int");
 
 int jobs_store_limited_keys(struct db_conn *c, int n, PGresult **res)
 {
