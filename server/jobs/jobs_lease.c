@@ -20,7 +20,7 @@ static struct lease_keeper {
     int started;
     atomic_int stop;
     pthread_mutex_t mu;
-    pthread_cond_t cv;          /* stop */
+    pthread_cond_t cv;           /* stop */
     _Atomic double confirmed_at; /* monotonic start of the last complete renewal */
 } leases = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -42,8 +42,7 @@ static void *lease_main(void *arg)
             again = 1;
             if (jobs_thread_db(&c, &leases.dbs, &last_connect)) {
                 int skipped = 0;
-                int rc = jobs_store_extend_leases(c, leases.instance, jobs_cfg.lease_s,
-                                                  &skipped);
+                int rc = jobs_store_extend_leases(c, leases.instance, jobs_cfg.lease_s, &skipped);
                 if (rc >= 0 && skipped == 0) {
                     last_ok = now;
                     atomic_store(&leases.confirmed_at, now);

@@ -243,7 +243,8 @@ static void add_done(struct jobs_claimed *c, int kind_index, json_t *result, dou
 
 /* ---- running one job ---- */
 
-static void finish_failed(struct jobs_worker *w, struct jobs_ctx *ctx, int retryable, const char *why)
+static void finish_failed(struct jobs_worker *w, struct jobs_ctx *ctx, int retryable,
+                          const char *why)
 {
     struct jobs_claimed *c = ctx->job;
     uint64_t rnd = 0;
@@ -487,8 +488,8 @@ static void *worker_main(void *arg)
             pool.running--;
             /* Complete in batches: when the batch is drained (nothing running, nothing
              * queued) or the list is full. */
-            if (pool.ndone &&
-                ((pool.qhead == pool.qlen && pool.running == 0) || pool.ndone >= (size_t)jobs_cfg.batch))
+            if (pool.ndone && ((pool.qhead == pool.qlen && pool.running == 0) ||
+                               pool.ndone >= (size_t)jobs_cfg.batch))
                 flush_done_locked(w);
             continue;
         }

@@ -353,8 +353,8 @@ static void test_list(void)
     th_get(&srv, "/api/v1/jobs?created_by=test-admin&since=2000-01-01T00:00:00Z&limit=500", viewer,
            &r);
     long mine = th_sql_long(url, "SELECT count(*) FROM job WHERE created_by = 'test-admin'", NULL);
-    CHECK(r.status == 200 && mine > 5 && (long)json_array_size(json_object_get(r.json, "items")) ==
-                                             mine,
+    CHECK(r.status == 200 && mine > 5 &&
+              (long)json_array_size(json_object_get(r.json, "items")) == mine,
           "created_by + since: all %ld of the caller's jobs", mine);
     th_resp_free(&r);
     th_get(&srv, "/api/v1/jobs?created_by=test-admin&since=2099-01-01T00:00:00Z", viewer, &r);
@@ -375,8 +375,8 @@ struct sse {
     const char *token;
     atomic_llong until_id; /* end the stream once this job's success arrived (0: at the timeout) */
     long status;
-    long timeout_ms; /* 0: 10000 */
-    double ended_ms; /* th_now_ms() when the stream ended */
+    long timeout_ms;      /* 0: 10000 */
+    double ended_ms;      /* th_now_ms() when the stream ended */
     atomic_int connected; /* the stream's ": connected" comment arrived */
 };
 
@@ -585,8 +585,7 @@ static void test_metrics(void)
             th_sleep_ms(100);
     }
     for (int i = 0; i < N; i++)
-        CHECK(got[i] == want[i], "%s is %ld, the state store says %ld", series[i], got[i],
-              want[i]);
+        CHECK(got[i] == want[i], "%s is %ld, the state store says %ld", series[i], got[i], want[i]);
     CHECK(want[0] > 0 && want[2] > 0, "there were noop successes and fail retries to count");
     CHECK(strstr(r.body, "qdb_job_run_seconds_bucket{kind=\"noop\",le=\"+Inf\"}") != NULL,
           "run-time histogram");

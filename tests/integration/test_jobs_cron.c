@@ -34,8 +34,8 @@ static void leader(const char *url, char *out, size_t n)
 
 static void leader_lease(const char *url, char *out, size_t n)
 {
-    PGresult *r = th_sql(url, "SELECT lease_until::text FROM job_leader WHERE name = 'schedule'",
-                         NULL);
+    PGresult *r =
+        th_sql(url, "SELECT lease_until::text FROM job_leader WHERE name = 'schedule'", NULL);
     snprintf(out, n, "%s", r && PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
 }
@@ -98,13 +98,14 @@ int main(void)
                    "VALUES ('no-next', '0 3 * * *', 'noop', '{}', true)",
                    NULL));
     /* the one 03:00 UTC in (now, now + 1 day] */
-    CHECK(jt_wait_sql(url,
-                      "SELECT count(*) FROM schedule WHERE name = 'no-next' AND next_run_at > now() "
-                      "AND next_run_at <= now() + interval '1 day' AND next_run_at = "
-                      "date_trunc('hour', next_run_at, 'UTC') AND "
-                      "extract(hour FROM next_run_at AT TIME ZONE 'UTC') = 3",
-                      1, 5000) == 1,
-          "a schedule inserted without next_run_at gets the next 03:00 UTC");
+    CHECK(
+        jt_wait_sql(url,
+                    "SELECT count(*) FROM schedule WHERE name = 'no-next' AND next_run_at > now() "
+                    "AND next_run_at <= now() + interval '1 day' AND next_run_at = "
+                    "date_trunc('hour', next_run_at, 'UTC') AND "
+                    "extract(hour FROM next_run_at AT TIME ZONE 'UTC') = 3",
+                    1, 5000) == 1,
+        "a schedule inserted without next_run_at gets the next 03:00 UTC");
     CHECK(th_sql_long(url, "SELECT count(*) FROM job WHERE created_by = 'schedule:no-next'",
                       NULL) == 0,
           "and does not fire for it");
@@ -137,9 +138,8 @@ int main(void)
                        "interval '50 minutes' - $1::int * interval '1 second' "
                        "WHERE name = 'past-hour'",
                        round == 1 ? "0" : (round == 2 ? "7" : "13"), hour0, NULL));
-        long n = jt_wait_sql(url,
-                             "SELECT count(*) FROM job WHERE created_by = 'schedule:past-hour'",
-                             round, 5000);
+        long n = jt_wait_sql(
+            url, "SELECT count(*) FROM job WHERE created_by = 'schedule:past-hour'", round, 5000);
         CHECK(n == round, "round %d: the missed run fired (total %ld)", round, n);
         CHECK(leader_ticks(url, 2), "round %d: the leader ticked twice more", round);
         n = fired(url);
