@@ -211,16 +211,11 @@ int64_t jobs_cron_next(const struct jobs_cron *c, int64_t after)
 
 /* ---- the leader ---- */
 
-/* The leader thread, its settings and its stop signal. */
 static struct schedule_leader {
     char instance[128];
     struct db_settings dbs;
-    pthread_t thread;
-    int started;
-    atomic_int stop;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* stop */
-} leader = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct jobs_thread thread;
+} leader = {.thread = JOBS_THREAD_INIT};
 
 struct fire_ctx {
     int fired;
@@ -302,14 +297,9 @@ static void *leader_main(void *arg)
     int leading = 0;
     time_t last_prune = 0;
     long ttl = jobs_cfg.lease_s;
-    while (!atomic_load(&leader.stop)) {
-        if (!c)
-            c = db_conn_open(&leader.dbs);
-        else if (db_conn_check(c) != 0) {
-            db_conn_close(c);
-            c = NULL;
-        }
-        if (c) {
+    double last_connect = -1;
+    while (!jobs_thread_stopping(&leader.thread)) {
+        if (jobs_thread_db(&c, &leader.dbs, &last_connect)) {
             int rc = jobs_store_leader_acquire(c, "schedule", leader.instance, ttl);
             int now_leading = rc > 0;
             if (rc >= 0 && now_leading != leading) {
@@ -330,7 +320,7 @@ static void *leader_main(void *arg)
                     /* small batches, each its own statement: short locks, no long vacuum
                      * debt, and the claim path never waits behind the pruner */
                     long total = 0;
-                    for (int i = 0; i < 100 && !atomic_load(&leader.stop); i++) {
+                    for (int i = 0; i < 100 && !jobs_thread_stopping(&leader.thread); i++) {
                         int n = jobs_store_prune(c, jobs_cfg.retention_days, 500);
                         if (n <= 0)
                             break;
@@ -342,15 +332,7 @@ static void *leader_main(void *arg)
                 }
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (jobs_cfg.schedule_tick_ms % 1000) * 1000000L;
-        ts.tv_sec += jobs_cfg.schedule_tick_ms / 1000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
-        pthread_mutex_lock(&leader.mu);
-        if (!atomic_load(&leader.stop))
-            pthread_cond_timedwait(&leader.cv, &leader.mu, &ts);
-        pthread_mutex_unlock(&leader.mu);
+        (void)jobs_thread_wait(&leader.thread, (double)jobs_cfg.schedule_tick_ms / 1000.0);
     }
     /* hand over at once instead of letting the TTL run out */
     if (c && leading)
@@ -363,21 +345,11 @@ int jobs_leader_start(const char *instance, const struct db_settings *dbs)
 {
     snprintf(leader.instance, sizeof leader.instance, "%s", instance);
     leader.dbs = *dbs;
-    atomic_store(&leader.stop, 0);
-    if (pthread_create(&leader.thread, NULL, leader_main, NULL) != 0)
-        return -1;
-    leader.started = 1;
-    return 0;
+    return jobs_thread_start(&leader.thread, leader_main, NULL);
 }
 
+/* The leader row is deleted on the way out (see leader_main). */
 void jobs_leader_stop(void)
 {
-    if (!leader.started)
-        return;
-    atomic_store(&leader.stop, 1);
-    pthread_mutex_lock(&leader.mu);
-    pthread_cond_broadcast(&leader.cv);
-    pthread_mutex_unlock(&leader.mu);
-    pthread_join(leader.thread, NULL);
-    leader.started = 0;
+    jobs_thread_stop(&leader.thread);
 }

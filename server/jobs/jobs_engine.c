@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jobs/jobs_internal.h"
 #include "platform/config.h"
@@ -187,6 +188,66 @@ void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t
     snprintf(loc, sizeof loc, "/api/v1/jobs/%lld", (long long)id);
     http_reply_header(req, "Location", loc);
     http_reply_json(req, 202, doc);
+}
+
+/* ---- the engine's threads ---- */
+
+int jobs_thread_start(struct jobs_thread *t, void *(*fn)(void *), void *arg)
+{
+    atomic_store(&t->stop, 0);
+    if (pthread_create(&t->thread, NULL, fn, arg) != 0)
+        return -1;
+    t->started = 1;
+    return 0;
+}
+
+void jobs_thread_stop(struct jobs_thread *t)
+{
+    if (!t->started)
+        return;
+    atomic_store(&t->stop, 1);
+    pthread_mutex_lock(&t->mu);
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->thread, NULL);
+    t->started = 0;
+}
+
+int jobs_thread_stopping(struct jobs_thread *t)
+{
+    return atomic_load(&t->stop);
+}
+
+int jobs_thread_wait(struct jobs_thread *t, double secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ns = ts.tv_nsec + (long)((secs - (double)(long)secs) * 1e9);
+    ts.tv_sec += (time_t)secs + ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    pthread_mutex_lock(&t->mu);
+    if (!atomic_load(&t->stop))
+        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+    pthread_mutex_unlock(&t->mu);
+    return atomic_load(&t->stop);
+}
+
+struct db_conn *jobs_thread_db(struct db_conn **c, const struct db_settings *dbs, double *last_try)
+{
+    double now = jobs_mono();
+    if (*c) {
+        if (db_conn_check(*c) == 0) /* reconnects a broken one, once */
+            return *c;
+        db_conn_close(*c);
+        *c = NULL;
+        *last_try = now;
+        return NULL;
+    }
+    if (now - *last_try < 1.0)
+        return NULL;
+    *last_try = now;
+    *c = db_conn_open(dbs);
+    return *c;
 }
 
 /* ---- metrics ---- */

@@ -108,44 +108,34 @@ static inline double jobs_lease_trust_s(void)
     return (double)jobs_cfg.lease_s * 0.8;
 }
 
-/* Wait up to `secs` on `cv` (with `mu`) unless *stop is set; returns *stop. For the
- * engine's threads that tick and end on a stop signal. */
-static inline int jobs_wait_stop(pthread_mutex_t *mu, pthread_cond_t *cv, atomic_int *stop,
-                                 double secs)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)((secs - (double)(long)secs) * 1e9);
-    ts.tv_sec += (time_t)secs + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
-    pthread_mutex_lock(mu);
-    if (!atomic_load(stop))
-        pthread_cond_timedwait(cv, mu, &ts);
-    pthread_mutex_unlock(mu);
-    return atomic_load(stop);
-}
+/* ---- the engine's threads (jobs_engine.c) ----
+ * The lease keeper, the maintenance thread, the LISTEN thread and the schedule leader each
+ * tick until told to stop, with a connection of their own. */
 
-/* The connection of one of the engine's threads: *c when usable; else a new one, tried at
- * most once a second (*last_try, monotonic) so that an outage is not a connection storm.
- * NULL while the state store is away. */
-static inline struct db_conn *jobs_thread_db(struct db_conn **c, const struct db_settings *dbs,
-                                             double *last_try)
-{
-    double now = jobs_mono();
-    if (*c) {
-        if (db_conn_check(*c) == 0) /* reconnects a broken one, once */
-            return *c;
-        db_conn_close(*c);
-        *c = NULL;
-        *last_try = now;
-        return NULL;
+struct jobs_thread {
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* signalled on stop */
+};
+#define JOBS_THREAD_INIT                                                                           \
+    {                                                                                              \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER                            \
     }
-    if (now - *last_try < 1.0)
-        return NULL;
-    *last_try = now;
-    *c = db_conn_open(dbs);
-    return *c;
-}
+
+/* Start fn(arg) on `t`. Returns 0 or -1. */
+int jobs_thread_start(struct jobs_thread *t, void *(*fn)(void *), void *arg);
+/* Tell `t` to stop and join it; nothing when it was not started. */
+void jobs_thread_stop(struct jobs_thread *t);
+/* Whether `t` was told to stop. */
+int jobs_thread_stopping(struct jobs_thread *t);
+/* From the thread itself: wait up to `secs`, or until told to stop; returns whether told. */
+int jobs_thread_wait(struct jobs_thread *t, double secs);
+/* The connection of one of these threads: *c when usable; else a new one, tried at most once
+ * a second (*last_try, monotonic) so that an outage is not a connection storm. NULL while
+ * the state store is away. */
+struct db_conn *jobs_thread_db(struct db_conn **c, const struct db_settings *dbs, double *last_try);
 
 /* ---- the worker pool (jobs_pool.c) ----
  * Worker threads share a local queue of claimed jobs and a list of completions. */

@@ -16,13 +16,9 @@
 static struct lease_keeper {
     char instance[128];
     struct db_settings dbs;
-    pthread_t thread;
-    int started;
-    atomic_int stop;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;           /* stop */
+    struct jobs_thread thread;
     _Atomic double confirmed_at; /* monotonic start of the last complete renewal */
-} leases = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+} leases = {.thread = JOBS_THREAD_INIT};
 
 double jobs_lease_confirmed_at(void)
 {
@@ -36,7 +32,7 @@ static void *lease_main(void *arg)
     double last_ok = 0, last_connect = -1; /* renew at once: warms the connection up */
     double every = (double)jobs_cfg.lease_s / 3.0;
     int again = 0; /* the last round skipped locked rows or failed: try again soon */
-    while (!atomic_load(&leases.stop)) {
+    while (!jobs_thread_stopping(&leases.thread)) {
         double now = jobs_mono();
         if (again || now - last_ok >= every) {
             again = 1;
@@ -50,7 +46,7 @@ static void *lease_main(void *arg)
                 }
             }
         }
-        if (jobs_wait_stop(&leases.mu, &leases.cv, &leases.stop, 0.25))
+        if (jobs_thread_wait(&leases.thread, 0.25))
             break;
     }
     db_conn_close(c);
@@ -61,22 +57,11 @@ int jobs_lease_start(const char *instance, const struct db_settings *dbs)
 {
     snprintf(leases.instance, sizeof leases.instance, "%s", instance);
     leases.dbs = *dbs;
-    atomic_store(&leases.stop, 0);
     atomic_store(&leases.confirmed_at, jobs_mono());
-    if (pthread_create(&leases.thread, NULL, lease_main, NULL) != 0)
-        return -1;
-    leases.started = 1;
-    return 0;
+    return jobs_thread_start(&leases.thread, lease_main, NULL);
 }
 
 void jobs_lease_stop(void)
 {
-    if (!leases.started)
-        return;
-    atomic_store(&leases.stop, 1);
-    pthread_mutex_lock(&leases.mu);
-    pthread_cond_broadcast(&leases.cv);
-    pthread_mutex_unlock(&leases.mu);
-    pthread_join(leases.thread, NULL);
-    leases.started = 0;
+    jobs_thread_stop(&leases.thread);
 }

@@ -12,15 +12,10 @@
 #include "jobs/jobs_internal.h"
 #include "platform/log.h"
 
-/* The thread, its settings and its stop signal. */
 static struct job_listener {
     struct db_settings dbs;
-    pthread_t thread;
-    int started;
-    atomic_int stop;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* stop */
-} listener = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct jobs_thread thread;
+} listener = {.thread = JOBS_THREAD_INIT};
 
 /* Whether a job_events payload ("id:state,...") may mean claimable work: a job became
  * pending or retrying, more changed than the payload lists, or a job finished while others
@@ -42,7 +37,7 @@ static void *listener_main(void *arg)
     (void)arg;
     struct db_conn *c = NULL;
     double last_tick = 0, last_try = 0;
-    while (!atomic_load(&listener.stop)) {
+    while (!jobs_thread_stopping(&listener.thread)) {
         double now = jobs_mono();
         if (now - last_tick >= 1.0) {
             last_tick = now;
@@ -60,7 +55,7 @@ static void *listener_main(void *arg)
                 jobs_workers_wake(); /* notifications may have been missed meanwhile */
         }
         if (!c) {
-            jobs_wait_stop(&listener.mu, &listener.cv, &listener.stop, 0.25);
+            jobs_thread_wait(&listener.thread, 0.25);
             continue;
         }
         PGconn *pg = db_pgconn(c);
@@ -93,21 +88,10 @@ static void *listener_main(void *arg)
 int jobs_listener_start(const struct db_settings *dbs)
 {
     listener.dbs = *dbs;
-    atomic_store(&listener.stop, 0);
-    if (pthread_create(&listener.thread, NULL, listener_main, NULL) != 0)
-        return -1;
-    listener.started = 1;
-    return 0;
+    return jobs_thread_start(&listener.thread, listener_main, NULL);
 }
 
 void jobs_listener_stop(void)
 {
-    if (!listener.started)
-        return;
-    atomic_store(&listener.stop, 1);
-    pthread_mutex_lock(&listener.mu);
-    pthread_cond_broadcast(&listener.cv);
-    pthread_mutex_unlock(&listener.mu);
-    pthread_join(listener.thread, NULL);
-    listener.started = 0;
+    jobs_thread_stop(&listener.thread);
 }

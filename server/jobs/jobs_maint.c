@@ -14,13 +14,9 @@
 
 static struct maintenance {
     struct db_settings dbs;
-    pthread_t thread;
-    int started;
-    atomic_int stop;
+    struct jobs_thread thread;
     atomic_int no_rescue; /* the replica is stopping */
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* stop */
-} maint = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+} maint = {.thread = JOBS_THREAD_INIT};
 
 static char *render_gauges(PGresult *res, int rows)
 {
@@ -85,7 +81,7 @@ static void *maint_main(void *arg)
                 jobs_metrics_set_gauges(render_gauges(res, n));
             PQclear(res);
         }
-        if (jobs_wait_stop(&maint.mu, &maint.cv, &maint.stop, 0.25))
+        if (jobs_thread_wait(&maint.thread, 0.25))
             break;
     }
     db_conn_close(c);
@@ -95,12 +91,8 @@ static void *maint_main(void *arg)
 int jobs_maint_start(const struct db_settings *dbs)
 {
     maint.dbs = *dbs;
-    atomic_store(&maint.stop, 0);
     atomic_store(&maint.no_rescue, 0);
-    if (pthread_create(&maint.thread, NULL, maint_main, NULL) != 0)
-        return -1;
-    maint.started = 1;
-    return 0;
+    return jobs_thread_start(&maint.thread, maint_main, NULL);
 }
 
 void jobs_maint_stop_rescue(void)
@@ -110,12 +102,5 @@ void jobs_maint_stop_rescue(void)
 
 void jobs_maint_stop(void)
 {
-    if (!maint.started)
-        return;
-    atomic_store(&maint.stop, 1);
-    pthread_mutex_lock(&maint.mu);
-    pthread_cond_broadcast(&maint.cv);
-    pthread_mutex_unlock(&maint.mu);
-    pthread_join(maint.thread, NULL);
-    maint.started = 0;
+    jobs_thread_stop(&maint.thread);
 }
