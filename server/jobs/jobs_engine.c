@@ -436,12 +436,13 @@ static int start(struct qdb_app *app)
     if (jobs_events_init() != 0)
         return -1;
     /* Each thread has its own connection (libpq's rule, and so that none waits behind
-     * another's work). A failure here leaves the started ones to stop(), which main.c
-     * calls for every module whose init ran. */
-    if (jobs_lease_start(app->instance_id, &dbs) != 0 || jobs_maint_start(&dbs) != 0 ||
-        jobs_listener_start(&dbs) != 0 ||
+     * another's work). The lease keeper first (runners trust its clock), the pool before
+     * the threads that wake it. A failure here leaves the started ones to stop(), which
+     * main.c calls for every module whose init ran. */
+    if (jobs_lease_start(app->instance_id, &dbs) != 0 ||
         jobs_pool_start(app->instance_id, &dbs, jobs_cfg.workers, app->cfg->shutdown_timeout_s) !=
             0 ||
+        jobs_maint_start(&dbs) != 0 || jobs_listener_start(&dbs) != 0 ||
         jobs_leader_start(app->instance_id, &dbs) != 0) {
         log_error("jobs: cannot start the engine's threads");
         return -1;

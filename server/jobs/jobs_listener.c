@@ -1,7 +1,8 @@
 /* The LISTEN thread of one replica: each job_events notification becomes a wake-up of the
  * worker pool (when it may mean claimable work) and an event on the SSE streams; it also
  * ticks once a second for jobs whose run_at arrives (no other polling), and ticks the SSE
- * hub (keep-alives, shutdown). */
+ * hub (keep-alives, shutdown). After its connection was lost, the streams get a `resync`
+ * event when it is back, since the changes meanwhile were not relayed. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -37,6 +38,7 @@ static void *listener_main(void *arg)
     (void)arg;
     struct db_conn *c = NULL;
     double last_tick = 0, last_try = 0;
+    int listened = 0; /* a LISTEN connection was up before */
     while (!jobs_thread_stopping(&listener.thread)) {
         double now = jobs_mono();
         if (now - last_tick >= 1.0) {
@@ -51,8 +53,13 @@ static void *listener_main(void *arg)
                 db_conn_close(c);
                 c = NULL;
             }
-            if (c)
+            if (c) {
                 jobs_workers_wake(); /* notifications may have been missed meanwhile */
+                /* and event streams may have missed changes: tell them to reload */
+                if (listened)
+                    jobs_events_publish("+");
+                listened = 1;
+            }
         }
         if (!c) {
             jobs_thread_wait(&listener.thread, 0.25);

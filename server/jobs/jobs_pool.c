@@ -551,8 +551,10 @@ int jobs_pool_start(const char *instance, const struct db_settings *dbs, int nwo
     pool.dbs = *dbs;
     pool.nworkers = nworkers;
     pool.shutdown_timeout_s = shutdown_timeout_s;
+    pthread_mutex_lock(&pool.mu);
     pool.wake_gen = 1;
     pool.fetched_gen = 0;
+    pthread_mutex_unlock(&pool.mu);
     atomic_store(&pool.stopping, 0);
     atomic_store(&pool.grace_ends, 0.0);
     atomic_store(&pool.hard_stop, 0);

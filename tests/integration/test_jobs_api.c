@@ -1,9 +1,7 @@
 /* The job engine's HTTP API on one replica: enqueue and its permissions, idempotency keys,
  * cancel in each state, operator retry, the backoff schedule, logs, list filters and
  * pagination, the event stream, schedules and their validation, audit records. */
-#include <curl/curl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <time.h>
 
 #include "jobs_helpers.h"
@@ -369,93 +367,16 @@ static void test_list(void)
 
 /* ---- the event stream ---- */
 
-struct sse {
-    char buf[65536];
-    size_t len;
-    const char *token;
-    atomic_llong until_id; /* end the stream once this job's success arrived (0: at the timeout) */
-    long status;
-    long timeout_ms;      /* 0: 10000 */
-    double ended_ms;      /* th_now_ms() when the stream ended */
-    atomic_int connected; /* the stream's ": connected" comment arrived */
-};
-
-/* Whether the job the stream waits for has succeeded on it (runs on the curl thread, the
- * only one touching buf until the transfer ended). */
-static int sse_done(const struct sse *s)
-{
-    long long id = atomic_load(&s->until_id);
-    char done[96];
-    snprintf(done, sizeof done, "data: {\"id\":%lld,\"state\":\"succeeded\"}", id);
-    return id > 0 && strstr(s->buf, done) != NULL;
-}
-
-/* libcurl calls this at least once a second, also while the stream is idle. */
-static int sse_progress(void *cls, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
-{
-    (void)dt, (void)dn, (void)ut, (void)un;
-    return sse_done(cls); /* non-zero ends the transfer */
-}
-
-static size_t sse_data(char *p, size_t size, size_t n, void *cls)
-{
-    struct sse *s = cls;
-    size_t add = size * n;
-    if (s->len + add >= sizeof s->buf)
-        add = sizeof s->buf - s->len - 1;
-    memcpy(s->buf + s->len, p, add);
-    s->len += add;
-    s->buf[s->len] = '\0';
-    if (strstr(s->buf, ": connected"))
-        atomic_store(&s->connected, 1);
-    if (sse_done(s))
-        return 0; /* seen what we waited for: end the transfer */
-    return size * n;
-}
-
-static void *sse_thread(void *cls)
-{
-    struct sse *s = cls;
-    CURL *c = curl_easy_init();
-    char u[256], auth[8192];
-    snprintf(u, sizeof u, "%s/api/v1/jobs/events", srv.base);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", s->token);
-    struct curl_slist *h = curl_slist_append(NULL, auth);
-    curl_easy_setopt(c, CURLOPT_URL, u);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms ? s->timeout_ms : 10000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, sse_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_perform(c);
-    s->ended_ms = th_now_ms();
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return NULL;
-}
-
-/* Wait until the stream is open (its first comment arrived); 1, or 0 after 10 s. */
-static int sse_wait_connected(struct sse *s)
-{
-    double end = th_now_ms() + 10000;
-    while (!atomic_load(&s->connected) && th_now_ms() < end)
-        th_sleep_ms(10);
-    return atomic_load(&s->connected);
-}
-
 static void test_events(void)
 {
     th_step("events: Server-Sent Events of job changes");
-    static struct sse s; /* 64 KB */
+    static struct jt_sse s; /* 64 KB */
     memset(&s, 0, sizeof s);
+    s.srv = &srv;
     s.token = viewer;
     pthread_t t;
-    pthread_create(&t, NULL, sse_thread, &s);
-    CHECK(sse_wait_connected(&s), "the stream is open");
+    pthread_create(&t, NULL, jt_sse_thread, &s);
+    CHECK(jt_sse_wait_connected(&s), "the stream is open");
     long long id = jt_enqueue(&srv, admin, "{\"kind\":\"noop\"}");
     atomic_store(&s.until_id, id);
     pthread_join(t, NULL);
@@ -466,10 +387,11 @@ static void test_events(void)
     CHECK(strstr(s.buf, want) != NULL, "the job's success is streamed: %s", s.buf);
     snprintf(want, sizeof want, "data: {\"id\":%lld,\"state\":\"pending\"}", id);
     CHECK(strstr(s.buf, want) != NULL, "its enqueue too");
-    static struct sse anon;
+    static struct jt_sse anon;
     memset(&anon, 0, sizeof anon);
+    anon.srv = &srv;
     anon.token = "";
-    pthread_create(&t, NULL, sse_thread, &anon);
+    pthread_create(&t, NULL, jt_sse_thread, &anon);
     pthread_join(t, NULL);
     CHECK(anon.status == 401, "stream needs a token: %ld", anon.status);
 }
@@ -642,12 +564,13 @@ int main(void)
         test_prune();
     }
     th_step("shutdown ends open event streams instead of waiting for them");
-    static struct sse open_stream;
+    static struct jt_sse open_stream;
+    open_stream.srv = &srv;
     open_stream.token = viewer;
     open_stream.timeout_ms = 25000;
     pthread_t t;
-    pthread_create(&t, NULL, sse_thread, &open_stream);
-    CHECK(sse_wait_connected(&open_stream), "the stream is open");
+    pthread_create(&t, NULL, jt_sse_thread, &open_stream);
+    CHECK(jt_sse_wait_connected(&open_stream), "the stream is open");
     double t0 = th_now_ms();
     CHECK(th_server_stop(&srv) == 0, "clean stop");
     double stop_ms = th_now_ms() - t0;

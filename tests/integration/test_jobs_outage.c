@@ -1,10 +1,26 @@
-/* SIGTERM while the state store is down (a private cluster, stopped): every job worker
- * stops within QDB_SHUTDOWN_TIMEOUT, even those whose runner was interrupted and whose
- * release cannot be written, and the process exits cleanly. The jobs stay 'running' under
- * the dead replica's lease, for a rescuer once PostgreSQL is back, as after a crash. */
+/* The state store stopped (a private cluster): an open event stream is told to resync when
+ * it is back, since changes were missed meanwhile. SIGTERM while it is down: every job
+ * worker stops within QDB_SHUTDOWN_TIMEOUT, even those whose runner was interrupted and
+ * whose release cannot be written, and the process exits cleanly. The jobs stay 'running'
+ * under the dead replica's lease, for a rescuer once PostgreSQL is back, as after a crash. */
+#include <pthread.h>
+
 #include "jobs_helpers.h"
 
 #define SHUTDOWN_TIMEOUT_S 3
+
+/* How many lines of the server's log contain `needle`. */
+static long log_count(const struct th_server *s, const char *needle)
+{
+    FILE *f = fopen(s->log, "r");
+    long n = 0;
+    char line[8192];
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
 
 int main(void)
 {
@@ -23,6 +39,28 @@ int main(void)
         CHECK(0, "server starts");
         goto out;
     }
+    th_step("an outage: event streams are told to resync when the state store is back");
+    char *viewer = th_dev_token(&s, "viewer");
+    static struct jt_sse stream;
+    stream.srv = &s;
+    stream.token = viewer ? viewer : "";
+    stream.timeout_ms = 30000;
+    stream.until_text = "event: resync";
+    pthread_t t;
+    pthread_create(&t, NULL, jt_sse_thread, &stream);
+    CHECK(jt_sse_wait_connected(&stream), "the stream is open");
+    CHECK(th_pg_private_stop(&pg) == 0, "PostgreSQL stopped");
+    double end = th_now_ms() + 10000;
+    while (!th_server_log_contains(&s, "job listener lost its connection") && th_now_ms() < end)
+        th_sleep_ms(50);
+    CHECK(th_server_log_contains(&s, "job listener lost its connection"),
+          "the listener noticed the outage");
+    CHECK(th_pg_private_restart(&pg) == 0, "PostgreSQL started again");
+    pthread_join(t, NULL);
+    CHECK(stream.status == 200 && strstr(stream.buf, "event: resync\ndata: {}"),
+          "the stream got a resync: %s", stream.buf);
+    free(viewer);
+
     th_step("SIGTERM during an outage: the workers stop within the shutdown timeout");
     PQclear(th_sql(url,
                    "INSERT INTO job (kind, args, created_by, max_attempts, timeout_seconds) "
@@ -30,12 +68,13 @@ int main(void)
                    NULL));
     CHECK(jt_wait_sql(url, "SELECT count(*) FROM job WHERE state = 'running'", 3, 10000) == 3,
           "three long jobs running");
+    long failures = log_count(&s, "state store connection failed");
     CHECK(th_pg_private_stop(&pg) == 0, "PostgreSQL stopped");
     /* the runners' heartbeats find the state store gone within a second */
-    double end = th_now_ms() + 10000;
-    while (!th_server_log_contains(&s, "state store connection failed") && th_now_ms() < end)
+    end = th_now_ms() + 10000;
+    while (log_count(&s, "state store connection failed") == failures && th_now_ms() < end)
         th_sleep_ms(50);
-    CHECK(th_server_log_contains(&s, "state store connection failed"),
+    CHECK(log_count(&s, "state store connection failed") > failures,
           "the server noticed the outage");
     double t0 = th_now_ms();
     int status = th_server_stop(&s);
