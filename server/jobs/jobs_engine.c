@@ -264,7 +264,7 @@ struct kind_metrics {
     atomic_uint_fast64_t count;
     atomic_uint_fast64_t sum_us;
 };
-static struct kind_metrics km[JOBS_MAX_KINDS];
+static struct kind_metrics per_kind[JOBS_MAX_KINDS];
 static atomic_uint_fast64_t rescued_total, schedule_fires_total;
 
 void jobs_metrics_finished(const char *kind, const char *state, double secs)
@@ -274,20 +274,20 @@ void jobs_metrics_finished(const char *kind, const char *state, double secs)
         return;
     for (int i = 0; i < NFS; i++)
         if (strcmp(state, finished_states[i]) == 0)
-            atomic_fetch_add(&km[k].finished[i], 1);
+            atomic_fetch_add(&per_kind[k].finished[i], 1);
     size_t b = 0;
     while (b < NRB && secs > run_bounds[b])
         b++;
-    atomic_fetch_add(&km[k].bucket[b], 1);
-    atomic_fetch_add(&km[k].count, 1);
-    atomic_fetch_add(&km[k].sum_us, (uint64_t)(secs * 1e6));
+    atomic_fetch_add(&per_kind[k].bucket[b], 1);
+    atomic_fetch_add(&per_kind[k].count, 1);
+    atomic_fetch_add(&per_kind[k].sum_us, (uint64_t)(secs * 1e6));
 }
 
 void jobs_metrics_retry(const char *kind)
 {
     int k = jobs_kind_index(kind);
     if (k >= 0)
-        atomic_fetch_add(&km[k].retries, 1);
+        atomic_fetch_add(&per_kind[k].retries, 1);
 }
 
 void jobs_metrics_rescued(long n)
@@ -324,21 +324,21 @@ static void collect(struct buf *out, void *cls)
             buf_puts(out, "qdb_jobs_finished_total{kind=\"");
             metrics_escape_label(out, kinds[k]->kind);
             buf_printf(out, "\",state=\"%s\"} %llu\n", finished_states[s],
-                       (unsigned long long)atomic_load(&km[k].finished[s]));
+                       (unsigned long long)atomic_load(&per_kind[k].finished[s]));
         }
     buf_puts(out, "# HELP qdb_jobs_retries_total Failed attempts scheduled for a retry.\n"
                   "# TYPE qdb_jobs_retries_total counter\n");
     for (size_t k = 0; k < n; k++) {
         buf_puts(out, "qdb_jobs_retries_total{kind=\"");
         metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&km[k].retries));
+        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].retries));
     }
     buf_puts(out, "# HELP qdb_job_run_seconds Run time of job attempts on this replica.\n"
                   "# TYPE qdb_job_run_seconds histogram\n");
     for (size_t k = 0; k < n; k++) {
         uint64_t cum = 0;
         for (size_t b = 0; b <= NRB; b++) {
-            cum += atomic_load(&km[k].bucket[b]);
+            cum += atomic_load(&per_kind[k].bucket[b]);
             buf_puts(out, "qdb_job_run_seconds_bucket{kind=\"");
             metrics_escape_label(out, kinds[k]->kind);
             if (b < NRB)
@@ -348,10 +348,10 @@ static void collect(struct buf *out, void *cls)
         }
         buf_puts(out, "qdb_job_run_seconds_sum{kind=\"");
         metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %.6f\n", (double)atomic_load(&km[k].sum_us) / 1e6);
+        buf_printf(out, "\"} %.6f\n", (double)atomic_load(&per_kind[k].sum_us) / 1e6);
         buf_puts(out, "qdb_job_run_seconds_count{kind=\"");
         metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&km[k].count));
+        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].count));
     }
     buf_printf(out,
                "# HELP qdb_jobs_rescued_total Jobs whose lease expired, rescued by this "
