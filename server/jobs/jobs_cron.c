@@ -211,15 +211,11 @@ int64_t jobs_cron_next(const struct jobs_cron *c, int64_t after)
 
 /* ---- the leader ---- */
 
-static struct {
+static struct schedule_leader {
     char instance[128];
     struct db_settings dbs;
-    pthread_t thread;
-    int started;
-    atomic_int stop;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-} L = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct jobs_thread thread;
+} leader = {.thread = JOBS_THREAD_INIT};
 
 struct fire_ctx {
     int fired;
@@ -301,20 +297,15 @@ static void *leader_main(void *arg)
     int leading = 0;
     time_t last_prune = 0;
     long ttl = jobs_cfg.lease_s;
-    while (!atomic_load(&L.stop)) {
-        if (!c)
-            c = db_conn_open(&L.dbs);
-        else if (db_conn_check(c) != 0) {
-            db_conn_close(c);
-            c = NULL;
-        }
-        if (c) {
-            int rc = jobs_store_leader_acquire(c, "schedule", L.instance, ttl);
+    double last_connect = -1;
+    while (!jobs_thread_stopping(&leader.thread)) {
+        if (jobs_thread_db(&c, &leader.dbs, &last_connect)) {
+            int rc = jobs_store_leader_acquire(c, "schedule", leader.instance, ttl);
             int now_leading = rc > 0;
             if (rc >= 0 && now_leading != leading) {
                 leading = now_leading;
                 log_event(LOG_INFO, leading ? "schedule leader: acquired" : "schedule leader: lost",
-                          json_pack("{s:s}", "instance", L.instance));
+                          json_pack("{s:s}", "instance", leader.instance));
             }
             if (rc < 0)
                 leading = 0;
@@ -329,7 +320,7 @@ static void *leader_main(void *arg)
                     /* small batches, each its own statement: short locks, no long vacuum
                      * debt, and the claim path never waits behind the pruner */
                     long total = 0;
-                    for (int i = 0; i < 100 && !atomic_load(&L.stop); i++) {
+                    for (int i = 0; i < 100 && !jobs_thread_stopping(&leader.thread); i++) {
                         int n = jobs_store_prune(c, jobs_cfg.retention_days, 500);
                         if (n <= 0)
                             break;
@@ -341,42 +332,24 @@ static void *leader_main(void *arg)
                 }
             }
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (jobs_cfg.schedule_tick_ms % 1000) * 1000000L;
-        ts.tv_sec += jobs_cfg.schedule_tick_ms / 1000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
-        pthread_mutex_lock(&L.mu);
-        if (!atomic_load(&L.stop))
-            pthread_cond_timedwait(&L.cv, &L.mu, &ts);
-        pthread_mutex_unlock(&L.mu);
+        (void)jobs_thread_wait(&leader.thread, (double)jobs_cfg.schedule_tick_ms / 1000.0);
     }
     /* hand over at once instead of letting the TTL run out */
     if (c && leading)
-        (void)jobs_store_leader_release(c, "schedule", L.instance);
+        (void)jobs_store_leader_release(c, "schedule", leader.instance);
     db_conn_close(c);
     return NULL;
 }
 
 int jobs_leader_start(const char *instance, const struct db_settings *dbs)
 {
-    snprintf(L.instance, sizeof L.instance, "%s", instance);
-    L.dbs = *dbs;
-    atomic_store(&L.stop, 0);
-    if (pthread_create(&L.thread, NULL, leader_main, NULL) != 0)
-        return -1;
-    L.started = 1;
-    return 0;
+    snprintf(leader.instance, sizeof leader.instance, "%s", instance);
+    leader.dbs = *dbs;
+    return jobs_thread_start(&leader.thread, leader_main, NULL);
 }
 
+/* The leader row is deleted on the way out (see leader_main). */
 void jobs_leader_stop(void)
 {
-    if (!L.started)
-        return;
-    atomic_store(&L.stop, 1);
-    pthread_mutex_lock(&L.mu);
-    pthread_cond_broadcast(&L.cv);
-    pthread_mutex_unlock(&L.mu);
-    pthread_join(L.thread, NULL);
-    L.started = 0;
+    jobs_thread_stop(&leader.thread);
 }

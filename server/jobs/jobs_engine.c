@@ -1,10 +1,13 @@
 /* The job engine's core: kind registry, settings, enqueue, the job document, metrics and the
- * module's life cycle. Workers live in jobs_worker.c, the schedule leader in jobs_cron.c. */
+ * module's life cycle. The threads live in their own files: the worker pool in jobs_pool.c
+ * (runners' calls in jobs_runner.c), lease renewal in jobs_lease.c, the LISTEN thread in
+ * jobs_listener.c, rescue and gauges in jobs_maint.c, the schedule leader in jobs_cron.c. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jobs/jobs_internal.h"
 #include "platform/config.h"
@@ -16,7 +19,6 @@ struct jobs_settings jobs_cfg;
 
 /* ---- kinds ---- */
 
-#define JOBS_MAX_KINDS 256
 static const struct jobs_kind *kinds[JOBS_MAX_KINDS];
 static atomic_size_t nkinds;
 
@@ -188,6 +190,66 @@ void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t
     http_reply_json(req, 202, doc);
 }
 
+/* ---- the engine's threads ---- */
+
+int jobs_thread_start(struct jobs_thread *t, void *(*fn)(void *), void *arg)
+{
+    atomic_store(&t->stop, 0);
+    if (pthread_create(&t->thread, NULL, fn, arg) != 0)
+        return -1;
+    t->started = 1;
+    return 0;
+}
+
+void jobs_thread_stop(struct jobs_thread *t)
+{
+    if (!t->started)
+        return;
+    atomic_store(&t->stop, 1);
+    pthread_mutex_lock(&t->mu);
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->thread, NULL);
+    t->started = 0;
+}
+
+int jobs_thread_stopping(struct jobs_thread *t)
+{
+    return atomic_load(&t->stop);
+}
+
+int jobs_thread_wait(struct jobs_thread *t, double secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ns = ts.tv_nsec + (long)((secs - (double)(long)secs) * 1e9);
+    ts.tv_sec += (time_t)secs + ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    pthread_mutex_lock(&t->mu);
+    if (!atomic_load(&t->stop))
+        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+    pthread_mutex_unlock(&t->mu);
+    return atomic_load(&t->stop);
+}
+
+struct db_conn *jobs_thread_db(struct db_conn **c, const struct db_settings *dbs, double *last_try)
+{
+    double now = jobs_mono();
+    if (*c) {
+        if (db_conn_check(*c) == 0) /* reconnects a broken one, once */
+            return *c;
+        db_conn_close(*c);
+        *c = NULL;
+        *last_try = now;
+        return NULL;
+    }
+    if (now - *last_try < 1.0)
+        return NULL;
+    *last_try = now;
+    *c = db_conn_open(dbs);
+    return *c;
+}
+
 /* ---- metrics ---- */
 
 static const double run_bounds[] = {0.001, 0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 3600};
@@ -202,7 +264,7 @@ struct kind_metrics {
     atomic_uint_fast64_t count;
     atomic_uint_fast64_t sum_us;
 };
-static struct kind_metrics km[JOBS_MAX_KINDS];
+static struct kind_metrics per_kind[JOBS_MAX_KINDS];
 static atomic_uint_fast64_t rescued_total, schedule_fires_total;
 
 void jobs_metrics_finished(const char *kind, const char *state, double secs)
@@ -212,20 +274,20 @@ void jobs_metrics_finished(const char *kind, const char *state, double secs)
         return;
     for (int i = 0; i < NFS; i++)
         if (strcmp(state, finished_states[i]) == 0)
-            atomic_fetch_add(&km[k].finished[i], 1);
+            atomic_fetch_add(&per_kind[k].finished[i], 1);
     size_t b = 0;
     while (b < NRB && secs > run_bounds[b])
         b++;
-    atomic_fetch_add(&km[k].bucket[b], 1);
-    atomic_fetch_add(&km[k].count, 1);
-    atomic_fetch_add(&km[k].sum_us, (uint64_t)(secs * 1e6));
+    atomic_fetch_add(&per_kind[k].bucket[b], 1);
+    atomic_fetch_add(&per_kind[k].count, 1);
+    atomic_fetch_add(&per_kind[k].sum_us, (uint64_t)(secs * 1e6));
 }
 
 void jobs_metrics_retry(const char *kind)
 {
     int k = jobs_kind_index(kind);
     if (k >= 0)
-        atomic_fetch_add(&km[k].retries, 1);
+        atomic_fetch_add(&per_kind[k].retries, 1);
 }
 
 void jobs_metrics_rescued(long n)
@@ -262,21 +324,21 @@ static void collect(struct buf *out, void *cls)
             buf_puts(out, "qdb_jobs_finished_total{kind=\"");
             metrics_escape_label(out, kinds[k]->kind);
             buf_printf(out, "\",state=\"%s\"} %llu\n", finished_states[s],
-                       (unsigned long long)atomic_load(&km[k].finished[s]));
+                       (unsigned long long)atomic_load(&per_kind[k].finished[s]));
         }
     buf_puts(out, "# HELP qdb_jobs_retries_total Failed attempts scheduled for a retry.\n"
                   "# TYPE qdb_jobs_retries_total counter\n");
     for (size_t k = 0; k < n; k++) {
         buf_puts(out, "qdb_jobs_retries_total{kind=\"");
         metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&km[k].retries));
+        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].retries));
     }
     buf_puts(out, "# HELP qdb_job_run_seconds Run time of job attempts on this replica.\n"
                   "# TYPE qdb_job_run_seconds histogram\n");
     for (size_t k = 0; k < n; k++) {
         uint64_t cum = 0;
         for (size_t b = 0; b <= NRB; b++) {
-            cum += atomic_load(&km[k].bucket[b]);
+            cum += atomic_load(&per_kind[k].bucket[b]);
             buf_puts(out, "qdb_job_run_seconds_bucket{kind=\"");
             metrics_escape_label(out, kinds[k]->kind);
             if (b < NRB)
@@ -286,10 +348,10 @@ static void collect(struct buf *out, void *cls)
         }
         buf_puts(out, "qdb_job_run_seconds_sum{kind=\"");
         metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %.6f\n", (double)atomic_load(&km[k].sum_us) / 1e6);
+        buf_printf(out, "\"} %.6f\n", (double)atomic_load(&per_kind[k].sum_us) / 1e6);
         buf_puts(out, "qdb_job_run_seconds_count{kind=\"");
         metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&km[k].count));
+        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].count));
     }
     buf_printf(out,
                "# HELP qdb_jobs_rescued_total Jobs whose lease expired, rescued by this "
@@ -373,11 +435,16 @@ static int start(struct qdb_app *app)
     }
     if (jobs_events_init() != 0)
         return -1;
-    if (jobs_workers_start(app->instance_id, &dbs, jobs_cfg.workers,
-                           app->cfg->shutdown_timeout_s) != 0)
-        return -1;
-    if (jobs_leader_start(app->instance_id, &dbs) != 0) {
-        jobs_workers_stop();
+    /* Each thread has its own connection (libpq's rule, and so that none waits behind
+     * another's work). The lease keeper first (runners trust its clock), the pool before
+     * the threads that wake it. A failure here leaves the started ones to stop(), which
+     * main.c calls for every module whose init ran. */
+    if (jobs_lease_start(app->instance_id, &dbs) != 0 ||
+        jobs_pool_start(app->instance_id, &dbs, jobs_cfg.workers, app->cfg->shutdown_timeout_s) !=
+            0 ||
+        jobs_maint_start(&dbs) != 0 || jobs_listener_start(&dbs) != 0 ||
+        jobs_leader_start(app->instance_id, &dbs) != 0) {
+        log_error("jobs: cannot start the engine's threads");
         return -1;
     }
     log_event(LOG_INFO, "job engine started",
@@ -386,10 +453,16 @@ static int start(struct qdb_app *app)
     return 0;
 }
 
+/* Leases are renewed and events relayed until the last runner has stopped; no rescue while
+ * this replica gives its jobs back. */
 static void stop(void)
 {
     jobs_leader_stop();
-    jobs_workers_stop();
+    jobs_maint_stop_rescue();
+    jobs_pool_stop();
+    jobs_listener_stop();
+    jobs_maint_stop();
+    jobs_lease_stop();
     jobs_events_free();
     jobs_metrics_set_gauges(NULL);
 }

@@ -5,8 +5,11 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "jobs/jobs.h"
 #include "platform/buf.h"
@@ -55,6 +58,11 @@ struct jobs_settings {
 };
 extern struct jobs_settings jobs_cfg;
 
+/* The most kinds and default schedules the process takes: a registration past them fails
+ * (and start-up with it) instead of being dropped. Per-kind metrics are sized by the first. */
+#define JOBS_MAX_KINDS 256
+#define JOBS_MAX_DEFAULT_SCHEDULES 256
+
 /* The kinds registered so far (index stable; used for metrics). */
 size_t jobs_kind_count(void);
 const struct jobs_kind *jobs_kind_at(size_t i);
@@ -83,17 +91,131 @@ void jobs_metrics_set_gauges(char *text);
 /* Register the room's collector with the platform's /metrics. */
 void jobs_metrics_register(void);
 
-/* ---- workers, listener, maintenance (jobs_worker.c) ---- */
-/* Start `nworkers` worker threads, the LISTEN thread and the maintenance thread, each with
- * its own connection (`dbs` is copied; its strings must outlive the engine). Returns 0 or
- * -1. */
-int jobs_workers_start(const char *instance, const struct db_settings *dbs, int nworkers,
-                       int shutdown_timeout_s);
+/* ---- time, shared by the worker threads ---- */
+
+/* Monotonic seconds. */
+static inline double jobs_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* How long after its last confirmed renewal we still trust a lease: a margin below the
+ * lease so that we stop before a rescuer on another replica could start. */
+static inline double jobs_lease_trust_s(void)
+{
+    return (double)jobs_cfg.lease_s * 0.8;
+}
+
+/* ---- the engine's threads (jobs_engine.c) ----
+ * The lease keeper, the maintenance thread, the LISTEN thread and the schedule leader each
+ * tick until told to stop, with a connection of their own. */
+
+struct jobs_thread {
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* signalled on stop */
+};
+#define JOBS_THREAD_INIT                                                                           \
+    {                                                                                              \
+        .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER                            \
+    }
+
+/* Start fn(arg) on `t`. Returns 0 or -1. */
+int jobs_thread_start(struct jobs_thread *t, void *(*fn)(void *), void *arg);
+/* Tell `t` to stop and join it; nothing when it was not started. */
+void jobs_thread_stop(struct jobs_thread *t);
+/* Whether `t` was told to stop. */
+int jobs_thread_stopping(struct jobs_thread *t);
+/* From the thread itself: wait up to `secs`, or until told to stop; returns whether told. */
+int jobs_thread_wait(struct jobs_thread *t, double secs);
+/* The connection of one of these threads: *c when usable; else a new one, tried at most once
+ * a second (*last_try, monotonic) so that an outage is not a connection storm. NULL while
+ * the state store is away. */
+struct db_conn *jobs_thread_db(struct db_conn **c, const struct db_settings *dbs, double *last_try);
+
+/* ---- the worker pool (jobs_pool.c) ----
+ * Worker threads share a local queue of claimed jobs and a list of completions. */
+
+/* A job this replica claimed. */
+struct jobs_claimed {
+    int64_t id;
+    int attempt, max_attempts, timeout_s, cancel;
+    char *kind, *created_by;
+    json_t *args;
+    double claimed_at; /* monotonic seconds */
+};
+
+/* One worker thread and its own connection. */
+struct jobs_worker {
+    int index;
+    pthread_t thread;
+    int started;
+    atomic_int exited;
+    struct db_conn *db;
+    atomic_llong current_id; /* job being run, 0 when none (for the stop path) */
+    atomic_int current_attempt;
+};
+
+/* A running job, handed to its runner (jobs.h keeps it opaque). */
+struct jobs_ctx {
+    struct jobs_worker *w;
+    struct jobs_claimed *job;
+    const struct jobs_kind *k;
+    double start, deadline, last_hb, lease_ok_until;
+    int cancel_seen, lease_lost, timed_out, shutdown_stop;
+    char error[1024];
+};
+
+/* Start `nworkers` worker threads, each with its own connection (`dbs` is copied; its
+ * strings must outlive the engine). Returns 0 or -1. */
+int jobs_pool_start(const char *instance, const struct db_settings *dbs, int nworkers,
+                    int shutdown_timeout_s);
 /* Stop claiming; give running jobs the shutdown timeout, then tell their runners to stop
- * and release their jobs; give back claimed jobs that never started; join every thread. */
-void jobs_workers_stop(void);
+ * and release their jobs; give back claimed jobs that never started; join the workers. */
+void jobs_pool_stop(void);
 /* Wake idle workers (new work may be there). */
 void jobs_workers_wake(void);
+/* The instance id this replica claims jobs as (the worker_id of its jobs). */
+const char *jobs_pool_instance(void);
+/* Whether the runners must stop now (the shutdown timeout has passed). */
+int jobs_pool_hard_stopping(void);
+/* Whether retries of a statement must end now: the runners must stop, or the stop began
+ * and its grace period has passed (so that SIGTERM during an outage ends every worker
+ * within the shutdown timeout). */
+int jobs_pool_stop_due(void);
+/* Whether the last claim saw jobs waiting for a concurrency slot. */
+int jobs_pool_limited_waiting(void);
+/* The worker's connection, (re)connecting when needed; NULL when PostgreSQL is away (or
+ * the stop is due: no new connection attempt then). */
+struct db_conn *jobs_worker_db(struct jobs_worker *w);
+
+/* ---- the lease keeper (jobs_lease.c) ----
+ * One thread with a connection of its own, doing nothing but renewing the leases of the
+ * jobs this replica holds: never queued behind request work, a runner's work, the rescue
+ * or the gauges. */
+
+/* Start it; returns 0 or -1. */
+int jobs_lease_start(const char *instance, const struct db_settings *dbs);
+/* Stop it (after the pool stopped: leases are renewed while runners finish). */
+void jobs_lease_stop(void);
+/* Monotonic start of the last renewal that covered every running job of this replica. */
+double jobs_lease_confirmed_at(void);
+
+/* ---- the LISTEN thread (jobs_listener.c) ----
+ * Turns job_events notifications into wake-ups and SSE events, and ticks once a second
+ * for jobs whose run_at arrives (no other polling). */
+int jobs_listener_start(const struct db_settings *dbs);
+void jobs_listener_stop(void);
+
+/* ---- maintenance (jobs_maint.c): rescue of expired leases, gauges ---- */
+int jobs_maint_start(const struct db_settings *dbs);
+/* No more rescues (the replica is stopping); gauges go on until jobs_maint_stop. */
+void jobs_maint_stop_rescue(void);
+void jobs_maint_stop(void);
 
 /* ---- schedule leader and pruner (jobs_cron.c) ---- */
 /* Start the thread that competes for the schedule leadership and, while it leads, fires
@@ -141,7 +263,8 @@ int jobs_store_exists(struct db_conn *c, int64_t id);
 /* Claim up to `n` unlimited claimable jobs: rows of (id, kind, args, attempt, max_attempts,
  * timeout_seconds, created_by, cancel_requested). */
 int jobs_store_claim(struct db_conn *c, const char *worker, long lease_s, int n, PGresult **res);
-/* Concurrency keys with claimable jobs: rows of (key, max_running). */
+/* Up to `n` concurrency keys with claimable jobs, those with a free slot first: rows of
+ * (key, max_running). */
 int jobs_store_limited_keys(struct db_conn *c, int n, PGresult **res);
 /* Take the transaction-scoped lock of a concurrency key (inside BEGIN..COMMIT). */
 int jobs_store_lock_key(struct db_conn *c, const char *key);
@@ -171,8 +294,10 @@ int jobs_store_progress(struct db_conn *c, int64_t id, const char *worker, int a
                         long lease_s, int percent, const char *msg, int *cancel);
 int jobs_store_log(struct db_conn *c, int64_t id, const char *level, const char *msg);
 /* Extend the leases of every running job this replica holds, except those past their
- * timeout (a stuck runner loses its lease and is rescued). */
-int jobs_store_extend_leases(struct db_conn *c, const char *worker, long lease_s);
+ * timeout (a stuck runner loses its lease and is rescued). Never waits on a row lock: rows
+ * locked by another transaction are skipped and counted in *skipped (try again soon).
+ * Returns the number renewed, or a DB_ code. */
+int jobs_store_extend_leases(struct db_conn *c, const char *worker, long lease_s, int *skipped);
 /* Rescue up to 200 jobs whose lease expired: rows of (id, state). */
 int jobs_store_rescue(struct db_conn *c, PGresult **res);
 /* Delete up to `n` jobs finished more than `days` ago. */
@@ -180,13 +305,19 @@ int jobs_store_prune(struct db_conn *c, long days, int n);
 /* Gauges: rows of (kind, state, count, oldest_age_seconds) for non-terminal states. */
 int jobs_store_stats(struct db_conn *c, PGresult **res);
 
+/* Take or renew leadership `role` for `ttl_s`: 1 when `holder` leads. */
+int jobs_store_leader_acquire(struct db_conn *c, const char *role, const char *holder, long ttl_s);
+int jobs_store_leader_release(struct db_conn *c, const char *role, const char *holder);
+
 /* Operator actions (API). Rows of (state) after the change; 0 when the state forbids it. */
 int jobs_store_cancel(struct db_conn *c, int64_t id, PGresult **res);
 int jobs_store_retry(struct db_conn *c, int64_t id);
 
-/* Schedules. Documents are JSON text. */
+/* ---- schedule store (jobs_schedules_store.c) ---- */
+/* Rows of (document as JSON text), by name. */
 int jobs_store_schedule_list(struct db_conn *c, PGresult **res);
-int jobs_store_schedule_get(struct db_conn *c, const char *name, char **json);
+/* The schedule's document: 1 with *doc (new reference), 0 none. */
+int jobs_store_schedule_get(struct db_conn *c, const char *name, json_t **doc);
 /* 1 inserted, DB_UNIQUE when the name exists. */
 int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
                                const char *kind, const char *args, int enabled,
@@ -200,9 +331,6 @@ int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, cons
  * enabled change ("" = keep). 1 updated, 0 none. */
 int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
                                const char *args, const char *enabled, const char *next_run_at);
-/* Take or renew leadership `role` for `ttl_s`: 1 when `holder` leads. */
-int jobs_store_leader_acquire(struct db_conn *c, const char *role, const char *holder, long ttl_s);
-int jobs_store_leader_release(struct db_conn *c, const char *role, const char *holder);
 /* Due schedules, locked: rows of (name, cron, kind, args, next_run_at epoch or NULL). */
 int jobs_store_schedule_due(struct db_conn *c, PGresult **res);
 /* After a fire (job_id 0: none fired, only next_run_at set). */

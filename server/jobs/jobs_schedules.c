@@ -8,7 +8,6 @@
 #include "jobs/jobs_internal.h"
 #include "platform/log.h"
 
-#define JOBS_MAX_DEFAULT_SCHEDULES 256
 static const struct jobs_schedule_default *defaults[JOBS_MAX_DEFAULT_SCHEDULES];
 static size_t ndefaults;
 

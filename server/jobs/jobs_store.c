@@ -171,11 +171,17 @@ int jobs_store_claim(struct db_conn *c, const char *worker, long lease_s, int n,
     return db_exec(c, &q_claim, p, res);
 }
 
+/* Keys with a free slot first, then by urgency: with more keys waiting than one fetch looks
+ * at, keys whose slots are all taken must not hide, fetch after fetch, the ones that could
+ * run (the running count is taken again under the key's lock when claiming). */
 static struct db_stmt q_limited_keys =
     DB_STMT("jobs_limited_keys", 1,
-            "SELECT concurrency_key, max(max_running) FROM job "
-            "WHERE state IN ('pending', 'retrying') AND concurrency_key IS NOT NULL "
-            "AND run_at <= now() GROUP BY concurrency_key LIMIT $1::int");
+            "SELECT j.concurrency_key, max(j.max_running) FROM job j "
+            "WHERE j.state IN ('pending', 'retrying') AND j.concurrency_key IS NOT NULL "
+            "AND j.run_at <= now() GROUP BY j.concurrency_key "
+            "ORDER BY max(j.max_running) > (SELECT count(*) FROM job r "
+            "WHERE r.concurrency_key = j.concurrency_key AND r.state = 'running') DESC, "
+            "min(j.priority), min(j.run_at) LIMIT $1::int");
 
 int jobs_store_limited_keys(struct db_conn *c, int n, PGresult **res)
 {
@@ -375,18 +381,36 @@ int jobs_store_log(struct db_conn *c, int64_t id, const char *level, const char 
 
 /* ---- maintenance ---- */
 
-static struct db_stmt q_extend =
-    DB_STMT("jobs_extend_leases", 2,
-            "UPDATE job SET lease_until = now() + make_interval(secs => $2::int) "
-            "WHERE worker_id = $1 AND state = 'running' "
-            "AND started_at + make_interval(secs => timeout_seconds) > now()");
+/* The renewal must never wait behind another transaction: a row lock held by, say, an
+ * operator's cancel waiting on the audit chain would hold back the renewal of every other
+ * lease of the replica until a statement timeout. Locked rows are skipped instead, and the
+ * second count (from the statement's snapshot) tells the caller some were, so that it
+ * tries again soon and does not report the replica's leases as renewed meanwhile. */
+#define MY_RUNNING                                                                                 \
+    "worker_id = $1 AND state = 'running' "                                                        \
+    "AND started_at + make_interval(secs => timeout_seconds) > now()"
+static struct db_stmt q_extend = DB_STMT(
+    "jobs_extend_leases", 2,
+    "WITH mine AS (SELECT id FROM job WHERE " MY_RUNNING " FOR UPDATE SKIP LOCKED), "
+    "renewed AS (UPDATE job j SET lease_until = now() + make_interval(secs => $2::int) "
+    "FROM mine WHERE j.id = mine.id RETURNING 1) "
+    "SELECT (SELECT count(*) FROM renewed), (SELECT count(*) FROM job WHERE " MY_RUNNING ")");
 
-int jobs_store_extend_leases(struct db_conn *c, const char *worker, long lease_s)
+int jobs_store_extend_leases(struct db_conn *c, const char *worker, long lease_s, int *skipped)
 {
     char lease[24];
     snprintf(lease, sizeof lease, "%ld", lease_s);
     const char *p[] = {worker, lease};
-    return db_exec(c, &q_extend, p, NULL);
+    PGresult *res;
+    *skipped = 0;
+    int rc = db_exec(c, &q_extend, p, &res);
+    if (rc > 0) {
+        int64_t renewed = db_get_int64(res, 0, 0), mine = db_get_int64(res, 0, 1);
+        *skipped = mine > renewed ? (int)(mine - renewed) : 0;
+        rc = (int)renewed;
+    }
+    PQclear(res);
+    return rc;
 }
 
 static struct db_stmt q_rescue = DB_STMT(
@@ -471,67 +495,7 @@ int jobs_store_retry(struct db_conn *c, int64_t id)
     return db_exec(c, &q_retry, p, NULL);
 }
 
-/* ---- schedules ---- */
-
-static struct db_stmt q_sched_list =
-    DB_STMT("jobs_schedule_list", 0, "SELECT schedule_doc(s)::text FROM schedule s ORDER BY name");
-
-int jobs_store_schedule_list(struct db_conn *c, PGresult **res)
-{
-    return db_exec(c, &q_sched_list, NULL, res);
-}
-
-static struct db_stmt q_sched_get =
-    DB_STMT("jobs_schedule_get", 1, "SELECT schedule_doc(s)::text FROM schedule s WHERE name = $1");
-
-int jobs_store_schedule_get(struct db_conn *c, const char *name, char **json)
-{
-    const char *p[] = {name};
-    return one_text(c, &q_sched_get, p, json);
-}
-
-static struct db_stmt q_sched_insert =
-    DB_STMT("jobs_schedule_insert", 6,
-            "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
-            "VALUES ($1, $2, $3, $4::jsonb, $5::boolean, to_timestamp($6::bigint))");
-
-int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
-                               const char *kind, const char *args, int enabled,
-                               const char *next_run_at)
-{
-    const char *p[] = {name, cron, kind, args, enabled ? "true" : "false", next_run_at};
-    return db_exec(c, &q_sched_insert, p, NULL);
-}
-
-static struct db_stmt q_sched_insert_missing =
-    DB_STMT("jobs_schedule_insert_missing", 5,
-            "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
-            "VALUES ($1, $2, $3, $4::jsonb, true, to_timestamp($5::bigint)) "
-            "ON CONFLICT (name) DO NOTHING");
-
-int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, const char *cron,
-                                       const char *kind, const char *args,
-                                       const char *next_run_unix)
-{
-    const char *p[] = {name, cron, kind, args, next_run_unix};
-    return db_exec(c, &q_sched_insert_missing, p, NULL);
-}
-
-static struct db_stmt q_sched_update = DB_STMT(
-    "jobs_schedule_update", 6,
-    "UPDATE schedule SET cron = coalesce($2, cron), args = coalesce($3::jsonb, args), "
-    "enabled = coalesce($4::boolean, enabled), "
-    "next_run_at = CASE WHEN $6::boolean THEN to_timestamp($5::bigint) ELSE next_run_at END, "
-    "updated_at = now() WHERE name = $1");
-
-int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
-                               const char *args, const char *enabled, const char *next_run_at)
-{
-    int set_next = next_run_at && strcmp(next_run_at, "") != 0;
-    const char *p[] = {
-        name, cron, args, enabled, set_next ? next_run_at : NULL, set_next ? "true" : "false"};
-    return db_exec(c, &q_sched_update, p, NULL);
-}
+/* ---- the schedule leader ---- */
 
 static struct db_stmt q_leader =
     DB_STMT("jobs_leader_acquire", 3,
@@ -558,31 +522,4 @@ int jobs_store_leader_release(struct db_conn *c, const char *role, const char *h
 {
     const char *p[] = {role, holder};
     return db_exec(c, &q_leader_release, p, NULL);
-}
-
-static struct db_stmt q_sched_due =
-    DB_STMT("jobs_schedule_due", 0,
-            "SELECT name, cron, kind, args::text, extract(epoch FROM next_run_at)::bigint "
-            "FROM schedule WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now()) "
-            "ORDER BY next_run_at NULLS FIRST LIMIT 50 FOR UPDATE SKIP LOCKED");
-
-int jobs_store_schedule_due(struct db_conn *c, PGresult **res)
-{
-    return db_exec(c, &q_sched_due, NULL, res);
-}
-
-static struct db_stmt q_sched_fired =
-    DB_STMT("jobs_schedule_fired", 3,
-            "UPDATE schedule SET next_run_at = to_timestamp($2::bigint), "
-            "last_job_id = coalesce($3::bigint, last_job_id), "
-            "last_fired_at = CASE WHEN $3::bigint IS NULL THEN last_fired_at ELSE now() END "
-            "WHERE name = $1");
-
-int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_run_unix,
-                              int64_t job_id)
-{
-    char next[24], jid[24];
-    const char *p[] = {name, db_int64(next, next_run_unix),
-                       job_id > 0 ? db_int64(jid, job_id) : NULL};
-    return db_exec(c, &q_sched_fired, p, NULL);
 }

@@ -1,7 +1,6 @@
 /* The job engine's HTTP API on one replica: enqueue and its permissions, idempotency keys,
  * cancel in each state, operator retry, the backoff schedule, logs, list filters and
  * pagination, the event stream, schedules and their validation, audit records. */
-#include <curl/curl.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -351,8 +350,14 @@ static void test_list(void)
     th_resp_free(&r);
     th_get(&srv, "/api/v1/jobs?created_by=test-admin&since=2000-01-01T00:00:00Z&limit=500", viewer,
            &r);
-    CHECK(r.status == 200 && json_array_size(json_object_get(r.json, "items")) > 5,
-          "created_by + since");
+    long mine = th_sql_long(url, "SELECT count(*) FROM job WHERE created_by = 'test-admin'", NULL);
+    CHECK(r.status == 200 && mine > 5 &&
+              (long)json_array_size(json_object_get(r.json, "items")) == mine,
+          "created_by + since: all %ld of the caller's jobs", mine);
+    th_resp_free(&r);
+    th_get(&srv, "/api/v1/jobs?created_by=test-admin&since=2099-01-01T00:00:00Z", viewer, &r);
+    CHECK(r.status == 200 && json_array_size(json_object_get(r.json, "items")) == 0,
+          "since in the future: none");
     th_resp_free(&r);
     th_get(&srv, "/api/v1/jobs?queue=nope", viewer, &r);
     CHECK(r.status == 200 && json_array_size(json_object_get(r.json, "items")) == 0,
@@ -362,57 +367,18 @@ static void test_list(void)
 
 /* ---- the event stream ---- */
 
-struct sse {
-    char buf[65536];
-    size_t len;
-    const char *token;
-    long status;
-    long timeout_ms; /* 0: 3000 */
-    double ended_ms; /* th_now_ms() when the stream ended */
-};
-
-static size_t sse_data(char *p, size_t size, size_t n, void *cls)
-{
-    struct sse *s = cls;
-    size_t add = size * n;
-    if (s->len + add >= sizeof s->buf)
-        add = sizeof s->buf - s->len - 1;
-    memcpy(s->buf + s->len, p, add);
-    s->len += add;
-    s->buf[s->len] = '\0';
-    return size * n;
-}
-
-static void *sse_thread(void *cls)
-{
-    struct sse *s = cls;
-    CURL *c = curl_easy_init();
-    char u[256], auth[8192];
-    snprintf(u, sizeof u, "%s/api/v1/jobs/events", srv.base);
-    snprintf(auth, sizeof auth, "Authorization: Bearer %s", s->token);
-    struct curl_slist *h = curl_slist_append(NULL, auth);
-    curl_easy_setopt(c, CURLOPT_URL, u);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms ? s->timeout_ms : 3000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_perform(c);
-    s->ended_ms = th_now_ms();
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s->status);
-    curl_slist_free_all(h);
-    curl_easy_cleanup(c);
-    return NULL;
-}
-
 static void test_events(void)
 {
     th_step("events: Server-Sent Events of job changes");
-    struct sse s = {.token = viewer};
+    static struct jt_sse s; /* 64 KB */
+    memset(&s, 0, sizeof s);
+    s.srv = &srv;
+    s.token = viewer;
     pthread_t t;
-    pthread_create(&t, NULL, sse_thread, &s);
-    th_sleep_ms(500);
+    pthread_create(&t, NULL, jt_sse_thread, &s);
+    CHECK(jt_sse_wait_connected(&s), "the stream is open");
     long long id = jt_enqueue(&srv, admin, "{\"kind\":\"noop\"}");
+    atomic_store(&s.until_id, id);
     pthread_join(t, NULL);
     char want[96];
     snprintf(want, sizeof want, "data: {\"id\":%lld,\"state\":\"succeeded\"}", id);
@@ -421,8 +387,11 @@ static void test_events(void)
     CHECK(strstr(s.buf, want) != NULL, "the job's success is streamed: %s", s.buf);
     snprintf(want, sizeof want, "data: {\"id\":%lld,\"state\":\"pending\"}", id);
     CHECK(strstr(s.buf, want) != NULL, "its enqueue too");
-    struct sse anon = {.token = ""};
-    pthread_create(&t, NULL, sse_thread, &anon);
+    static struct jt_sse anon;
+    memset(&anon, 0, sizeof anon);
+    anon.srv = &srv;
+    anon.token = "";
+    pthread_create(&t, NULL, jt_sse_thread, &anon);
     pthread_join(t, NULL);
     CHECK(anon.status == 401, "stream needs a token: %ld", anon.status);
 }
@@ -489,20 +458,60 @@ static void test_schedules(void)
           "schedule create + update audited");
 }
 
+/* The value of the sample `series` (name and labels, exactly as rendered) in a Prometheus
+ * text body, or -1 when absent. */
+static long metric(const char *body, const char *series)
+{
+    char line[256];
+    snprintf(line, sizeof line, "\n%s ", series);
+    const char *p = body ? strstr(body, line) : NULL;
+    return p ? strtol(p + strlen(line), NULL, 10) : -1;
+}
+
 static void test_metrics(void)
 {
-    th_step("metrics");
-    struct th_resp r;
-    th_sleep_ms(5500); /* gauges refresh every 5 s */
-    th_get(&srv, "/metrics", NULL, &r);
-    CHECK(strstr(r.body, "qdb_jobs_finished_total{kind=\"noop\",state=\"succeeded\"}") != NULL,
-          "finished counter");
-    CHECK(strstr(r.body, "qdb_job_run_seconds_bucket{kind=\"noop\"") != NULL, "run-time histogram");
-    CHECK(strstr(r.body, "qdb_jobs_retries_total{kind=\"fail\"}") != NULL, "retries");
-    CHECK(strstr(r.body, "qdb_jobs_queue_depth") != NULL, "queue depth");
-    CHECK(strstr(r.body, "qdb_jobs_oldest_pending_age_seconds") != NULL, "oldest pending age");
-    CHECK(strstr(r.body, "qdb_jobs_rescued_total") != NULL, "rescues");
-    CHECK(strstr(r.body, "qdb_job_schedule_fires_total") != NULL, "schedule fires");
+    th_step("metrics: this replica's counters and the gauges match the state store");
+    /* every job of this test ran on this replica; the gauges refresh every 5 s */
+    static const char *const series[] = {
+        "qdb_jobs_finished_total{kind=\"noop\",state=\"succeeded\"}",
+        "qdb_job_run_seconds_count{kind=\"noop\"}",
+        "qdb_jobs_retries_total{kind=\"fail\"}",
+        "qdb_jobs_queue_depth",
+        "qdb_jobs_rescued_total",
+        "qdb_job_schedule_fires_total",
+    };
+    static const char *const truth[] = {
+        "SELECT count(*) FROM job WHERE kind = 'noop' AND state = 'succeeded'",
+        "SELECT count(*) FROM job WHERE kind = 'noop' AND state = 'succeeded'",
+        "SELECT count(*) FROM job, jsonb_array_elements(errors) e WHERE kind = 'fail' AND "
+        "e->>'retry_at' IS NOT NULL",
+        "SELECT count(*) FROM job WHERE state IN ('pending', 'retrying')",
+        "SELECT 0",
+        "SELECT count(*) FROM job WHERE created_by LIKE 'schedule:%'",
+    };
+    enum { N = sizeof series / sizeof series[0] };
+    long got[N], want[N];
+    int same = 0;
+    struct th_resp r = {0};
+    double end = th_now_ms() + 15000;
+    while (!same && th_now_ms() < end) {
+        th_resp_free(&r);
+        th_get(&srv, "/metrics", NULL, &r);
+        same = 1;
+        for (int i = 0; i < N; i++) {
+            got[i] = metric(r.body, series[i]);
+            want[i] = th_sql_long(url, truth[i], NULL);
+            same &= got[i] == want[i];
+        }
+        if (!same)
+            th_sleep_ms(100);
+    }
+    for (int i = 0; i < N; i++)
+        CHECK(got[i] == want[i], "%s is %ld, the state store says %ld", series[i], got[i], want[i]);
+    CHECK(want[0] > 0 && want[2] > 0, "there were noop successes and fail retries to count");
+    CHECK(strstr(r.body, "qdb_job_run_seconds_bucket{kind=\"noop\",le=\"+Inf\"}") != NULL,
+          "run-time histogram");
+    CHECK(strstr(r.body, "qdb_jobs_oldest_pending_age_seconds ") != NULL, "oldest pending age");
     th_resp_free(&r);
 }
 
@@ -555,10 +564,13 @@ int main(void)
         test_prune();
     }
     th_step("shutdown ends open event streams instead of waiting for them");
-    struct sse open_stream = {.token = viewer, .timeout_ms = 25000};
+    static struct jt_sse open_stream;
+    open_stream.srv = &srv;
+    open_stream.token = viewer;
+    open_stream.timeout_ms = 25000;
     pthread_t t;
-    pthread_create(&t, NULL, sse_thread, &open_stream);
-    th_sleep_ms(700);
+    pthread_create(&t, NULL, jt_sse_thread, &open_stream);
+    CHECK(jt_sse_wait_connected(&open_stream), "the stream is open");
     double t0 = th_now_ms();
     CHECK(th_server_stop(&srv) == 0, "clean stop");
     double stop_ms = th_now_ms() - t0;

@@ -1,6 +1,14 @@
-/* Schedules with 2 replicas: one leader; missed runs fire once (not N times); the leader
- * killed -> the other takes over within one lease; a "* * * * *" schedule fires exactly once
- * at a real minute boundary; disabled schedules do not fire. */
+/* Schedules with 2 replicas: one leader; a schedule without a next run gets one; missed runs
+ * fire once (not N times); the leader killed -> the other takes over within one lease; a
+ * run due in a moment fires exactly once at its time with 2 replicas; disabled schedules do
+ * not fire.
+ *
+ * Time is driven through the data, not waited for: the test writes next_run_at (a run
+ * missed long ago, or due in two seconds), and a schedule's cron matches only minutes of an
+ * hour that is two hours past, so that no real minute boundary during the test can fire it
+ * while the missed minutes still match it. "Nothing fired" is checked after two more ticks
+ * of the leader (its job_leader row is renewed on each), which is after at least one whole
+ * look at the due schedules. */
 #include <time.h>
 
 #include "jobs_helpers.h"
@@ -10,7 +18,7 @@ static const char *const env[] = {"QDB_WORKERS=2", "QDB_JOB_LEASE_SECONDS=3",
 
 static long fired(const char *url)
 {
-    return th_sql_long(url, "SELECT count(*) FROM job WHERE created_by = 'schedule:every-minute'",
+    return th_sql_long(url, "SELECT count(*) FROM job WHERE created_by = 'schedule:past-hour'",
                        NULL);
 }
 
@@ -22,6 +30,45 @@ static void leader(const char *url, char *out, size_t n)
                          NULL);
     snprintf(out, n, "%s", r && PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
+}
+
+static void leader_lease(const char *url, char *out, size_t n)
+{
+    PGresult *r =
+        th_sql(url, "SELECT lease_until::text FROM job_leader WHERE name = 'schedule'", NULL);
+    snprintf(out, n, "%s", r && PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+}
+
+/* Wait until the leader has renewed its row `ticks` more times (each tick renews it, then
+ * looks at the due schedules). Returns 1, or 0 after 10 s. */
+static int leader_ticks(const char *url, int ticks)
+{
+    char last[64], now[64];
+    leader_lease(url, last, sizeof last);
+    double end = th_now_ms() + 10000;
+    while (ticks > 0 && th_now_ms() < end) {
+        th_sleep_ms(20);
+        leader_lease(url, now, sizeof now);
+        if (strcmp(now, last) != 0) {
+            ticks--;
+            snprintf(last, sizeof last, "%s", now);
+        }
+    }
+    return ticks == 0;
+}
+
+/* The start of the hour the schedule runs in (unix seconds, text), two hours before the
+ * test began: all its minutes are past, and the next one is a day later. */
+static char hour0[32];
+
+/* The schedule's next run is the first minute of its hour, tomorrow (it matches no other). */
+static long next_is_tomorrow(const char *url)
+{
+    return th_sql_long(url,
+                       "SELECT count(*) FROM schedule WHERE name = 'past-hour' AND next_run_at = "
+                       "to_timestamp($1::bigint) + interval '1 day'",
+                       hour0, NULL);
 }
 
 int main(void)
@@ -36,59 +83,82 @@ int main(void)
         goto out;
 
     th_step("one leader; it computes next_run_at of schedules that have none");
-    th_sleep_ms(600);
-    char who[160];
-    leader(url, who, sizeof who);
+    char who[160] = "";
+    double end = th_now_ms() + 10000;
+    while (!who[0] && th_now_ms() < end) {
+        leader(url, who, sizeof who);
+        if (!who[0])
+            th_sleep_ms(20);
+    }
     long pid = jt_instance_pid(who);
     CHECK(pid == (long)s[0].pid || pid == (long)s[1].pid, "leader is a replica: %s", who);
     CHECK(th_sql_long(url, "SELECT count(*) FROM job_leader", NULL) == 1, "one leader row");
-    CHECK(jt_wait_sql(url,
-                      "SELECT count(*) FROM schedule WHERE name = 'audit-verify-daily' AND "
-                      "next_run_at > now()",
-                      1, 3000) == 1,
-          "a schedule inserted without next_run_at gets one");
+    PQclear(th_sql(url,
+                   "INSERT INTO schedule (name, cron, kind, args, enabled) "
+                   "VALUES ('no-next', '0 3 * * *', 'noop', '{}', true)",
+                   NULL));
+    /* the one 03:00 UTC in (now, now + 1 day] */
+    CHECK(
+        jt_wait_sql(url,
+                    "SELECT count(*) FROM schedule WHERE name = 'no-next' AND next_run_at > now() "
+                    "AND next_run_at <= now() + interval '1 day' AND next_run_at = "
+                    "date_trunc('hour', next_run_at, 'UTC') AND "
+                    "extract(hour FROM next_run_at AT TIME ZONE 'UTC') = 3",
+                    1, 5000) == 1,
+        "a schedule inserted without next_run_at gets the next 03:00 UTC");
+    CHECK(th_sql_long(url, "SELECT count(*) FROM job WHERE created_by = 'schedule:no-next'",
+                      NULL) == 0,
+          "and does not fire for it");
 
     th_step("missed runs fire once, not once per missed minute");
-    /* the rounds below take a few seconds: keep clear of a real minute boundary, at which
-     * the schedule would (rightly) fire once more */
-    if (time(NULL) % 60 > 45)
-        th_sleep_ms((int)(62 - time(NULL) % 60) * 1000);
+    /* every minute of the hour two hours ago: the ten minutes before that hour's end are
+     * missed runs, and no minute of the test's own hours matches */
+    long h0 = th_sql_long(url,
+                          "SELECT extract(epoch FROM date_trunc('hour', now() - "
+                          "interval '2 hours', 'UTC'))::bigint",
+                          NULL);
+    snprintf(hour0, sizeof hour0, "%ld", h0);
+    long hour = (h0 / 3600) % 24;
+    char body[200];
+    snprintf(body, sizeof body,
+             "{\"name\":\"past-hour\",\"cron\":\"* %ld * * *\",\"kind\":\"noop\","
+             "\"args\":{\"log\":true}}",
+             hour);
     struct th_resp r;
-    long st = jt_post(&s[0], "/api/v1/schedules", op,
-                      "{\"name\":\"every-minute\",\"cron\":\"* * * * *\",\"kind\":\"noop\","
-                      "\"args\":{\"log\":true}}",
-                      NULL, &r);
+    long st = jt_post(&s[0], "/api/v1/schedules", op, body, NULL, &r);
     CHECK(st == 201, "schedule created: %ld %s", st, r.body);
     th_resp_free(&r);
+    CHECK(next_is_tomorrow(url) == 1, "its first run is tomorrow");
     CHECK(fired(url) == 0, "nothing fired before its time");
     for (int round = 1; round <= 3; round++) {
+        /* ten matching minutes missed: the run due at minute 50 of that hour, and the nine
+         * after it (a few seconds earlier each round, so that every round is a new slot) */
         PQclear(th_sql(url,
-                       "UPDATE schedule SET next_run_at = now() - interval '10 minutes' "
-                       "- $1::int * interval '1 second' WHERE name = 'every-minute'",
-                       round == 1 ? "0" : (round == 2 ? "7" : "13"), NULL));
-        long n = 0;
-        double end = th_now_ms() + 5000;
-        while ((n = fired(url)) < round && th_now_ms() < end)
-            th_sleep_ms(50);
-        th_sleep_ms(1000); /* several leader ticks on both replicas */
+                       "UPDATE schedule SET next_run_at = to_timestamp($2::bigint) + "
+                       "interval '50 minutes' - $1::int * interval '1 second' "
+                       "WHERE name = 'past-hour'",
+                       round == 1 ? "0" : (round == 2 ? "7" : "13"), hour0, NULL));
+        long n = jt_wait_sql(
+            url, "SELECT count(*) FROM job WHERE created_by = 'schedule:past-hour'", round, 5000);
+        CHECK(n == round, "round %d: the missed run fired (total %ld)", round, n);
+        CHECK(leader_ticks(url, 2), "round %d: the leader ticked twice more", round);
         n = fired(url);
         CHECK(n == round, "round %d: exactly one fire for 10 missed minutes (total %ld)", round, n);
-        CHECK(th_sql_long(url,
-                          "SELECT count(*) FROM schedule WHERE name = 'every-minute' AND "
-                          "next_run_at > now() AND next_run_at <= now() + interval '60 seconds' "
-                          "AND extract(second FROM next_run_at) = 0 AND last_fired_at IS NOT NULL "
-                          "AND last_job_id = (SELECT max(id) FROM job WHERE created_by = "
-                          "'schedule:every-minute')",
-                          NULL) == 1,
-              "round %d: next run is the next minute boundary; last_job_id set", round);
+        CHECK(next_is_tomorrow(url) == 1 &&
+                  th_sql_long(url,
+                              "SELECT count(*) FROM schedule WHERE name = 'past-hour' AND "
+                              "last_fired_at IS NOT NULL AND last_job_id = (SELECT max(id) "
+                              "FROM job WHERE created_by = 'schedule:past-hour')",
+                              NULL) == 1,
+              "round %d: the next run is computed from now (tomorrow); last_job_id set", round);
     }
     CHECK(th_sql_long(url,
                       "SELECT count(DISTINCT idempotency_key) FROM job WHERE created_by = "
-                      "'schedule:every-minute'",
+                      "'schedule:past-hour'",
                       NULL) == 3,
           "one job per slot");
     CHECK(jt_wait_sql(url,
-                      "SELECT count(*) FROM job WHERE created_by = 'schedule:every-minute' "
+                      "SELECT count(*) FROM job WHERE created_by = 'schedule:past-hour' "
                       "AND state = 'succeeded'",
                       3, 5000) == 3,
           "fired jobs ran");
@@ -112,28 +182,29 @@ int main(void)
     CHECK(took <= 3.0 + 2.0, "within one lease (3 s) plus a tick and slack: %.1f s", took);
     PQclear(th_sql(url,
                    "UPDATE schedule SET next_run_at = now() - interval '1 hour' "
-                   "WHERE name = 'every-minute'",
+                   "WHERE name = 'past-hour'",
                    NULL));
     long before = fired(url);
-    CHECK(jt_wait_sql(url, "SELECT count(*) FROM job WHERE created_by = 'schedule:every-minute'",
+    CHECK(jt_wait_sql(url, "SELECT count(*) FROM job WHERE created_by = 'schedule:past-hour'",
                       before + 1, 5000) == before + 1,
           "the new leader fires");
-    /* bring the second replica back: the minute test runs with two */
+    /* bring the second replica back: the next step runs with two */
     CHECK(th_server_start(&s[dead], url, env, 1) == 0, "replica restarts");
 
-    th_step("a real minute boundary: fired exactly once with 2 replicas");
+    th_step("a run due in two seconds: fired exactly once, at its time, with 2 replicas");
     long slot = th_sql_long(url,
-                            "SELECT extract(epoch FROM next_run_at)::bigint FROM schedule "
-                            "WHERE name = 'every-minute'",
+                            "WITH u AS (UPDATE schedule SET next_run_at = "
+                            "date_trunc('second', now()) + interval '2 seconds' "
+                            "WHERE name = 'past-hour' RETURNING next_run_at) "
+                            "SELECT extract(epoch FROM next_run_at)::bigint FROM u",
                             NULL);
     before = fired(url);
-    long wait_ms = (slot - (long)time(NULL)) * 1000 + 2500;
-    fprintf(stderr, "   waiting %.1f s for the minute\n", (double)wait_ms / 1000);
-    if (wait_ms > 0 && wait_ms < 65000)
-        th_sleep_ms((int)wait_ms);
-    char key[96], slot_s[32];
-    snprintf(key, sizeof key, "schedule:every-minute:%ld", slot);
+    char key[96], slot_s[32], q[200];
+    snprintf(key, sizeof key, "schedule:past-hour:%ld", slot);
     snprintf(slot_s, sizeof slot_s, "%ld", slot);
+    snprintf(q, sizeof q, "SELECT count(*) FROM job WHERE idempotency_key = '%s'", key);
+    CHECK(jt_wait_sql(url, q, 1, 10000) == 1, "the slot fired");
+    CHECK(leader_ticks(url, 2), "the leader ticked twice more");
     CHECK(th_sql_long(url, "SELECT count(*) FROM job WHERE idempotency_key = $1", key, NULL) == 1,
           "the slot fired once");
     CHECK(th_sql_long(url,
@@ -141,26 +212,28 @@ int main(void)
                       "created_at >= to_timestamp($2::bigint) AND "
                       "created_at < to_timestamp($2::bigint) + interval '2 seconds'",
                       key, slot_s, NULL) == 1,
-          "at its minute (within a tick)");
+          "at its time (within a tick)");
     CHECK(fired(url) == before + 1, "one fire in all (%ld -> %ld)", before, fired(url));
+    CHECK(next_is_tomorrow(url) == 1, "the next run is tomorrow again");
 
     th_step("disabled schedules do not fire");
     free(op); /* dev tokens are bound to the issuing replica */
     op = th_dev_token(&s[1 - dead], "operator");
-    st = jt_patch(&s[1 - dead], "/api/v1/schedules/every-minute", op, "{\"enabled\":false}", &r);
+    st = jt_patch(&s[1 - dead], "/api/v1/schedules/past-hour", op, "{\"enabled\":false}", &r);
     CHECK(st == 200, "disable: %ld", st);
     th_resp_free(&r);
     PQclear(th_sql(url,
                    "UPDATE schedule SET next_run_at = now() - interval '1 hour' "
-                   "WHERE name = 'every-minute'",
+                   "WHERE name = 'past-hour'",
                    NULL));
     before = fired(url);
-    th_sleep_ms(1500);
+    CHECK(leader_ticks(url, 2), "the leader ticked twice");
     CHECK(fired(url) == before, "no fire while disabled");
-    st = jt_patch(&s[1 - dead], "/api/v1/schedules/every-minute", op, "{\"enabled\":true}", &r);
+    st = jt_patch(&s[1 - dead], "/api/v1/schedules/past-hour", op, "{\"enabled\":true}", &r);
     CHECK(st == 200, "enable: %ld", st);
     th_resp_free(&r);
-    th_sleep_ms(1000);
+    CHECK(next_is_tomorrow(url) == 1, "re-enabling computes the next run from now");
+    CHECK(leader_ticks(url, 2), "the leader ticked twice");
     CHECK(fired(url) == before, "re-enabling starts from now: the missed run does not fire");
 out:
     free(op);

@@ -1,0 +1,94 @@
+/* The SQL of schedules, and nothing else: one function per statement. The HTTP handlers are
+ * in jobs_schedules_api.c, the leader that fires them in jobs_cron.c, the rooms' default
+ * schedules in jobs_schedules.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "jobs/jobs_internal.h"
+
+static struct db_stmt q_sched_list =
+    DB_STMT("jobs_schedule_list", 0, "SELECT schedule_doc(s)::text FROM schedule s ORDER BY name");
+
+int jobs_store_schedule_list(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_sched_list, NULL, res);
+}
+
+static struct db_stmt q_sched_get =
+    DB_STMT("jobs_schedule_get", 1, "SELECT schedule_doc(s)::text FROM schedule s WHERE name = $1");
+
+int jobs_store_schedule_get(struct db_conn *c, const char *name, json_t **doc)
+{
+    const char *p[] = {name};
+    return db_exec_json(c, &q_sched_get, p, doc);
+}
+
+static struct db_stmt q_sched_insert =
+    DB_STMT("jobs_schedule_insert", 6,
+            "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
+            "VALUES ($1, $2, $3, $4::jsonb, $5::boolean, to_timestamp($6::bigint))");
+
+int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
+                               const char *kind, const char *args, int enabled,
+                               const char *next_run_at)
+{
+    const char *p[] = {name, cron, kind, args, enabled ? "true" : "false", next_run_at};
+    return db_exec(c, &q_sched_insert, p, NULL);
+}
+
+static struct db_stmt q_sched_insert_missing =
+    DB_STMT("jobs_schedule_insert_missing", 5,
+            "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
+            "VALUES ($1, $2, $3, $4::jsonb, true, to_timestamp($5::bigint)) "
+            "ON CONFLICT (name) DO NOTHING");
+
+int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, const char *cron,
+                                       const char *kind, const char *args,
+                                       const char *next_run_unix)
+{
+    const char *p[] = {name, cron, kind, args, next_run_unix};
+    return db_exec(c, &q_sched_insert_missing, p, NULL);
+}
+
+static struct db_stmt q_sched_update = DB_STMT(
+    "jobs_schedule_update", 6,
+    "UPDATE schedule SET cron = coalesce($2, cron), args = coalesce($3::jsonb, args), "
+    "enabled = coalesce($4::boolean, enabled), "
+    "next_run_at = CASE WHEN $6::boolean THEN to_timestamp($5::bigint) ELSE next_run_at END, "
+    "updated_at = now() WHERE name = $1");
+
+int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
+                               const char *args, const char *enabled, const char *next_run_at)
+{
+    int set_next = next_run_at && strcmp(next_run_at, "") != 0;
+    const char *p[] = {
+        name, cron, args, enabled, set_next ? next_run_at : NULL, set_next ? "true" : "false"};
+    return db_exec(c, &q_sched_update, p, NULL);
+}
+
+static struct db_stmt q_sched_due =
+    DB_STMT("jobs_schedule_due", 0,
+            "SELECT name, cron, kind, args::text, extract(epoch FROM next_run_at)::bigint "
+            "FROM schedule WHERE enabled AND (next_run_at IS NULL OR next_run_at <= now()) "
+            "ORDER BY next_run_at NULLS FIRST LIMIT 50 FOR UPDATE SKIP LOCKED");
+
+int jobs_store_schedule_due(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_sched_due, NULL, res);
+}
+
+static struct db_stmt q_sched_fired =
+    DB_STMT("jobs_schedule_fired", 3,
+            "UPDATE schedule SET next_run_at = to_timestamp($2::bigint), "
+            "last_job_id = coalesce($3::bigint, last_job_id), "
+            "last_fired_at = CASE WHEN $3::bigint IS NULL THEN last_fired_at ELSE now() END "
+            "WHERE name = $1");
+
+int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_run_unix,
+                              int64_t job_id)
+{
+    char next[24], jid[24];
+    const char *p[] = {name, db_int64(next, next_run_unix),
+                       job_id > 0 ? db_int64(jid, job_id) : NULL};
+    return db_exec(c, &q_sched_fired, p, NULL);
+}
