@@ -149,20 +149,18 @@ void auth_api_tokens_create(struct http_request *req)
         return;
     const char *why = auth_token_name_problem(name);
     if (why) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "name"), "%s",
-                               why);
+        http_reply_invalid(req, "name", "%s", why);
         return;
     }
     if ((why = environments_problem(envs)) != NULL) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "environments"),
-                               "%s", why);
+        http_reply_invalid(req, "environments", "%s", why);
         return;
     }
     long ttl = TOKEN_DEFAULT_TTL_S;
     if (expires_in &&
         (config_parse_seconds(expires_in, &ttl) != 0 || ttl < 60 || ttl > TOKEN_MAX_TTL_S)) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "expires_in"),
-                               "expires_in is a duration like 30d, between 1m and 400d");
+        http_reply_invalid(req, "expires_in",
+                           "expires_in is a duration like 30d, between 1m and 400d");
         return;
     }
     const struct http_principal *p = http_principal(req);

@@ -7,6 +7,11 @@
  *   DB_HARD     a hard error (bad SQL, constraint other than unique, ...); logged here.
  *   DB_RETRY    retryable: serialization failure, deadlock, connection lost. db_tx retries.
  *   DB_UNIQUE   a unique constraint was violated (callers usually answer 409).
+ *   DB_INVALID  SQLSTATE class 22 (data exception) or a NOT NULL / CHECK violation: the
+ *               request carried a value the store refuses (400). Logged here.
+ *   DB_CONFLICT another integrity violation (foreign key, exclusion, restrict): the change
+ *               conflicts with other rows (409). Logged here.
+ * None but DB_RETRY is retried by db_tx.
  * Each thread uses its own connection at a time (libpq's rule); the pool hands them out
  * exclusively. */
 #ifndef QDB_PLATFORM_DB_H
@@ -16,7 +21,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
-enum { DB_HARD = -1, DB_RETRY = -2, DB_UNIQUE = -3 };
+enum { DB_HARD = -1, DB_RETRY = -2, DB_UNIQUE = -3, DB_INVALID = -4, DB_CONFLICT = -5 };
 
 /* One SQL statement, defined once as a static const beside the C function that runs it,
  * prepared by name the first time a connection uses it:

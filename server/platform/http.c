@@ -15,6 +15,7 @@
 #include "platform/db.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
+#include "platform/utf8.h"
 
 /* Forward: static files (http_static.c). */
 void http_static_serve(struct http_request *req, const char *web_dir, const char *raw_path);
@@ -296,6 +297,12 @@ void http_reply_db_error(struct http_request *r, int rc)
                            "the state store is unreachable or overloaded; try again shortly");
     else if (rc == DB_UNIQUE)
         http_reply_problem(r, QDB_E_CONFLICT, "a resource with the same identity already exists");
+    else if (rc == DB_CONFLICT)
+        http_reply_problem(r, QDB_E_CONFLICT,
+                           "the change conflicts with other resources in the state store");
+    else if (rc == DB_INVALID)
+        http_reply_problem(r, QDB_E_BAD_REQUEST,
+                           "a value in the request is out of range or malformed");
     else
         http_reply_problem(r, QDB_E_INTERNAL, "state store error (request %s)", r->request_id);
 }
@@ -326,6 +333,19 @@ void http_reply_header(struct http_request *r, const char *name, const char *val
 void http_count_bytes(struct http_request *r, size_t n)
 {
     r->bytes_sent += n;
+}
+
+void http_reply_invalid(struct http_request *r, const char *field, const char *fmt, ...)
+{
+    /* The field may be a name the client sent (an unknown query parameter): jansson takes
+     * only UTF-8, so a name that is not gets a placeholder rather than no member. */
+    json_t *ext = json_pack("{s:s}", "field", field && utf8_valid(field, strlen(field))
+                                                  ? field
+                                                  : "(not UTF-8)");
+    va_list ap;
+    va_start(ap, fmt);
+    reply_problem_v(r, QDB_E_VALIDATION, ext, fmt, ap);
+    va_end(ap);
 }
 
 /* Hand the reply to libmicrohttpd. Returns what the access handler returns. */
