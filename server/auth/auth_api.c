@@ -11,6 +11,7 @@
 #include "platform/config.h"
 #include "platform/jsonspec.h"
 #include "platform/log.h"
+#include "platform/rfc3339.h"
 
 #define TOKEN_DEFAULT_TTL_S (90L * 86400L)
 #define TOKEN_MAX_TTL_S (400L * 86400L)
@@ -19,11 +20,9 @@ static json_t *time_or_null(int64_t t)
 {
     if (t <= 0)
         return json_null();
-    char s[32];
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char s[RFC3339_TEXT_MAX];
+    if (rfc3339_format_ms(t * INT64_C(1000000), s, sizeof s) < 0)
+        return json_null();
     return json_string(s);
 }
 

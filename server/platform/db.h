@@ -36,6 +36,14 @@ struct db_stmt {
 };
 #define DB_STMT(name_, nparams_, sql_) {(name_), (nparams_), (sql_), 0}
 
+/* The one timestamp format of API responses, RFC 3339 UTC with milliseconds
+ * ("2026-12-01T09:00:00.123Z") whatever the session's TimeZone, as an SQL expression for
+ * DB_STMT texts: DB_TIME_JSON("created_at"). NULL stays NULL. (The jobs room's job_time()
+ * of migration 0001 prints the same; an audit record's own `time` keeps its microseconds,
+ * as hashed. C code prints with rfc3339_format_ms.) */
+#define DB_TIME_JSON(col_)                                                                   \
+    "to_char((" col_ ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 struct db_pool;
 struct db_conn;
 

@@ -130,7 +130,8 @@ int rfc3339_parse(const char *s, size_t len, int64_t *us_out)
     return 0;
 }
 
-int rfc3339_format_us(int64_t us, char *out, size_t outlen)
+/* Print with 6 or 3 fraction digits. */
+static int format(int64_t us, int ms, char *out, size_t outlen)
 {
     if (us < min_us() || us > max_us() || outlen < 28)
         return -1;
@@ -143,7 +144,18 @@ int rfc3339_format_us(int64_t us, char *out, size_t outlen)
     int64_t y;
     unsigned m, d;
     civil_from_days(day, &y, &m, &d);
-    int n = snprintf(out, outlen, "%04d-%02u-%02uT%02d:%02d:%02d.%06dZ", (int)y, m, d,
-                     (int)(tod / 3600), (int)(tod / 60 % 60), (int)(tod % 60), (int)frac);
+    int n = snprintf(out, outlen, "%04d-%02u-%02uT%02d:%02d:%02d.%0*dZ", (int)y, m, d,
+                     (int)(tod / 3600), (int)(tod / 60 % 60), (int)(tod % 60), ms ? 3 : 6,
+                     (int)(ms ? frac / 1000 : frac));
     return n > 0 && (size_t)n < outlen ? n : -1;
+}
+
+int rfc3339_format_us(int64_t us, char *out, size_t outlen)
+{
+    return format(us, 0, out, outlen);
+}
+
+int rfc3339_format_ms(int64_t us, char *out, size_t outlen)
+{
+    return format(us, 1, out, outlen);
 }

@@ -34,6 +34,11 @@ int rfc3339_parse(const char *s, size_t len, int64_t *us_out);
 #define RFC3339_TEXT_MAX 32
 int rfc3339_format_us(int64_t us, char *out, size_t outlen);
 
+/* The same with milliseconds (truncated, as PostgreSQL's to_char MS):
+ * "2026-12-01T09:00:00.123Z", the format of every timestamp in API responses (see
+ * DB_TIME_JSON in db.h). Returns the length (24) or -1. */
+int rfc3339_format_ms(int64_t us, char *out, size_t outlen);
+
 /* Days since 1970-01-01 of a proleptic Gregorian date (month 1-12). Pure. */
 int64_t rfc3339_days_from_civil(int64_t y, unsigned m, unsigned d);
 
