@@ -108,6 +108,13 @@ static void test_invalid(void)
            "len bounds the read");
     char out[RFC3339_TEXT_MAX];
     EXPECT(rfc3339_format_us(INT64_C(253402300800000000), out, sizeof out) < 0, "year 10000");
+    /* milliseconds, truncated as PostgreSQL's to_char MS, also before 1970 */
+    EXPECT(rfc3339_format_ms(INT64_C(1796115600123999), out, sizeof out) == 24 &&
+               strcmp(out, "2026-12-01T09:00:00.123Z") == 0,
+           "ms: %s", out);
+    EXPECT(rfc3339_format_ms(INT64_C(-1), out, sizeof out) == 24 &&
+               strcmp(out, "1969-12-31T23:59:59.999Z") == 0,
+           "ms before 1970: %s", out);
     EXPECT(rfc3339_format_us(0, out, 10) < 0, "small buffer");
 }
 
