@@ -141,9 +141,15 @@ json_t *http_problem_json(enum qdb_error code, const char *detail, const char *i
     const struct qdb_error_info *e = qdb_error_info(code);
     char type[128];
     snprintf(type, sizeof type, "urn:qdb:problem:%s", e->slug);
+    /* The detail and the path may echo a client's bytes (or a multi-byte character cut by
+     * a bound); JSON takes only UTF-8, so scrub them rather than lose the whole problem. */
+    char *d = utf8_scrub_dup(detail ? detail : e->title);
+    char *inst = utf8_scrub_dup(instance ? instance : "");
     json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", type, "title", e->title, "status",
-                          (int)e->status, "detail", detail ? detail : e->title, "instance",
-                          instance ? instance : "");
+                          (int)e->status, "detail", d ? d : e->title, "instance",
+                          inst ? inst : "");
+    free(d);
+    free(inst);
     if (ext) {
         json_object_update_missing(o, ext);
         json_decref(ext);
@@ -491,6 +497,14 @@ static int route_request(struct http_request *r)
 {
     const struct http_server *srv = r->srv;
     const char *method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
+    /* libmicrohttpd decodes the path into a C string, so "/tokens/<id>%00x" would act on
+     * <id>: a path with an encoded NUL names nothing. */
+    size_t raw_path_len = strcspn(r->raw_uri, "?");
+    for (size_t i = 0; i + 2 < raw_path_len; i++)
+        if (r->raw_uri[i] == '%' && r->raw_uri[i + 1] == '0' && r->raw_uri[i + 2] == '0') {
+            http_reply_problem(r, QDB_E_BAD_REQUEST, "the path contains an encoded NUL (%%00)");
+            return -1;
+        }
     char allow[128] = "";
     size_t allow_len = 0;
     for (size_t i = 0; i < srv->nroutes; i++) {

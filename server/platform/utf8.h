@@ -9,4 +9,9 @@
  * surrogates (U+D800-DFFF), nothing above U+10FFFF. Pure. */
 int utf8_valid(const char *s, size_t len);
 
+/* A copy of the C string s (malloc'd; NULL when memory ran out) in which every byte that
+ * is not part of a well-formed sequence is replaced by '?', for echoing a client's bytes
+ * into JSON, which takes only UTF-8. */
+char *utf8_scrub_dup(const char *s);
+
 #endif

@@ -592,8 +592,14 @@ static void walk_route(const struct th_server *s, const char *method, const char
         if (strcmp(json_string_value(json_object_get(p, "in")), "path") != 0)
             continue;
         invalid_url(json_object_get(p, "schema"), &vals);
-        th_step("%s %s: path parameter %s, %d invalid values (int64+1, -1, NUL, bad UTF-8, "
-                "10 KB, ...)",
+        /* an existing resource's name with a NUL after it must not reach that resource */
+        for (int k = 0; k < np; k++)
+            if (strcmp(names[k], name) == 0) {
+                sl_addf(&vals, "%.200s%%00", values[k]);
+                sl_addf(&vals, "%.200s%%00x", values[k]);
+            }
+        th_step("%s %s: path parameter %s, %d invalid values (int64+1, -1, NUL, an existing "
+                "one followed by NUL, bad UTF-8, 10 KB, ...)",
                 method, pattern, name, vals.n);
         for (int k = 0; k < vals.n; k++) {
             char *pq = fill(pattern, names, values, np, name, vals.v[k]);

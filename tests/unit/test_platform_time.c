@@ -2,6 +2,7 @@
  * and the UTF-8 check (platform/utf8.c), pinned by vectors. The expected microseconds were
  * computed independently with Python's datetime (fromisoformat, exact integer arithmetic). */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "platform/queryspec.h"
@@ -162,6 +163,10 @@ static void test_utf8(void)
     EXPECT(!utf8_valid("\xe2\x82", 2), "truncated 3");
     EXPECT(!utf8_valid("\x80", 1), "lone continuation");
     EXPECT(!utf8_valid("\xc3\x28", 2), "bad continuation");
+    char *scrubbed = utf8_scrub_dup("ok \xc3\xa9 \xff\xc3\x28 \xe2\x82");
+    EXPECT(scrubbed && strcmp(scrubbed, "ok \xc3\xa9 ?" "?( ?" "?") == 0, "scrubbed: %s", scrubbed);
+    EXPECT(scrubbed && utf8_valid(scrubbed, strlen(scrubbed)), "scrubbed is UTF-8");
+    free(scrubbed);
 }
 
 struct q_case {
