@@ -498,11 +498,12 @@ static int route_request(struct http_request *r)
     const struct http_server *srv = r->srv;
     const char *method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
     /* libmicrohttpd decodes the path into a C string, so "/tokens/<id>%00x" would act on
-     * <id>: a path with an encoded NUL names nothing. */
+     * <id>: a path with an encoded NUL names nothing (404, as for static files). */
     size_t raw_path_len = strcspn(r->raw_uri, "?");
     for (size_t i = 0; i + 2 < raw_path_len; i++)
         if (r->raw_uri[i] == '%' && r->raw_uri[i + 1] == '0' && r->raw_uri[i + 2] == '0') {
-            http_reply_problem(r, QDB_E_BAD_REQUEST, "the path contains an encoded NUL (%%00)");
+            http_reply_problem(r, QDB_E_NOT_FOUND,
+                               "no resource: the path contains an encoded NUL (%%00)");
             return -1;
         }
     char allow[128] = "";

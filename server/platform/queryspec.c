@@ -171,7 +171,7 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
 int qspec_parse(struct http_request *req, const struct qspec_param *params)
 {
     struct qargs args;
-    struct qerr e;
+    struct qerr e = {"", ""};
     args.n = 0;
     args.overflow = 0;
     MHD_get_connection_values_n(http_connection(req), MHD_GET_ARGUMENT_KIND, collect, &args);
@@ -217,7 +217,7 @@ int qspec_parse_text(const char *query, const struct qspec_param *params, char *
                      size_t err_len)
 {
     struct qargs args;
-    struct qerr e;
+    struct qerr e = {"", ""};
     args.n = 0;
     args.overflow = 0;
     size_t qlen = strlen(query), used = 0;
