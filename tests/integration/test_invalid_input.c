@@ -6,7 +6,8 @@
  * parameters), invalid UTF-8, unknown fields and parameters, repeated parameters, wrong
  * types and malformed JSON, in bodies, query strings, path parameters and headers.
  *
- * Every answer must be below 500 (and a mutating request must not succeed), and nothing
+ * Every answer must be below 500, every refusal RFC 9457 problem+json from the catalogue,
+ * a mutating request must not succeed, and nothing
  * may change: the row count of every table of the state store, the audit trail's included,
  * is the same before and after. The server runs no workers, so that no job runs meanwhile. */
 #include <curl/curl.h>
@@ -69,6 +70,7 @@ struct reply {
     char body[512]; /* the start of it, for messages */
     size_t len;
     int stream;
+    char content_type[128];
 };
 
 static size_t keep(char *p, size_t size, size_t n, void *cls)
@@ -134,6 +136,9 @@ static long send_req(const struct th_server *s, const char *method, const char *
     }
     CURLcode rc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    char *ctype = NULL;
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
+    snprintf(r->content_type, sizeof r->content_type, "%s", ctype ? ctype : "");
     r->stream = rc == CURLE_ABORTED_BY_CALLBACK;
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -172,6 +177,10 @@ static void try_req(const struct th_server *s, const char *method, const char *p
     CHECK(r.status >= 100 && r.status < 500, "%s %s (%s%s%s): got %ld %s", method,
           show(path_q, a, sizeof a), what, body ? ", body " : "",
           body ? show(body, b, sizeof b) : "", r.status, r.body);
+    CHECK(r.status < 400 || (strcmp(r.content_type, "application/problem+json") == 0 &&
+                             strstr(r.body, "\"type\":\"urn:qdb:problem:")),
+          "%s %s (%s): a %ld must be problem+json, got %s %s", method, show(path_q, a, sizeof a),
+          what, r.status, r.content_type, r.body);
     CHECK(!mutating || r.status >= 400 || r.status == 0 || strcmp(method, "DELETE") == 0,
           "%s %s (%s%s%s) was accepted: %ld %s", method, show(path_q, a, sizeof a), what,
           body ? ", body " : "", body ? show(body, b, sizeof b) : "", r.status, r.body);
