@@ -82,7 +82,7 @@ PGconn *db_pgconn(struct db_conn *conn);
 
 /* Run a prepared statement with text parameters (`params` has st->nparams entries, NULL for
  * SQL NULL). When `res` is not NULL it receives the result (caller PQclears) on success.
- * Returns the row count, DB_HARD, DB_RETRY or DB_UNIQUE (see above). */
+ * Returns the row count or a DB_ code (see above). */
 int db_exec(struct db_conn *conn, struct db_stmt *st, const char *const *params,
             PGresult **res);
 /* Run a fixed SQL text with no parameters (BEGIN, COMMIT, LISTEN x, SET ...). Never use it
