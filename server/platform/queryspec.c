@@ -64,7 +64,7 @@ static int parse_int(const char *v, size_t len, int64_t *out)
 }
 
 static int parse_args(const struct qargs *args, const struct qspec_param *params,
-                      struct qerr *e)
+                      unsigned flags, struct qerr *e)
 {
     if (args->overflow)
         return fail(e, "(query)", "a query string takes at most %d parameters", QSPEC_MAX_ARGS);
@@ -76,9 +76,12 @@ static int parse_args(const struct qargs *args, const struct qspec_param *params
         const struct qspec_param *p = params;
         while (p->name && !key_is(a, p->name))
             p++;
-        if (!p->name)
+        if (!p->name) {
+            if (flags & QSPEC_ALLOW_UNKNOWN)
+                continue;
             return fail(e, "(query)", "%.*s is not a parameter of this route", (int)a->klen,
                         a->key);
+        }
         for (size_t j = 0; j < i; j++)
             if (key_is(&args->a[j], p->name))
                 return fail(e, p->name, "%s is given twice", p->name);
@@ -168,16 +171,33 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
     return MHD_YES;
 }
 
-int qspec_parse(struct http_request *req, const struct qspec_param *params)
+static int parse_request(struct http_request *req, const struct qspec_param *params,
+                         unsigned flags, struct qerr *e)
 {
     struct qargs args;
-    struct qerr e = {"", ""};
     args.n = 0;
     args.overflow = 0;
     MHD_get_connection_values_n(http_connection(req), MHD_GET_ARGUMENT_KIND, collect, &args);
-    if (parse_args(&args, params, &e) == 0)
+    return parse_args(&args, params, flags, e);
+}
+
+int qspec_parse(struct http_request *req, const struct qspec_param *params)
+{
+    struct qerr e = {"", ""};
+    if (parse_request(req, params, 0, &e) == 0)
         return 0;
     http_reply_invalid(req, e.field, "%s", e.msg);
+    return -1;
+}
+
+int qspec_parse_quiet(struct http_request *req, const struct qspec_param *params,
+                      unsigned flags, char *field, size_t field_len, char *err, size_t err_len)
+{
+    struct qerr e = {"", ""};
+    if (parse_request(req, params, flags, &e) == 0)
+        return 0;
+    snprintf(field, field_len, "%s", e.field);
+    snprintf(err, err_len, "%s", e.msg);
     return -1;
 }
 
@@ -253,7 +273,7 @@ int qspec_parse_text(const char *query, const struct qspec_param *params, char *
         if (*p == '&')
             p++;
     }
-    if (parse_args(&args, params, &e) == 0)
+    if (parse_args(&args, params, 0, &e) == 0)
         return 0;
     snprintf(field, field_len, "%s", e.field);
     snprintf(err, err_len, "%s", e.msg);

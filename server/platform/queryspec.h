@@ -39,6 +39,15 @@ struct qspec_param {
  * on req. */
 int qspec_parse(struct http_request *req, const struct qspec_param *params);
 
+/* Flags of qspec_parse_quiet. */
+#define QSPEC_ALLOW_UNKNOWN 0x1u /* ignore parameters not in the spec, as an OAuth 2.0
+                                    endpoint must (RFC 6749 section 3.1); all else holds */
+
+/* The same without replying, for endpoints whose errors have a shape of their own (OAuth):
+ * returns 0, or -1 with the parameter at fault in field and the reason in err. */
+int qspec_parse_quiet(struct http_request *req, const struct qspec_param *params,
+                      unsigned flags, char *field, size_t field_len, char *err, size_t err_len);
+
 /* The same for one query string given as text ("a=1&b=x%20y", without '?'), for tests and
  * fuzzing: writes the failing parameter into field and the reason into err. Strings
  * returned through `out` point into `scratch` (at least strlen(query) + 1 bytes), which
