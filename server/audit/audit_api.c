@@ -37,14 +37,22 @@ struct filter_query {
     char since[RFC3339_TEXT_MAX], until[RFC3339_TEXT_MAX];
 };
 
-#define FILTER_PARAMS(fq_)                                                                 \
-    {"actor", QSPEC_STRING, 0, 1, 256, NULL, &(fq_)->f.actor, NULL},                     \
-        {"resource_type", QSPEC_STRING, 0, 1, 256, NULL, &(fq_)->f.resource_type, NULL}, \
-        {"resource_id", QSPEC_STRING, 0, 1, 256, NULL, &(fq_)->f.resource_id, NULL},     \
-        {"action", QSPEC_STRING, 0, 1, 256, NULL, &(fq_)->f.action, NULL},               \
-        {"environment", QSPEC_STRING, 0, 1, 256, NULL, &(fq_)->f.environment, NULL},     \
-        {"since", QSPEC_TIME, 0, 0, 0, NULL, &(fq_)->since_us, &(fq_)->has_since},       \
-        {"until", QSPEC_TIME, 0, 0, 0, NULL, &(fq_)->until_us, &(fq_)->has_until}
+enum { FILTER_NPARAMS = 7 };
+
+/* The spec of the filters into q[0..FILTER_NPARAMS-1], writing into fq. */
+static void filter_params(struct filter_query *fq, struct qspec_param *q)
+{
+    const struct qspec_param p[FILTER_NPARAMS] = {
+        {"actor", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.actor, NULL},
+        {"resource_type", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.resource_type, NULL},
+        {"resource_id", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.resource_id, NULL},
+        {"action", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.action, NULL},
+        {"environment", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.environment, NULL},
+        {"since", QSPEC_TIME, 0, 0, 0, NULL, &fq->since_us, &fq->has_since},
+        {"until", QSPEC_TIME, 0, 0, 0, NULL, &fq->until_us, &fq->has_until},
+    };
+    memcpy(q, p, sizeof p);
+}
 
 /* Point the filter's times at their canonical text, once qspec_parse has filled fq. */
 static void filter_finish(struct filter_query *fq)
@@ -120,12 +128,12 @@ void audit_api_list(struct http_request *req)
     const char *cursor = NULL;
     PGresult *res = NULL;
     json_t *items = NULL;
-    const struct qspec_param q[] = {
-        FILTER_PARAMS(&fq),
-        {"limit", QSPEC_INT, 0, 1, LIST_MAX, NULL, &limit, NULL},
-        {"cursor", QSPEC_STRING, 0, 1, 64, NULL, &cursor, NULL},
-        QSPEC_END,
+    struct qspec_param q[FILTER_NPARAMS + 3] = {
+        [FILTER_NPARAMS] = {"limit", QSPEC_INT, 0, 1, LIST_MAX, NULL, &limit, NULL},
+        [FILTER_NPARAMS + 1] = {"cursor", QSPEC_STRING, 0, 1, 64, NULL, &cursor, NULL},
+        [FILTER_NPARAMS + 2] = QSPEC_END,
     };
+    filter_params(&fq, q);
     if (qspec_parse(req, q) != 0)
         return;
     filter_finish(&fq);
@@ -295,7 +303,8 @@ void audit_api_export(struct http_request *req)
     struct filter_query fq = {0};
     struct audit_filter f;
     struct export_stream *s = NULL;
-    const struct qspec_param q[] = {FILTER_PARAMS(&fq), QSPEC_END};
+    struct qspec_param q[FILTER_NPARAMS + 1] = {[FILTER_NPARAMS] = QSPEC_END};
+    filter_params(&fq, q);
     if (qspec_parse(req, q) != 0)
         return;
     filter_finish(&fq);

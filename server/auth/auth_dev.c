@@ -399,8 +399,7 @@ static int authz_params(struct http_request *req, struct authz *a)
     char field[128], qwhy[512];
     const char *why = NULL;
     size_t ol = 0;
-    if (qspec_parse_quiet(req, q, QSPEC_ALLOW_UNKNOWN, field, sizeof field, qwhy,
-                          sizeof qwhy) != 0)
+    if (qspec_parse_quiet(req, q, QSPEC_ALLOW_UNKNOWN, field, sizeof field, qwhy, sizeof qwhy) != 0)
         why = qwhy;
     else if (origin_of(req, origin, sizeof origin) != 0)
         why = "the Host header must name loopback (127.0.0.1, [::1], localhost)";

@@ -82,10 +82,6 @@ static void reply_page(struct http_request *req, PGresult *res, int rows, int li
 static const char *const job_states[] = {"pending", "running",   "succeeded", "retrying",
                                          "failed",  "cancelled", NULL};
 
-/* A cursor is the id of the last row of the previous page. */
-#define CURSOR_PARAM(out_)                                                                 \
-    {"cursor", QSPEC_INT, 0, 1, INT64_MAX, NULL, (out_), NULL}
-
 void jobs_api_list(struct http_request *req)
 {
     const char *kind = NULL, *queue = NULL, *created_by = NULL;
@@ -98,7 +94,8 @@ void jobs_api_list(struct http_request *req)
         {"queue", QSPEC_STRING, 0, 1, 100, NULL, &queue, NULL},
         {"created_by", QSPEC_STRING, 0, 1, 256, NULL, &created_by, NULL},
         {"since", QSPEC_TIME, 0, 0, 0, NULL, &since_us, &has_since},
-        CURSOR_PARAM(&before),
+        /* a cursor is the id of the last row of the previous page */
+        {"cursor", QSPEC_INT, 0, 1, INT64_MAX, NULL, &before, NULL},
         {"limit", QSPEC_INT, 0, 1, 500, NULL, &limit, NULL},
         QSPEC_END,
     };
@@ -112,8 +109,8 @@ void jobs_api_list(struct http_request *req)
     if (!c)
         return;
     PGresult *res = NULL;
-    int rows = jobs_store_list(c, state, kind, queue, created_by, has_since ? since : NULL,
-                               before, (int)limit, &res);
+    int rows = jobs_store_list(c, state, kind, queue, created_by, has_since ? since : NULL, before,
+                               (int)limit, &res);
     if (rows < 0) {
         http_reply_db_error(req, rows);
         return;
@@ -155,7 +152,7 @@ void jobs_api_logs(struct http_request *req)
         return;
     int64_t after = 0, limit = 200;
     const struct qspec_param q[] = {
-        CURSOR_PARAM(&after),
+        {"cursor", QSPEC_INT, 0, 1, INT64_MAX, NULL, &after, NULL},
         {"limit", QSPEC_INT, 0, 1, 1000, NULL, &limit, NULL},
         QSPEC_END,
     };

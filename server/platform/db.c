@@ -174,7 +174,7 @@ static int classify(struct db_conn *c, const PGresult *res, const char *what_ful
         log_event(LOG_WARN, "state store refused a change",
                   json_pack("{s:s,s:s}", "statement", what, "sqlstate", state));
         return strcmp(state, "23502") == 0 || strcmp(state, "23514") == 0 ? DB_INVALID
-                                                                           : DB_CONFLICT;
+                                                                          : DB_CONFLICT;
     }
     log_event(LOG_ERROR, "database error",
               json_pack("{s:s,s:s,s:s}", "statement", what, "sqlstate", state ? state : "",

@@ -41,7 +41,7 @@ struct db_stmt {
  * DB_STMT texts: DB_TIME_JSON("created_at"). NULL stays NULL. (The jobs room's job_time()
  * of migration 0001 prints the same; an audit record's own `time` keeps its microseconds,
  * as hashed. C code prints with rfc3339_format_ms.) */
-#define DB_TIME_JSON(col_)                                                                   \
+#define DB_TIME_JSON(col_)                                                                         \
     "to_char((" col_ ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 struct db_pool;

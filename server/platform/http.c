@@ -146,8 +146,7 @@ json_t *http_problem_json(enum qdb_error code, const char *detail, const char *i
     char *d = utf8_scrub_dup(detail ? detail : e->title);
     char *inst = utf8_scrub_dup(instance ? instance : "");
     json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", type, "title", e->title, "status",
-                          (int)e->status, "detail", d ? d : e->title, "instance",
-                          inst ? inst : "");
+                          (int)e->status, "detail", d ? d : e->title, "instance", inst ? inst : "");
     free(d);
     free(inst);
     if (ext) {
@@ -345,9 +344,8 @@ void http_reply_invalid(struct http_request *r, const char *field, const char *f
 {
     /* The field may be a name the client sent (an unknown query parameter): jansson takes
      * only UTF-8, so a name that is not gets a placeholder rather than no member. */
-    json_t *ext = json_pack("{s:s}", "field", field && utf8_valid(field, strlen(field))
-                                                  ? field
-                                                  : "(not UTF-8)");
+    json_t *ext = json_pack("{s:s}", "field",
+                            field && utf8_valid(field, strlen(field)) ? field : "(not UTF-8)");
     va_list ap;
     va_start(ap, fmt);
     reply_problem_v(r, QDB_E_VALIDATION, ext, fmt, ap);

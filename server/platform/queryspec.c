@@ -63,16 +63,17 @@ static int parse_int(const char *v, size_t len, int64_t *out)
     return 0;
 }
 
-static int parse_args(const struct qargs *args, const struct qspec_param *params,
-                      unsigned flags, struct qerr *e)
+static int parse_args(const struct qargs *args, const struct qspec_param *params, unsigned flags,
+                      struct qerr *e)
 {
     if (args->overflow)
         return fail(e, "(query)", "a query string takes at most %d parameters", QSPEC_MAX_ARGS);
     for (size_t i = 0; i < args->n; i++) {
         const struct qarg *a = &args->a[i];
         if (!utf8_valid(a->key, a->klen) || a->klen > 64)
-            return fail(e, "(query)", "a query parameter name is not UTF-8 text of at most 64 "
-                                      "bytes without NUL");
+            return fail(e, "(query)",
+                        "a query parameter name is not UTF-8 text of at most 64 "
+                        "bytes without NUL");
         const struct qspec_param *p = params;
         while (p->name && !key_is(a, p->name))
             p++;
@@ -158,8 +159,8 @@ static int parse_args(const struct qargs *args, const struct qspec_param *params
     return 0;
 }
 
-static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *key,
-                               size_t key_size, const char *value, size_t value_size)
+static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                               const char *value, size_t value_size)
 {
     (void)kind;
     struct qargs *args = cls;
@@ -171,8 +172,8 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
     return MHD_YES;
 }
 
-static int parse_request(struct http_request *req, const struct qspec_param *params,
-                         unsigned flags, struct qerr *e)
+static int parse_request(struct http_request *req, const struct qspec_param *params, unsigned flags,
+                         struct qerr *e)
 {
     struct qargs args;
     args.n = 0;
@@ -190,8 +191,8 @@ int qspec_parse(struct http_request *req, const struct qspec_param *params)
     return -1;
 }
 
-int qspec_parse_quiet(struct http_request *req, const struct qspec_param *params,
-                      unsigned flags, char *field, size_t field_len, char *err, size_t err_len)
+int qspec_parse_quiet(struct http_request *req, const struct qspec_param *params, unsigned flags,
+                      char *field, size_t field_len, char *err, size_t err_len)
 {
     struct qerr e = {"", ""};
     if (parse_request(req, params, flags, &e) == 0)
@@ -233,8 +234,7 @@ static size_t decode(const char *s, size_t len, char *out)
 }
 
 int qspec_parse_text(const char *query, const struct qspec_param *params, char *scratch,
-                     size_t scratch_len, char *field, size_t field_len, char *err,
-                     size_t err_len)
+                     size_t scratch_len, char *field, size_t field_len, char *err, size_t err_len)
 {
     struct qargs args;
     struct qerr e = {"", ""};

@@ -28,7 +28,7 @@ struct qspec_param {
     const char *name;
     enum qspec_type type;
     int required;
-    int64_t min, max; /* INT: value range; STRING: length range in bytes (max 0 = 256) */
+    int64_t min, max;           /* INT: value range; STRING: length range in bytes (max 0 = 256) */
     const char *const *choices; /* ENUM: NULL-terminated */
     void *out;                  /* left untouched when the parameter is absent */
     int *present;               /* optional: set to 1 when the parameter was given */
@@ -39,21 +39,20 @@ struct qspec_param {
  * on req. */
 int qspec_parse(struct http_request *req, const struct qspec_param *params);
 
-/* Flags of qspec_parse_quiet. */
-#define QSPEC_ALLOW_UNKNOWN 0x1u /* ignore parameters not in the spec, as an OAuth 2.0
-                                    endpoint must (RFC 6749 section 3.1); all else holds */
+/* Flags of qspec_parse_quiet. QSPEC_ALLOW_UNKNOWN: ignore parameters not in the spec, as
+ * an OAuth 2.0 endpoint must (RFC 6749 section 3.1); every other rule holds. */
+#define QSPEC_ALLOW_UNKNOWN 0x1u
 
 /* The same without replying, for endpoints whose errors have a shape of their own (OAuth):
  * returns 0, or -1 with the parameter at fault in field and the reason in err. */
-int qspec_parse_quiet(struct http_request *req, const struct qspec_param *params,
-                      unsigned flags, char *field, size_t field_len, char *err, size_t err_len);
+int qspec_parse_quiet(struct http_request *req, const struct qspec_param *params, unsigned flags,
+                      char *field, size_t field_len, char *err, size_t err_len);
 
 /* The same for one query string given as text ("a=1&b=x%20y", without '?'), for tests and
  * fuzzing: writes the failing parameter into field and the reason into err. Strings
  * returned through `out` point into `scratch` (at least strlen(query) + 1 bytes), which
  * the caller keeps while it uses them. */
 int qspec_parse_text(const char *query, const struct qspec_param *params, char *scratch,
-                     size_t scratch_len, char *field, size_t field_len, char *err,
-                     size_t err_len);
+                     size_t scratch_len, char *field, size_t field_len, char *err, size_t err_len);
 
 #endif

@@ -35,8 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         QSPEC_END,
     };
     char field[128] = "", err[512] = "";
-    if (qspec_parse_text(query, q, scratch, size + 2, field, sizeof field, err, sizeof err) ==
-        0) {
+    if (qspec_parse_text(query, q, scratch, size + 2, field, sizeof field, err, sizeof err) == 0) {
         if ((name && (strlen(name) < 1 || strlen(name) > 20 || !utf8_valid(name, strlen(name)))) ||
             (any && (strlen(any) > 256 || !utf8_valid(any, strlen(any)))) || limit < 1 ||
             limit > 500 || state > 1 || flag > 1)

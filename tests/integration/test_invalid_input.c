@@ -195,8 +195,8 @@ static const char *schema_type(json_t *schema)
         return json_string_value(t);
     size_t i;
     json_t *v;
-    json_array_foreach(t, i, v) if (json_is_string(v) && strcmp(json_string_value(v), "null") != 0)
-        return json_string_value(v);
+    json_array_foreach(t, i, v) if (json_is_string(v) && strcmp(json_string_value(v), "null") !=
+                                                             0) return json_string_value(v);
     if (json_object_get(schema, "enum") || json_object_get(schema, "const"))
         return "string";
     return "";
@@ -316,9 +316,9 @@ static void invalid_json(json_t *schema, struct strlist *out)
         sl_add(out, "[\"x\"]");
         sl_add(out, "\"a\\u0000b\"");
         sl_add(out, "\"\\u0000\"");
-        sl_add(out, "\"\\ud800\""); /* a lone surrogate */
-        sl_add(out, "\"a\xff\xfe\"");   /* invalid UTF-8 */
-        sl_add(out, "\"\xc0\xaf\"");    /* overlong */
+        sl_add(out, "\"\\ud800\"");   /* a lone surrogate */
+        sl_add(out, "\"a\xff\xfe\""); /* invalid UTF-8 */
+        sl_add(out, "\"\xc0\xaf\"");  /* overlong */
         long long max;
         if (!schema_num(schema, "maxLength", &max) || max < TEN_KB) {
             char *big = repeat('a', TEN_KB);
@@ -400,8 +400,8 @@ static json_t *route_table(void)
 
 static json_t *contract(void)
 {
-    FILE *p = popen("node " QDB_SOURCE_DIR "/tests/integration/invalid_input_plan.mjs " QDB_SOURCE_DIR
-                    "/api/openapi.yaml",
+    FILE *p = popen("node " QDB_SOURCE_DIR
+                    "/tests/integration/invalid_input_plan.mjs " QDB_SOURCE_DIR "/api/openapi.yaml",
                     "r");
     if (!p)
         return NULL;
@@ -459,8 +459,8 @@ static char *plausible_param(const struct th_server *s, const char *pattern, con
 
 /* The pattern with each {param} replaced: by `override` for param `which` (raw, already
  * URL-encoded), by its plausible value otherwise. Returns a new string. */
-static char *fill(const char *pattern, char **names, char **values, int nparams,
-                  const char *which, const char *override)
+static char *fill(const char *pattern, char **names, char **values, int nparams, const char *which,
+                  const char *override)
 {
     size_t cap = strlen(pattern) + 64;
     for (int i = 0; i < nparams; i++)
@@ -809,8 +809,8 @@ static int check_times(json_t *v, const char *where, const char *key)
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
         if (strlen(s) >= 19 && is_digits(s, 4) && s[4] == '-' && (s[10] == 'T' || s[10] == ' ')) {
-            CHECK(time_format(s, 3), "%s: %s is \"%s\", not RFC 3339 UTC with milliseconds",
-                  where, key, s);
+            CHECK(time_format(s, 3), "%s: %s is \"%s\", not RFC 3339 UTC with milliseconds", where,
+                  key, s);
             seen++;
         }
     } else if (json_is_object(v)) {

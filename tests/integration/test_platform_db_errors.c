@@ -57,18 +57,15 @@ int main(void)
         goto out;
 
     static const struct errcase cases[] = {
-        {"division by zero", "SELECT 1 / (SELECT count(*) FROM parent WHERE id < 0)::int",
-         "22012", DB_INVALID},
-        {"an impossible date", "SELECT '2026-02-30T25:61:00Z'::timestamptz", "22008",
+        {"division by zero", "SELECT 1 / (SELECT count(*) FROM parent WHERE id < 0)::int", "22012",
          DB_INVALID},
+        {"an impossible date", "SELECT '2026-02-30T25:61:00Z'::timestamptz", "22008", DB_INVALID},
         {"not an integer", "SELECT 'x'::int", "22P02", DB_INVALID},
         {"an integer past int64", "SELECT '9223372036854775808'::bigint", "22003", DB_INVALID},
         {"a NUL byte", "SELECT convert_from('\\x00'::bytea, 'UTF8')", "22021", DB_INVALID},
         {"a unique violation", "INSERT INTO parent VALUES (1)", "23505", DB_UNIQUE},
-        {"a foreign key violation", "INSERT INTO child VALUES (2, 99, 0)", "23503",
-         DB_CONFLICT},
-        {"a foreign key still referenced", "DELETE FROM parent WHERE id = 1", "23503",
-         DB_CONFLICT},
+        {"a foreign key violation", "INSERT INTO child VALUES (2, 99, 0)", "23503", DB_CONFLICT},
+        {"a foreign key still referenced", "DELETE FROM parent WHERE id = 1", "23503", DB_CONFLICT},
         {"a CHECK violation", "INSERT INTO child VALUES (3, 1, -1)", "23514", DB_INVALID},
         {"a NOT NULL violation", "INSERT INTO child VALUES (4, NULL, 0)", "23502", DB_INVALID},
         {"a syntax error (the server's fault)", "SELEC 1", "42601", DB_HARD},
@@ -83,8 +80,8 @@ int main(void)
         int rc = db_exec(c, &st, NULL, NULL);
         CHECK(rc == cases[i].want, "%s: got %d want %d (sqlstate %s)", cases[i].what, rc,
               cases[i].want, db_last_sqlstate(c));
-        CHECK(strcmp(db_last_sqlstate(c), cases[i].sqlstate) == 0, "%s: sqlstate %s",
-              cases[i].what, db_last_sqlstate(c));
+        CHECK(strcmp(db_last_sqlstate(c), cases[i].sqlstate) == 0, "%s: sqlstate %s", cases[i].what,
+              db_last_sqlstate(c));
         /* inside a transaction: passed through, rolled back, never retried */
         struct tx_count t = {&st, 0};
         rc = db_tx(c, tx_fn, &t);

@@ -73,8 +73,8 @@ static void test_jspec(void)
     int has_at = 0;
     struct jspec_field tf[] = {{"at", JSPEC_TIME, 1, 0, 64, NULL, &at, &has_at}, JSPEC_END};
     j = json_loads("{\"at\":\"2026-02-30T25:61:00Z\"}", 0, NULL);
-    EXPECT(jspec_parse(NULL, j, tf, err, sizeof err) == -1 && strstr(err, "at must be an RFC 3339") &&
-               at == -1,
+    EXPECT(jspec_parse(NULL, j, tf, err, sizeof err) == -1 &&
+               strstr(err, "at must be an RFC 3339") && at == -1,
            "impossible time refused: %s", err);
     json_decref(j);
     j = json_loads("{\"at\":\"2026-01-31T13:00:00.5+01:00\"}", 0, NULL);
