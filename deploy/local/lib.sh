@@ -11,7 +11,7 @@ QDB_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev 
   postgresql-client-15 openssl ca-certificates curl procps)
 # What the test suite needs on top: promtool, headless Chromium, cppcheck (Node.js 20 and
 # npm come with the machine).
-QDB_TEST_PACKAGES=(prometheus chromium cppcheck)
+QDB_TEST_PACKAGES=(prometheus chromium cppcheck clang libclang-rt-14-dev)
 
 qdb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 qdb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -16,6 +16,8 @@
 #include "audit/audit_internal.h"
 #include "platform/jsonspec.h"
 #include "platform/log.h"
+#include "platform/queryspec.h"
+#include "platform/rfc3339.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 500
@@ -28,82 +30,39 @@ static atomic_int exports_running, verifies_running;
 
 /* ---- query parameters ---- */
 
-static void reply_field(struct http_request *req, const char *field, const char *why)
+/* The filters shared by list and export, with room for the canonical text of the times
+ * (RFC 3339 UTC, what the store casts). */
+struct filter_query {
+    struct audit_filter f;
+    int64_t since_us, until_us;
+    int has_since, has_until;
+    char since[RFC3339_TEXT_MAX], until[RFC3339_TEXT_MAX];
+};
+
+enum { FILTER_NPARAMS = 7 };
+
+/* The spec of the filters into q[0..FILTER_NPARAMS-1], writing into fq. */
+static void filter_params(struct filter_query *fq, struct qspec_param *q)
 {
-    http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", field), "%s %s",
-                           field, why);
+    const struct qspec_param p[FILTER_NPARAMS] = {
+        {"actor", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.actor, NULL},
+        {"resource_type", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.resource_type, NULL},
+        {"resource_id", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.resource_id, NULL},
+        {"action", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.action, NULL},
+        {"environment", QSPEC_STRING, 0, 1, 256, NULL, &fq->f.environment, NULL},
+        {"since", QSPEC_TIME, 0, 0, 0, NULL, &fq->since_us, &fq->has_since},
+        {"until", QSPEC_TIME, 0, 0, 0, NULL, &fq->until_us, &fq->has_until},
+    };
+    memcpy(q, p, sizeof p);
 }
 
-/* An integer query parameter in [min, max]; *out untouched when absent. Returns 0, or -1
- * after replying 400. */
-static int query_int(struct http_request *req, const char *name, int64_t min, int64_t max,
-                     int64_t *out)
+/* Point the filter's times at their canonical text, once qspec_parse has filled fq. */
+static void filter_finish(struct filter_query *fq)
 {
-    const char *s = http_query(req, name);
-    if (!s)
-        return 0;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < min || v > max) {
-        char why[96];
-        snprintf(why, sizeof why, "must be an integer between %lld and %lld", (long long)min,
-                 (long long)max);
-        reply_field(req, name, why);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Whether s is an RFC 3339 time naming a real instant (no February 30th). */
-static int valid_time(const char *s)
-{
-    if (!jspec_is_rfc3339(s))
-        return 0;
-    struct tm tm = {0};
-    if (sscanf(s, "%4d-%2d-%2d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3 ||
-        sscanf(s + 11, "%2d:%2d:%2d", &tm.tm_hour, &tm.tm_min, &tm.tm_sec) != 3)
-        return 0;
-    int y = tm.tm_year, m = tm.tm_mon, d = tm.tm_mday;
-    if (y < 1 || m < 1 || m > 12 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
-        return 0;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    struct tm back;
-    return gmtime_r(&t, &back) && back.tm_year + 1900 == y && back.tm_mon + 1 == m &&
-           back.tm_mday == d;
-}
-
-/* Read the filters shared by list and export. Returns 0, or -1 after replying 400. The
- * strings are borrowed from the request. */
-static int parse_filter(struct http_request *req, struct audit_filter *f)
-{
-    static const char *const names[] = {"actor", "resource_type", "resource_id", "action",
-                                        "environment"};
-    const char **slots[] = {&f->actor, &f->resource_type, &f->resource_id, &f->action,
-                            &f->environment};
-    memset(f, 0, sizeof *f);
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const char *v = http_query(req, names[i]);
-        if (v && (!*v || strlen(v) > 256)) {
-            reply_field(req, names[i], "must be 1 to 256 characters");
-            return -1;
-        }
-        *slots[i] = v;
-    }
-    f->since = http_query(req, "since");
-    f->until = http_query(req, "until");
-    if (f->since && !valid_time(f->since)) {
-        reply_field(req, "since", "must be an RFC 3339 time such as 2026-01-31T12:00:00Z");
-        return -1;
-    }
-    if (f->until && !valid_time(f->until)) {
-        reply_field(req, "until", "must be an RFC 3339 time such as 2026-01-31T12:00:00Z");
-        return -1;
-    }
-    return 0;
+    if (fq->has_since && rfc3339_format_us(fq->since_us, fq->since, sizeof fq->since) > 0)
+        fq->f.since = fq->since;
+    if (fq->has_until && rfc3339_format_us(fq->until_us, fq->until, sizeof fq->until) > 0)
+        fq->f.until = fq->until;
 }
 
 /* ---- cursors: base64url("audit:<seq>"), opaque to clients ---- */
@@ -165,21 +124,29 @@ static int64_t cursor_decode(const char *s)
 
 void audit_api_list(struct http_request *req)
 {
-    struct audit_filter f;
+    struct filter_query fq = {0};
+    const struct audit_filter *const fp = &fq.f;
     int64_t limit = LIST_DEFAULT, before = 0;
+    const char *cursor = NULL;
     PGresult *res = NULL;
     json_t *items = NULL;
-    if (parse_filter(req, &f) != 0 || query_int(req, "limit", 1, LIST_MAX, &limit) != 0)
+    struct qspec_param q[FILTER_NPARAMS + 3] = {
+        [FILTER_NPARAMS] = {"limit", QSPEC_INT, 0, 1, LIST_MAX, NULL, &limit, NULL},
+        [FILTER_NPARAMS + 1] = {"cursor", QSPEC_STRING, 0, 1, 64, NULL, &cursor, NULL},
+        [FILTER_NPARAMS + 2] = QSPEC_END,
+    };
+    filter_params(&fq, q);
+    if (qspec_parse(req, q) != 0)
         return;
-    const char *cursor = http_query(req, "cursor");
+    filter_finish(&fq);
     if (cursor && (before = cursor_decode(cursor)) == 0) {
-        reply_field(req, "cursor", "is not a cursor this server handed out");
+        http_reply_invalid(req, "cursor", "cursor is not a cursor this server handed out");
         return;
     }
     struct db_conn *conn = http_db_or_reply(req);
     if (!conn)
         return;
-    int rc = audit_store_list(conn, &f, before, (int)limit + 1, &res);
+    int rc = audit_store_list(conn, fp, before, (int)limit + 1, &res);
     if (rc < 0) {
         http_reply_db_error(req, rc);
         goto out;
@@ -220,12 +187,16 @@ static int take_slot(atomic_int *running, int max)
 
 void audit_api_verify(struct http_request *req)
 {
-    int64_t from = 0, to = 0;
-    if (query_int(req, "from_seq", 1, INT64_MAX, &from) != 0 ||
-        query_int(req, "to_seq", 1, INT64_MAX, &to) != 0)
+    int64_t from = 0, to = 0; /* 0: not given */
+    const struct qspec_param q[] = {
+        {"from_seq", QSPEC_INT, 0, 1, INT64_MAX, NULL, &from, NULL},
+        {"to_seq", QSPEC_INT, 0, 1, INT64_MAX, NULL, &to, NULL},
+        QSPEC_END,
+    };
+    if (qspec_parse(req, q) != 0)
         return;
     if (to && from && to < from) {
-        reply_field(req, "to_seq", "must not be below from_seq");
+        http_reply_invalid(req, "to_seq", "to_seq must not be below from_seq");
         return;
     }
     /* An explicit range starts at 1 unless from_seq says otherwise (as before checkpoints
@@ -291,8 +262,8 @@ static pthread_cond_t producers_cv = PTHREAD_COND_INITIALIZER;
 static int producers;
 
 struct export_stream {
-    pthread_mutex_t mu; /* guards everything below but conn, f, strings, after/max_seq */
-    pthread_cond_t room; /* signalled when the reader took bytes, or the response ended */
+    pthread_mutex_t mu;         /* guards everything below but conn, f, strings, after/max_seq */
+    pthread_cond_t room;        /* signalled when the reader took bytes, or the response ended */
     struct http_request *req;   /* valid while alive */
     struct http_server *srv;    /* valid while alive */
     struct MHD_Connection *mhd; /* valid while alive */
@@ -499,10 +470,15 @@ int audit_export_drain(int timeout_ms)
 
 void audit_api_export(struct http_request *req)
 {
+    struct filter_query fq = {0};
     struct audit_filter f;
     struct export_stream *s = NULL;
-    if (parse_filter(req, &f) != 0)
+    struct qspec_param q[FILTER_NPARAMS + 1] = {[FILTER_NPARAMS] = QSPEC_END};
+    filter_params(&fq, q);
+    if (qspec_parse(req, q) != 0)
         return;
+    filter_finish(&fq);
+    f = fq.f;
     if (take_slot(&exports_running, EXPORT_CONCURRENT) != 0) {
         http_reply_header(req, "Retry-After", "10");
         http_reply_problem(req, QDB_E_AUDIT_BUSY,

@@ -11,6 +11,7 @@
 #include "platform/config.h"
 #include "platform/jsonspec.h"
 #include "platform/log.h"
+#include "platform/rfc3339.h"
 
 #define TOKEN_DEFAULT_TTL_S (90L * 86400L)
 #define TOKEN_MAX_TTL_S (400L * 86400L)
@@ -19,11 +20,9 @@ static json_t *time_or_null(int64_t t)
 {
     if (t <= 0)
         return json_null();
-    char s[32];
-    time_t tt = (time_t)t;
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char s[RFC3339_TEXT_MAX];
+    if (rfc3339_format_ms(t * INT64_C(1000000), s, sizeof s) < 0)
+        return json_null();
     return json_string(s);
 }
 
@@ -149,20 +148,18 @@ void auth_api_tokens_create(struct http_request *req)
         return;
     const char *why = auth_token_name_problem(name);
     if (why) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "name"), "%s",
-                               why);
+        http_reply_invalid(req, "name", "%s", why);
         return;
     }
     if ((why = environments_problem(envs)) != NULL) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "environments"),
-                               "%s", why);
+        http_reply_invalid(req, "environments", "%s", why);
         return;
     }
     long ttl = TOKEN_DEFAULT_TTL_S;
     if (expires_in &&
         (config_parse_seconds(expires_in, &ttl) != 0 || ttl < 60 || ttl > TOKEN_MAX_TTL_S)) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "expires_in"),
-                               "expires_in is a duration like 30d, between 1m and 400d");
+        http_reply_invalid(req, "expires_in",
+                           "expires_in is a duration like 30d, between 1m and 400d");
         return;
     }
     const struct http_principal *p = http_principal(req);

@@ -24,6 +24,7 @@
 #include "auth/auth_internal.h"
 #include "platform/jsonspec.h"
 #include "platform/log.h"
+#include "platform/queryspec.h"
 
 #define CODE_TTL_S 60
 #define MAX_CODES 64
@@ -374,20 +375,33 @@ void auth_dev_jwks(struct http_request *req)
 /* The authorize parameters, checked. Returns 0, or -1 after replying 400. */
 struct authz {
     const char *client_id, *redirect_uri, *challenge, *state;
+    const char *login_name, *login_role; /* the sign-in form's answer, when given */
 };
 
 static int authz_params(struct http_request *req, struct authz *a)
 {
     char origin[256];
-    const char *rt = http_query(req, "response_type");
-    const char *method = http_query(req, "code_challenge_method");
-    a->client_id = http_query(req, "client_id");
-    a->redirect_uri = http_query(req, "redirect_uri");
-    a->challenge = http_query(req, "code_challenge");
-    a->state = http_query(req, "state");
+    const char *rt = NULL, *method = NULL;
+    memset(a, 0, sizeof *a);
+    /* Shapes only (UTF-8, no NUL, not repeated, bounded); the checks below say what each
+     * value must be. Unknown parameters are ignored, as OAuth 2.0 requires. */
+    const struct qspec_param q[] = {
+        {"response_type", QSPEC_STRING, 0, 0, 64, NULL, &rt, NULL},
+        {"code_challenge_method", QSPEC_STRING, 0, 0, 64, NULL, &method, NULL},
+        {"client_id", QSPEC_STRING, 0, 0, 256, NULL, &a->client_id, NULL},
+        {"redirect_uri", QSPEC_STRING, 0, 0, 2048, NULL, &a->redirect_uri, NULL},
+        {"code_challenge", QSPEC_STRING, 0, 0, 256, NULL, &a->challenge, NULL},
+        {"state", QSPEC_STRING, 0, 0, 2048, NULL, &a->state, NULL},
+        {"login_name", QSPEC_STRING, 0, 0, 1024, NULL, &a->login_name, NULL},
+        {"login_role", QSPEC_STRING, 0, 0, 64, NULL, &a->login_role, NULL},
+        QSPEC_END,
+    };
+    char field[128], qwhy[512];
     const char *why = NULL;
     size_t ol = 0;
-    if (origin_of(req, origin, sizeof origin) != 0)
+    if (qspec_parse_quiet(req, q, QSPEC_ALLOW_UNKNOWN, field, sizeof field, qwhy, sizeof qwhy) != 0)
+        why = qwhy;
+    else if (origin_of(req, origin, sizeof origin) != 0)
         why = "the Host header must name loopback (127.0.0.1, [::1], localhost)";
     else if (!a->client_id || strcmp(a->client_id, auth_cfg.client_id) != 0)
         why = "unknown client_id";
@@ -454,8 +468,7 @@ void auth_dev_authorize(struct http_request *req)
     struct authz a;
     if (dev_only(req) != 0 || authz_params(req, &a) != 0)
         return;
-    const char *name = http_query(req, "login_name");
-    const char *role_s = http_query(req, "login_role");
+    const char *name = a.login_name, *role_s = a.login_role;
     if (!name || !role_s) {
         sign_in_page(req, &a);
         return;

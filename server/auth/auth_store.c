@@ -7,14 +7,16 @@
 
 /* The public shape of a token row, built by PostgreSQL so that timestamps come out RFC 3339
  * and the secret's hash never leaves the database. */
-#define TOKEN_JSON                                                                                 \
-    "json_build_object('id', id, 'name', name, 'role', role, 'environments', environments, "       \
-    "'created_by', created_by, "                                                                   \
-    "'created_at', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "     \
-    "'expires_at', to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "     \
-    "'last_used_at', to_char(last_used_at AT TIME ZONE 'UTC', "                                    \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "                                                          \
-    "'revoked_at', to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'))"
+/* (clang-format would break the DB_TIME_JSON calls across lines) */
+/* clang-format off */
+#define TOKEN_JSON                                                                       \
+    "json_build_object('id', id, 'name', name, 'role', role, 'environments', environments, " \
+    "'created_by', created_by, "                                                             \
+    "'created_at', " DB_TIME_JSON("created_at") ", "                                         \
+    "'expires_at', " DB_TIME_JSON("expires_at") ", "                                         \
+    "'last_used_at', " DB_TIME_JSON("last_used_at") ", "                                     \
+    "'revoked_at', " DB_TIME_JSON("revoked_at") ")"
+/* clang-format on */
 
 /* Parse column 0 of row 0 as JSON into *out. */
 static int json_of(PGresult *res, int n, json_t **out)

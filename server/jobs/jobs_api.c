@@ -10,6 +10,8 @@
 #include "platform/http_sse.h"
 #include "platform/jsonspec.h"
 #include "platform/log.h"
+#include "platform/queryspec.h"
+#include "platform/rfc3339.h"
 
 /* Reasons a transaction function gives for rolling back (below -100, see db_tx). */
 enum { E_NOT_FOUND = -201, E_STATE = -202, E_BAD_KIND = -203 };
@@ -79,67 +81,40 @@ static void reply_page(struct http_request *req, PGresult *res, int rows, int li
 static const char *const job_states[] = {"pending", "running",   "succeeded", "retrying",
                                          "failed",  "cancelled", NULL};
 
-static int query_limit(struct http_request *req, int def, int max, int *out)
-{
-    const char *s = http_query(req, "limit");
-    *out = def;
-    if (!s)
-        return 0;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < 1 || v > max) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "limit"),
-                               "limit must be an integer from 1 to %d", max);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 void jobs_api_list(struct http_request *req)
 {
-    const char *state = http_query(req, "state");
-    const char *kind = http_query(req, "kind");
-    const char *queue = http_query(req, "queue");
-    const char *created_by = http_query(req, "created_by");
-    const char *since = http_query(req, "since");
-    const char *cursor = http_query(req, "cursor");
-    int limit;
-    if (state) {
-        int ok = 0;
-        for (int i = 0; job_states[i]; i++)
-            ok |= strcmp(state, job_states[i]) == 0;
-        if (!ok) {
-            http_reply_problem_ext(
-                req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "state"),
-                "state must be one of pending, running, succeeded, retrying, failed, cancelled");
-            return;
-        }
-    }
-    if (since && !jspec_is_rfc3339(since)) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "since"),
-                               "since must be an RFC 3339 time such as 2026-01-31T12:00:00Z");
+    const char *kind = NULL, *queue = NULL, *created_by = NULL;
+    int state_idx = -1;
+    int64_t since_us = 0, before = 0, limit = 50;
+    int has_since = 0;
+    const struct qspec_param q[] = {
+        {"state", QSPEC_ENUM, 0, 0, 0, job_states, &state_idx, NULL},
+        {"kind", QSPEC_STRING, 0, 1, 100, NULL, &kind, NULL},
+        {"queue", QSPEC_STRING, 0, 1, 100, NULL, &queue, NULL},
+        {"created_by", QSPEC_STRING, 0, 1, 256, NULL, &created_by, NULL},
+        {"since", QSPEC_TIME, 0, 0, 0, NULL, &since_us, &has_since},
+        /* a cursor is the id of the last row of the previous page */
+        {"cursor", QSPEC_INT, 0, 1, INT64_MAX, NULL, &before, NULL},
+        {"limit", QSPEC_INT, 0, 1, 500, NULL, &limit, NULL},
+        QSPEC_END,
+    };
+    if (qspec_parse(req, q) != 0)
         return;
-    }
-    int64_t before = 0;
-    if (cursor && (before = parse_id(cursor)) == 0) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cursor"),
-                               "cursor must be a next_cursor value from an earlier page");
-        return;
-    }
-    if (query_limit(req, 50, 500, &limit) != 0)
-        return;
+    const char *state = state_idx >= 0 ? job_states[state_idx] : NULL;
+    char since[RFC3339_TEXT_MAX];
+    if (has_since)
+        rfc3339_format_us(since_us, since, sizeof since);
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
         return;
     PGresult *res = NULL;
-    int rows = jobs_store_list(c, state, kind, queue, created_by, since, before, limit, &res);
+    int rows = jobs_store_list(c, state, kind, queue, created_by, has_since ? since : NULL, before,
+                               (int)limit, &res);
     if (rows < 0) {
         http_reply_db_error(req, rows);
         return;
     }
-    reply_page(req, res, rows, limit);
+    reply_page(req, res, rows, (int)limit);
 }
 
 /* ---- GET /api/v1/jobs/{id} ---- */
@@ -174,15 +149,13 @@ void jobs_api_logs(struct http_request *req)
     int64_t id = path_job_id(req);
     if (!id)
         return;
-    const char *cursor = http_query(req, "cursor");
-    int64_t after = 0;
-    if (cursor && (after = parse_id(cursor)) == 0) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cursor"),
-                               "cursor must be a next_cursor value from an earlier page");
-        return;
-    }
-    int limit;
-    if (query_limit(req, 200, 1000, &limit) != 0)
+    int64_t after = 0, limit = 200;
+    const struct qspec_param q[] = {
+        {"cursor", QSPEC_INT, 0, 1, INT64_MAX, NULL, &after, NULL},
+        {"limit", QSPEC_INT, 0, 1, 1000, NULL, &limit, NULL},
+        QSPEC_END,
+    };
+    if (qspec_parse(req, q) != 0)
         return;
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
@@ -196,12 +169,12 @@ void jobs_api_logs(struct http_request *req)
         return;
     }
     PGresult *res = NULL;
-    int rows = jobs_store_logs(c, id, after, limit, &res);
+    int rows = jobs_store_logs(c, id, after, (int)limit, &res);
     if (rows < 0) {
         http_reply_db_error(req, rows);
         return;
     }
-    reply_page(req, res, rows, limit);
+    reply_page(req, res, rows, (int)limit);
 }
 
 /* ---- POST /api/v1/jobs ---- */
@@ -227,24 +200,27 @@ static int create_fn(struct db_conn *c, void *cls)
 
 void jobs_api_create(struct http_request *req)
 {
-    const char *kind = NULL, *queue = NULL, *run_at = NULL;
+    const char *kind = NULL, *queue = NULL;
     json_t *args = NULL;
-    int64_t priority = 0, max_attempts = 0;
+    int64_t priority = 0, max_attempts = 0, run_at_us = 0;
+    int has_run_at = 0;
+    char run_at[RFC3339_TEXT_MAX];
     const struct jspec_field f[] = {
         {"kind", JSPEC_STRING, 1, 1, 100, NULL, &kind, NULL},
         {"args", JSPEC_OBJECT, 0, 0, 0, NULL, &args, NULL},
         {"queue", JSPEC_STRING, 0, 1, 100, NULL, &queue, NULL},
         {"priority", JSPEC_INT, 0, -1000, 1000, NULL, &priority, NULL},
-        {"run_at", JSPEC_TIME, 0, 0, 64, NULL, &run_at, NULL},
+        {"run_at", JSPEC_TIME, 0, 0, 64, NULL, &run_at_us, &has_run_at},
         {"max_attempts", JSPEC_INT, 0, 1, 100, NULL, &max_attempts, NULL},
         JSPEC_END,
     };
     if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
         return;
+    if (has_run_at)
+        rfc3339_format_us(run_at_us, run_at, sizeof run_at);
     const struct jobs_kind *k = jobs_find_kind(kind);
     if (!k) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "kind"),
-                               "no job kind \"%s\"", kind);
+        http_reply_invalid(req, "kind", "no job kind \"%s\"", kind);
         return;
     }
     if (k->direct_role == HTTP_PUBLIC) {
@@ -262,16 +238,13 @@ void jobs_api_create(struct http_request *req)
     char why[300] = "";
     if (k->validate && k->validate(args ? args : empty, why, sizeof why) != 0) {
         json_decref(empty);
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "args"),
-                               "args: %s", why);
+        http_reply_invalid(req, "args", "args: %s", why);
         return;
     }
     json_decref(empty);
     const char *key = http_header(req, "Idempotency-Key");
     if (key && (strlen(key) < 1 || strlen(key) > 255)) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION,
-                               json_pack("{s:s}", "field", "Idempotency-Key"),
-                               "Idempotency-Key must be 1 to 255 characters");
+        http_reply_invalid(req, "Idempotency-Key", "Idempotency-Key must be 1 to 255 characters");
         return;
     }
     struct db_conn *c = http_db_or_reply(req);
@@ -282,7 +255,7 @@ void jobs_api_create(struct http_request *req)
                              .args = args,
                              .queue = queue,
                              .priority = (int)priority,
-                             .run_at = run_at,
+                             .run_at = has_run_at ? run_at : NULL,
                              .max_attempts = (int)max_attempts,
                              .idempotency_key = key,
                              .created_by = subject_of(req)};

@@ -50,8 +50,7 @@ static int check_kind_args(struct http_request *req, const char *kind, json_t *a
 {
     const struct jobs_kind *k = jobs_find_kind(kind);
     if (!k) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "kind"),
-                               "no job kind \"%s\"", kind);
+        http_reply_invalid(req, "kind", "no job kind \"%s\"", kind);
         return -1;
     }
     char why[300] = "";
@@ -59,8 +58,7 @@ static int check_kind_args(struct http_request *req, const char *kind, json_t *a
     int rc = k->validate ? k->validate(args ? args : empty, why, sizeof why) : 0;
     json_decref(empty);
     if (rc != 0) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "args"),
-                               "args: %s", why);
+        http_reply_invalid(req, "args", "args: %s", why);
         return -1;
     }
     return 0;
@@ -71,14 +69,12 @@ static int check_cron(struct http_request *req, const char *cron, int64_t *next)
     struct jobs_cron cr;
     char why[256];
     if (jobs_cron_parse(cron, &cr, why, sizeof why) != 0) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cron"),
-                               "cron: %s", why);
+        http_reply_invalid(req, "cron", "cron: %s", why);
         return -1;
     }
     *next = jobs_cron_next(&cr, (int64_t)time(NULL));
     if (*next < 0) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "cron"),
-                               "cron: \"%s\" never matches a date", cron);
+        http_reply_invalid(req, "cron", "cron: \"%s\" never matches a date", cron);
         return -1;
     }
     return 0;
@@ -164,8 +160,7 @@ void jobs_api_schedules_create(struct http_request *req)
     if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
         return;
     if (!valid_schedule_name(name)) {
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "name"),
-                               "name must be 1 to 100 of a-z, 0-9, '-', '_' and '.'");
+        http_reply_invalid(req, "name", "name must be 1 to 100 of a-z, 0-9, '-', '_' and '.'");
         return;
     }
     struct sched_tx t = {

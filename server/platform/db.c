@@ -433,6 +433,22 @@ static int classify(struct db_conn *c, const PGresult *res, const char *what_ful
     }
     if (state && strcmp(state, "23505") == 0)
         return DB_UNIQUE;
+    /* Class 22 (data exception: a value out of range, malformed, invalid UTF-8) and the
+     * rest of class 23 (integrity constraints) are the request's fault, not the server's:
+     * a value the handler should have refused got through, so log it, but answer 4xx. A
+     * NOT NULL or CHECK violation is about the value itself (400); a foreign key,
+     * exclusion or restrict violation depends on other rows (409). Neither is retried. */
+    if (state && strncmp(state, "22", 2) == 0) {
+        log_event(LOG_WARN, "state store refused a value",
+                  json_pack("{s:s,s:s}", "statement", what, "sqlstate", state));
+        return DB_INVALID;
+    }
+    if (state && strncmp(state, "23", 2) == 0) {
+        log_event(LOG_WARN, "state store refused a change",
+                  json_pack("{s:s,s:s}", "statement", what, "sqlstate", state));
+        return strcmp(state, "23502") == 0 || strcmp(state, "23514") == 0 ? DB_INVALID
+                                                                          : DB_CONFLICT;
+    }
     log_event(LOG_ERROR, "database error",
               json_pack("{s:s,s:s,s:s}", "statement", what, "sqlstate", state ? state : "",
                         "error", c->errmsg));

@@ -7,6 +7,11 @@
  *   DB_HARD     a hard error (bad SQL, constraint other than unique, ...); logged here.
  *   DB_RETRY    retryable: serialization failure, deadlock, connection lost. db_tx retries.
  *   DB_UNIQUE   a unique constraint was violated (callers usually answer 409).
+ *   DB_INVALID  SQLSTATE class 22 (data exception) or a NOT NULL / CHECK violation: the
+ *               request carried a value the store refuses (400). Logged here.
+ *   DB_CONFLICT another integrity violation (foreign key, exclusion, restrict): the change
+ *               conflicts with other rows (409). Logged here.
+ * None but DB_RETRY is retried by db_tx.
  * Each thread uses its own connection at a time (libpq's rule); the pool hands them out
  * exclusively. */
 #ifndef QDB_PLATFORM_DB_H
@@ -16,7 +21,7 @@
 #include <libpq-fe.h>
 #include <stdint.h>
 
-enum { DB_HARD = -1, DB_RETRY = -2, DB_UNIQUE = -3 };
+enum { DB_HARD = -1, DB_RETRY = -2, DB_UNIQUE = -3, DB_INVALID = -4, DB_CONFLICT = -5 };
 
 /* One SQL statement, defined once as a static const beside the C function that runs it,
  * prepared by name the first time a connection uses it:
@@ -30,6 +35,14 @@ struct db_stmt {
     int slot; /* assigned on first use; 0 = unassigned */
 };
 #define DB_STMT(name_, nparams_, sql_) {(name_), (nparams_), (sql_), 0}
+
+/* The one timestamp format of API responses, RFC 3339 UTC with milliseconds
+ * ("2026-12-01T09:00:00.123Z") whatever the session's TimeZone, as an SQL expression for
+ * DB_STMT texts: DB_TIME_JSON("created_at"). NULL stays NULL. (The jobs room's job_time()
+ * of migration 0001 prints the same; an audit record's own `time` keeps its microseconds,
+ * as hashed. C code prints with rfc3339_format_ms.) */
+#define DB_TIME_JSON(col_)                                                                         \
+    "to_char((" col_ ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 struct db_pool;
 struct db_conn;
@@ -99,7 +112,7 @@ PGconn *db_pgconn(struct db_conn *conn);
 
 /* Run a prepared statement with text parameters (`params` has st->nparams entries, NULL for
  * SQL NULL). When `res` is not NULL it receives the result (caller PQclears) on success.
- * Returns the row count, DB_HARD, DB_RETRY or DB_UNIQUE (see above). */
+ * Returns the row count or a DB_ code (see above). */
 int db_exec(struct db_conn *conn, struct db_stmt *st, const char *const *params,
             PGresult **res);
 /* Typed parameters, so that no store converts values to text by hand:

@@ -15,6 +15,7 @@
 #include "platform/db.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
+#include "platform/utf8.h"
 
 /* Forward: static files (http_static.c). */
 void http_static_serve(struct http_request *req, const char *web_dir, const char *raw_path);
@@ -140,9 +141,14 @@ json_t *http_problem_json(enum qdb_error code, const char *detail, const char *i
     const struct qdb_error_info *e = qdb_error_info(code);
     char type[128];
     snprintf(type, sizeof type, "urn:qdb:problem:%s", e->slug);
+    /* The detail and the path may echo a client's bytes (or a multi-byte character cut by
+     * a bound); JSON takes only UTF-8, so scrub them rather than lose the whole problem. */
+    char *d = utf8_scrub_dup(detail ? detail : e->title);
+    char *inst = utf8_scrub_dup(instance ? instance : "");
     json_t *o = json_pack("{s:s,s:s,s:i,s:s,s:s}", "type", type, "title", e->title, "status",
-                          (int)e->status, "detail", detail ? detail : e->title, "instance",
-                          instance ? instance : "");
+                          (int)e->status, "detail", d ? d : e->title, "instance", inst ? inst : "");
+    free(d);
+    free(inst);
     if (ext) {
         json_object_update_missing(o, ext);
         json_decref(ext);
@@ -296,6 +302,12 @@ void http_reply_db_error(struct http_request *r, int rc)
                            "the state store is unreachable or overloaded; try again shortly");
     else if (rc == DB_UNIQUE)
         http_reply_problem(r, QDB_E_CONFLICT, "a resource with the same identity already exists");
+    else if (rc == DB_CONFLICT)
+        http_reply_problem(r, QDB_E_CONFLICT,
+                           "the change conflicts with other resources in the state store");
+    else if (rc == DB_INVALID)
+        http_reply_problem(r, QDB_E_BAD_REQUEST,
+                           "a value in the request is out of range or malformed");
     else
         http_reply_problem(r, QDB_E_INTERNAL, "state store error (request %s)", r->request_id);
 }
@@ -326,6 +338,18 @@ void http_reply_header(struct http_request *r, const char *name, const char *val
 void http_count_bytes(struct http_request *r, size_t n)
 {
     r->bytes_sent += n;
+}
+
+void http_reply_invalid(struct http_request *r, const char *field, const char *fmt, ...)
+{
+    /* The field may be a name the client sent (an unknown query parameter): jansson takes
+     * only UTF-8, so a name that is not gets a placeholder rather than no member. */
+    json_t *ext = json_pack("{s:s}", "field",
+                            field && utf8_valid(field, strlen(field)) ? field : "(not UTF-8)");
+    va_list ap;
+    va_start(ap, fmt);
+    reply_problem_v(r, QDB_E_VALIDATION, ext, fmt, ap);
+    va_end(ap);
 }
 
 /* Hand the reply to libmicrohttpd. Returns what the access handler returns. */
@@ -471,6 +495,15 @@ static int route_request(struct http_request *r)
 {
     const struct http_server *srv = r->srv;
     const char *method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
+    /* libmicrohttpd decodes the path into a C string, so "/tokens/<id>%00x" would act on
+     * <id>: a path with an encoded NUL names nothing (404, as for static files). */
+    size_t raw_path_len = strcspn(r->raw_uri, "?");
+    for (size_t i = 0; i + 2 < raw_path_len; i++)
+        if (r->raw_uri[i] == '%' && r->raw_uri[i + 1] == '0' && r->raw_uri[i + 2] == '0') {
+            http_reply_problem(r, QDB_E_NOT_FOUND,
+                               "no resource: the path contains an encoded NUL (%%00)");
+            return -1;
+        }
     char allow[128] = "";
     size_t allow_len = 0;
     for (size_t i = 0; i < srv->nroutes; i++) {

@@ -133,7 +133,13 @@ void http_reply_problem(struct http_request *req, enum qdb_error code, const cha
 /* Same, with extension members merged into the problem (`ext` stolen, may be NULL). */
 void http_reply_problem_ext(struct http_request *req, enum qdb_error code, json_t *ext,
                             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-/* Map a DB_ code to a problem: DB_RETRY 503, DB_UNIQUE 409, anything else 500. */
+/* A validation failure: 400 QDB_E_VALIDATION with a "field" member naming the body
+ * member, query parameter, path parameter or header at fault, and a printf-style detail.
+ * The one way handlers and the spec parsers report bad input. */
+void http_reply_invalid(struct http_request *req, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Map a DB_ code to a problem: DB_RETRY 503; DB_UNIQUE and DB_CONFLICT 409; DB_INVALID 400;
+ * anything else 500. */
 void http_reply_db_error(struct http_request *req, int db_rc);
 /* Bytes with a content type; `data` is copied. */
 void http_reply_data(struct http_request *req, unsigned status, const char *content_type,

@@ -1,34 +1,15 @@
 #include "platform/jsonspec.h"
 
-#include <ctype.h>
+#include "platform/rfc3339.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 int jspec_is_rfc3339(const char *s)
 {
-    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
-    size_t i = 0;
-    for (; shape[i]; i++) {
-        char c = s[i];
-        if (shape[i] == 'd' ? !isdigit((unsigned char)c)
-                            : (shape[i] == 'T' ? (c != 'T' && c != 't') : c != shape[i]))
-            return 0;
-    }
-    if (s[i] == '.') {
-        i++;
-        if (!isdigit((unsigned char)s[i]))
-            return 0;
-        while (isdigit((unsigned char)s[i]))
-            i++;
-    }
-    if ((s[i] == 'Z' || s[i] == 'z') && s[i + 1] == '\0')
-        return 1;
-    if ((s[i] == '+' || s[i] == '-') && isdigit((unsigned char)s[i + 1]) &&
-        isdigit((unsigned char)s[i + 2]) && s[i + 3] == ':' && isdigit((unsigned char)s[i + 4]) &&
-        isdigit((unsigned char)s[i + 5]) && s[i + 6] == '\0')
-        return 1;
-    return 0;
+    int64_t us;
+    return s && rfc3339_parse(s, strlen(s), &us) == 0;
 }
 
 /* Report a field's problem: as a 400 reply on req, or into err. Returns -1. */
@@ -43,8 +24,7 @@ static int fail(struct http_request *req, const char *field, char *err, size_t e
     vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
     if (req)
-        http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", field), "%s",
-                               detail);
+        http_reply_invalid(req, field, "%s", detail);
     else if (err)
         snprintf(err, errlen, "%s", detail);
     return -1;
@@ -84,10 +64,17 @@ int jspec_parse(struct http_request *req, json_t *body, const struct jspec_field
                             f->name, (long long)f->min, max);
             if (memchr(json_string_value(v), '\0', len))
                 return fail(req, f->name, err, errlen, "%s must not contain NUL", f->name);
-            if (f->type == JSPEC_TIME && !jspec_is_rfc3339(json_string_value(v)))
-                return fail(req, f->name, err, errlen,
-                            "%s must be an RFC 3339 time such as 2026-01-31T12:00:00Z", f->name);
-            *(const char **)f->out = json_string_value(v);
+            if (f->type == JSPEC_TIME) {
+                int64_t us;
+                if (rfc3339_parse(json_string_value(v), len, &us) != 0)
+                    return fail(req, f->name, err, errlen,
+                                "%s must be an RFC 3339 time with a real date and time such as "
+                                "2026-01-31T12:00:00Z",
+                                f->name);
+                *(int64_t *)f->out = us;
+            } else {
+                *(const char **)f->out = json_string_value(v);
+            }
             break;
         }
         case JSPEC_INT: {

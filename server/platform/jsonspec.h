@@ -17,7 +17,8 @@ enum jspec_type {
     JSPEC_ARRAY,  /* out: json_t ** (borrowed) */
     JSPEC_ANY,    /* out: json_t ** (borrowed), any JSON value */
     JSPEC_ENUM,   /* out: int * index into `choices` */
-    JSPEC_TIME,   /* RFC 3339 string; out: const char ** (borrowed), checked for shape */
+    JSPEC_TIME,   /* RFC 3339 string (platform/rfc3339.h: real calendar, offsets); out:
+                     int64_t * Unix microseconds (print it with rfc3339_format_us) */
 };
 
 struct jspec_field {
@@ -37,7 +38,7 @@ struct jspec_field {
 int jspec_parse(struct http_request *req, json_t *body, const struct jspec_field *fields,
                 char *err, size_t errlen);
 
-/* Whether s looks like an RFC 3339 timestamp (YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm)). */
+/* Whether s is an RFC 3339 timestamp naming a real instant (rfc3339_parse). */
 int jspec_is_rfc3339(const char *s);
 
 #endif

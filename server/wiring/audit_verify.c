@@ -28,8 +28,7 @@ static int verify_args(struct http_request *req, json_t *args, int64_t *from, in
         return -1;
     if (*to && *to < *from) {
         if (req)
-            http_reply_problem_ext(req, QDB_E_VALIDATION, json_pack("{s:s}", "field", "to_seq"),
-                                   "to_seq must not be below from_seq");
+            http_reply_invalid(req, "to_seq", "to_seq must not be below from_seq");
         else
             snprintf(err, errlen, "to_seq must not be below from_seq");
         return -1;

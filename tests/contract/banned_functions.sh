@@ -4,7 +4,7 @@
 set -uo pipefail
 root=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
 pattern='\b(sprintf|vsprintf|strcpy|strcat|strncat|strtok|gets|atoi|atol|atoll)[[:space:]]*\('
-hits=$(grep -rnE "$pattern" "$root/server" "$root/tests/unit" "$root/tests/integration" --include='*.c' --include='*.h' || true)
+hits=$(grep -rnE "$pattern" "$root/server" "$root/tests/unit" "$root/tests/integration" "$root/tests/fuzz" --include='*.c' --include='*.h' || true)
 if [ -n "$hits" ]; then
   echo "$hits"
   echo "0 passed, 1 failed"

@@ -66,6 +66,25 @@ static void test_jspec(void)
     EXPECT(jspec_is_rfc3339("2026-11-25T12:00:00.123+03:00"), "offset time");
     EXPECT(!jspec_is_rfc3339("2026-11-25 12:00:00"), "space refused");
     EXPECT(!jspec_is_rfc3339("2026-11-25T12:00:00"), "no zone refused");
+    EXPECT(!jspec_is_rfc3339("2026-02-30T12:00:00Z"), "February 30th refused");
+
+    /* JSPEC_TIME checks the calendar, not only the shape, and yields microseconds */
+    int64_t at = -1;
+    int has_at = 0;
+    struct jspec_field tf[] = {{"at", JSPEC_TIME, 1, 0, 64, NULL, &at, &has_at}, JSPEC_END};
+    j = json_loads("{\"at\":\"2026-02-30T25:61:00Z\"}", 0, NULL);
+    EXPECT(jspec_parse(NULL, j, tf, err, sizeof err) == -1 &&
+               strstr(err, "at must be an RFC 3339") && at == -1,
+           "impossible time refused: %s", err);
+    json_decref(j);
+    j = json_loads("{\"at\":\"2026-01-31T13:00:00.5+01:00\"}", 0, NULL);
+    EXPECT(jspec_parse(NULL, j, tf, err, sizeof err) == 0 && at == INT64_C(1769860800500000) &&
+               has_at,
+           "time with offset: %lld", (long long)at);
+    json_decref(j);
+    j = json_loads("{\"at\":\"2026-01-31T12:00:00Z\\u0000\"}", 0, NULL);
+    EXPECT(jspec_parse(NULL, j, tf, err, sizeof err) == -1, "NUL in a time refused");
+    json_decref(j);
 }
 
 int main(void)
