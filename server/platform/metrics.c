@@ -89,7 +89,8 @@ void metrics_histogram_render(struct buf *out, const char *family, const char *l
         buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", family, labels, sep, bounds[b],
                    (unsigned long long)cum);
     }
-    cum += atomic_load_explicit(&h->bucket[METRICS_HISTOGRAM_MAX], memory_order_relaxed);
+    for (size_t b = nbounds; b <= METRICS_HISTOGRAM_MAX; b++)
+        cum += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
     buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", family, labels, sep,
                (unsigned long long)cum);
     buf_printf(out, "%s_sum{%s} %.9f\n", family, labels,
