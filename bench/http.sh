@@ -76,6 +76,7 @@ printf '%-22s %12.0f %10.2f %8d\n' "nginx (static file)" "$n_rps" "$n_p99" "$((n
 printf '%-22s %12.0f %10.2f %8d\n' "qdb-control /healthz" "$q_rps" "$q_p99" "$((q_non2xx + q_err))"
 ratio=$(awk -v a="$q_rps" -v b="$n_rps" 'BEGIN {printf "%.2f", a/b}')
 printf '\nratio qdb-control/nginx requests/s: %s (target >= 0.70)\n' "$ratio"
+printf 'ratio qdb-control/nginx p99: %s (target <= 1.50)\n' "$(awk -v a="$q_p99" -v b="$n_p99" 'BEGIN {printf "%.2f", a/b}')"
 printf 'qdb-control resident memory: idle %.1f MB, end of load %.1f MB (targets < 20, < 64)\n' \
   "$(awk -v k="$idle" 'BEGIN {print k/1024}')" "$(awk -v k="$loaded" 'BEGIN {print k/1024}')"
 printf 'wrk: %s connections, %s s, 2 threads, on %s cores\n' "$CONNS" "$DURATION" "$(nproc)"
