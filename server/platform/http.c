@@ -735,6 +735,27 @@ static void run_handler(struct http_request *r)
 
 /* ---- the handler pool ---- */
 
+/* Pool figures for /metrics (one server per process; summed over servers otherwise). */
+static atomic_uint pool_threads_total, pool_busy, pool_queued;
+static atomic_ullong pool_jobs_total;
+
+static void pool_collect(struct buf *out, void *cls)
+{
+    (void)cls;
+    metrics_family(out, "qdb_http_handler_threads", "gauge",
+                   "Threads of the HTTP handler pool (handlers that may block).");
+    buf_printf(out, "qdb_http_handler_threads %u\n", atomic_load(&pool_threads_total));
+    metrics_family(out, "qdb_http_handler_busy", "gauge",
+                   "Handler threads running a request now.");
+    buf_printf(out, "qdb_http_handler_busy %u\n", atomic_load(&pool_busy));
+    metrics_family(out, "qdb_http_handler_queued", "gauge",
+                   "Requests waiting for a handler thread now.");
+    buf_printf(out, "qdb_http_handler_queued %u\n", atomic_load(&pool_queued));
+    metrics_family(out, "qdb_http_handler_jobs_total", "counter",
+                   "Requests (or their authentication) run on the handler pool.");
+    buf_printf(out, "qdb_http_handler_jobs_total %llu\n", atomic_load(&pool_jobs_total));
+}
+
 /* What a handler thread does with a request: authenticate when that was left to it, then
  * (for a job that runs the handler) run the route's handler. */
 static void pool_job(struct http_request *r)
@@ -776,6 +797,9 @@ static void *pool_main(void *cls)
         pthread_mutex_unlock(&hp->mu);
         if (!r)
             break;
+        atomic_fetch_sub(&pool_queued, 1);
+        atomic_fetch_add(&pool_busy, 1);
+        atomic_fetch_add(&pool_jobs_total, 1);
         if (stop) {
             /* queued when the shutdown timeout ran out: answer, do not start work */
             r->auth_pending = 0;
@@ -788,6 +812,7 @@ static void *pool_main(void *cls)
         /* The reply is in r; from here the event loop owns r again (and may free it as soon
          * as the connection is resumed): touch nothing after this. */
         struct MHD_Connection *conn = r->conn;
+        atomic_fetch_sub(&pool_busy, 1);
         MHD_resume_connection(conn);
     }
     return NULL;
@@ -813,6 +838,7 @@ static int pool_submit(struct http_request *r, int runs_handler)
     else
         hp->head = r;
     hp->tail = r;
+    atomic_fetch_add(&pool_queued, 1);
     pthread_cond_signal(&hp->wake);
     pthread_mutex_unlock(&hp->mu);
     return 0;
@@ -821,6 +847,9 @@ static int pool_submit(struct http_request *r, int runs_handler)
 static int pool_start(struct http_server *srv, unsigned n)
 {
     struct handler_pool *hp = &srv->handlers;
+    static atomic_int registered;
+    if (atomic_exchange(&registered, 1) == 0 && metrics_register(pool_collect, NULL) != 0)
+        return -1;
     hp->threads = calloc(n, sizeof *hp->threads);
     if (!hp->threads)
         return -1;
@@ -830,6 +859,7 @@ static int pool_start(struct http_server *srv, unsigned n)
             return -1;
         }
         hp->nthreads++;
+        atomic_fetch_add(&pool_threads_total, 1);
     }
     return 0;
 }
@@ -844,6 +874,7 @@ static void pool_stop(struct http_server *srv)
     pthread_mutex_unlock(&hp->mu);
     for (unsigned i = 0; i < hp->nthreads; i++)
         pthread_join(hp->threads[i], NULL);
+    atomic_fetch_sub(&pool_threads_total, hp->nthreads);
     free(hp->threads);
     hp->threads = NULL;
     hp->nthreads = 0;

@@ -232,6 +232,8 @@ static void test_metrics(const struct th_server *s)
     CHECK(strstr(r.body, "qdb_db_pool_connections{state=\"idle\"}") != NULL, "pool idle");
     CHECK(strstr(r.body, "process_start_time_seconds ") != NULL, "start time");
     CHECK(strstr(r.body, "process_resident_memory_bytes ") != NULL, "resident memory");
+    CHECK(strstr(r.body, "\nqdb_http_handler_threads 8\n") != NULL, "handler pool size");
+    CHECK(strstr(r.body, "\nqdb_http_handler_queued 0\n") != NULL, "handler queue empty");
     char path[256];
     snprintf(path, sizeof path, "%s/metrics-%d.txt",
              getenv("QDB_TEST_LOG_DIR") ? getenv("QDB_TEST_LOG_DIR") : "/tmp", (int)getpid());
