@@ -565,7 +565,9 @@ static void test_health_never_waits(const char *url)
         CHECK(r.status == 200, "%s gave %ld while the handlers wait", paths[i % 2], r.status);
         th_resp_free(&r);
     }
-    CHECK(worst < 250, "slowest health answer %.0f ms while the handlers wait", worst);
+    /* waiting behind the lock would take seconds (the pool wait, the statement timeout);
+     * the bound is generous for a loaded machine */
+    CHECK(worst < 1000, "slowest health answer %.0f ms while the handlers wait", worst);
     CHECK(b.status == 0, "the blocked request is still waiting");
     PQclear(PQexec(locker, "COMMIT"));
     pthread_join(t, NULL);
