@@ -531,7 +531,9 @@ static void test_health_never_waits(const char *url)
 {
     th_step("health answers at once while every handler thread waits on the state store");
     struct th_server s;
-    const char *env[] = {"QDB_HTTP_HANDLER_THREADS=1", "QDB_DB_POOL_SIZE=1", NULL};
+    /* a long statement timeout: the blocked request must outlast the checks below */
+    const char *env[] = {"QDB_HTTP_HANDLER_THREADS=1", "QDB_DB_POOL_SIZE=1",
+                         "QDB_DB_STATEMENT_TIMEOUT_MS=60000", NULL};
     if (th_server_start(&s, url, env, 1) != 0) {
         CHECK(0, "server start");
         return;
