@@ -16,6 +16,7 @@
 #include "module.h"
 #include "platform/config.h"
 #include "platform/db.h"
+#include "platform/health.h"
 #include "platform/http.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
@@ -50,12 +51,11 @@ static void usage(FILE *f)
 
 static int print_routes(void)
 {
-    static const char *const perms[] = {"public", "viewer", "operator", "admin"};
     json_t *a = json_array();
     for (size_t i = 0; i < qdb_routes_count; i++)
         json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:b}", "method", qdb_routes[i].method,
                                            "path", qdb_routes[i].pattern, "role",
-                                           perms[qdb_routes[i].perm], "json_body",
+                                           http_perm_name(qdb_routes[i].perm), "json_body",
                                            (qdb_routes[i].flags & HTTP_BODY_JSON) != 0));
     char *s = json_dumps(a, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(a);
@@ -174,7 +174,8 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
     const char **patterns = calloc(qdb_routes_count + 1, sizeof *patterns);
     for (size_t i = 0; i < qdb_routes_count; i++)
         patterns[i] = qdb_routes[i].pattern;
-    metrics_http_init(patterns, qdb_routes_count);
+    if (!patterns || metrics_http_init(patterns, qdb_routes_count) != 0)
+        goto out;
     metrics_set_pool(app->pool);
 
     for (; inited < NMODULES; inited++) {
@@ -183,6 +184,10 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
             log_error("module %s failed to initialise", m->name);
             goto out;
         }
+    }
+    if (metrics_registration_failed()) {
+        log_error("a metrics collector could not be registered");
+        goto out;
     }
     for (size_t i = 0; i < NMODULES; i++) {
         const struct qdb_module *m = modules[i];
@@ -195,6 +200,7 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
         .host = cfg->listen_host,
         .port = cfg->listen_port,
         .threads = (unsigned)cfg->http_threads,
+        .handler_threads = (unsigned)cfg->http_handler_threads,
         .max_connections = (unsigned)cfg->http_max_connections,
         .per_ip_connections = (unsigned)cfg->http_per_ip_connections,
         .idle_timeout_s = (unsigned)cfg->http_idle_timeout_s,
@@ -204,6 +210,10 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
         .pool = app->pool,
         .db_wait_ms = cfg->db_connect_timeout_s * 1000,
     };
+    /* readiness is answered from the prober's last check, so /readyz never waits */
+    struct db_settings probe_settings = settings_of(cfg);
+    if (health_start(&probe_settings) != 0)
+        goto out;
     http = http_server_start(&hc);
     if (!http)
         goto out;
@@ -219,6 +229,7 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
     status = 0;
 out:
     http_server_stop(http, cfg->shutdown_timeout_s);
+    health_stop();
     stop_modules(inited);
     free(patterns);
     metrics_set_pool(NULL);

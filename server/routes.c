@@ -7,23 +7,26 @@
 #include "platform/health.h"
 #include "wiring/wiring.h"
 
-/* Keep each room's routes together, in the order of api/openapi.yaml. */
+/* Keep each room's routes together, in the order of api/openapi.yaml. HTTP_INLINE marks a
+ * handler that never blocks (no state store, no network): it runs on the event loop; every
+ * other handler runs on the HTTP handler pool (platform/http.h). */
 const struct http_route qdb_routes[] = {
     /* platform */
-    {"GET", "/healthz", health_live, HTTP_PUBLIC, 0},
-    {"GET", "/readyz", health_ready, HTTP_PUBLIC, 0},
-    {"GET", "/metrics", health_metrics, HTTP_PUBLIC, 0},
-    {"GET", "/api/v1/openapi.yaml", health_openapi, HTTP_PUBLIC, 0},
+    {"GET", "/healthz", health_live, HTTP_PUBLIC, HTTP_INLINE},
+    {"GET", "/readyz", health_ready, HTTP_PUBLIC, HTTP_INLINE},
+    {"GET", "/metrics", health_metrics, HTTP_PUBLIC, HTTP_INLINE},
+    {"GET", "/api/v1/openapi.yaml", health_openapi, HTTP_PUBLIC, HTTP_INLINE},
     {"GET", "/api/v1/environments", environment_api_list, HTTP_VIEWER, 0},
 
     /* auth */
-    {"GET", "/api/v1/me", auth_api_me, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/me", auth_api_me, HTTP_VIEWER, HTTP_INLINE},
     {"GET", "/api/v1/auth/config", auth_api_config, HTTP_PUBLIC, 0},
     {"GET", "/api/v1/tokens", auth_api_tokens_list, HTTP_ADMIN, 0},
     {"POST", "/api/v1/tokens", auth_api_tokens_create, HTTP_ADMIN, HTTP_BODY_JSON},
     {"DELETE", "/api/v1/tokens/{id}", auth_api_tokens_revoke, HTTP_ADMIN, 0},
-    {"GET", "/dev-issuer/.well-known/openid-configuration", auth_dev_discovery, HTTP_PUBLIC, 0},
-    {"GET", "/dev-issuer/jwks", auth_dev_jwks, HTTP_PUBLIC, 0},
+    {"GET", "/dev-issuer/.well-known/openid-configuration", auth_dev_discovery, HTTP_PUBLIC,
+     HTTP_INLINE},
+    {"GET", "/dev-issuer/jwks", auth_dev_jwks, HTTP_PUBLIC, HTTP_INLINE},
     {"GET", "/dev-issuer/authorize", auth_dev_authorize, HTTP_PUBLIC, 0},
     {"POST", "/dev-issuer/oauth/token", auth_dev_oauth_token, HTTP_PUBLIC, 0},
     {"POST", "/dev-issuer/token", auth_dev_token, HTTP_PUBLIC, HTTP_BODY_JSON},

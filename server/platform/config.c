@@ -182,9 +182,16 @@ static int load_serve(struct config *cfg)
     if (ncpu < 1)
         ncpu = 1;
     long v;
-    if (config_int("QDB_HTTP_THREADS", ncpu * 4, 1, 256, &v) != 0)
+    /* Event loops never block (blocking work runs on the handler pool), so more of them
+     * than cores only adds context switches to the tail latency. */
+    if (config_int("QDB_HTTP_THREADS", ncpu, 1, 256, &v) != 0)
         return -1;
     cfg->http_threads = (int)v;
+    /* Handlers mostly wait on a pooled state-store connection: as many handler threads as
+     * connections keeps the pool busy without threads queueing for it. */
+    if (config_int("QDB_HTTP_HANDLER_THREADS", cfg->db_pool_size, 1, 1024, &v) != 0)
+        return -1;
+    cfg->http_handler_threads = (int)v;
     if (config_int("QDB_HTTP_MAX_CONNECTIONS", 1000, 1, 60000, &v) != 0)
         return -1;
     cfg->http_max_connections = (int)v;

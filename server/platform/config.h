@@ -22,6 +22,7 @@ struct config {
     char *web_dir;               /* QDB_WEB_DIR (owned) */
     int shutdown_timeout_s;      /* QDB_SHUTDOWN_TIMEOUT */
     int http_threads;            /* QDB_HTTP_THREADS */
+    int http_handler_threads;    /* QDB_HTTP_HANDLER_THREADS */
     int http_max_connections;    /* QDB_HTTP_MAX_CONNECTIONS */
     int http_per_ip_connections; /* QDB_HTTP_PER_IP_CONNECTIONS */
     int http_idle_timeout_s;     /* QDB_HTTP_IDLE_TIMEOUT */

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -655,12 +656,25 @@ void db_rollback(struct db_conn *c)
         (void)db_exec_fixed(c, "ROLLBACK");
 }
 
+/* 0..9 ms of jitter for the retry backoff. rand() shares one state between threads (a data
+ * race), so each thread keeps its own xorshift state, seeded from OpenSSL's generator. */
+static unsigned retry_jitter_ms(void)
+{
+    static _Thread_local uint32_t x;
+    if (!x && (RAND_bytes((unsigned char *)&x, sizeof x) != 1 || !x))
+        x = (uint32_t)(uintptr_t)&x | 1u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x % 10;
+}
+
 int db_tx(struct db_conn *c, int (*fn)(struct db_conn *, void *), void *cls)
 {
     int rc = DB_RETRY;
     for (int attempt = 0; attempt < 5; attempt++) {
         if (attempt) {
-            struct timespec ts = {0, (long)((5 << attempt) + rand() % 10) * 1000000L};
+            struct timespec ts = {0, (long)((5u << attempt) + retry_jitter_ms()) * 1000000L};
             nanosleep(&ts, NULL);
         }
         if (db_conn_check(c) != 0) {

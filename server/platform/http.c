@@ -4,6 +4,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -20,11 +21,34 @@
 /* Forward: static files (http_static.c). */
 void http_static_serve(struct http_request *req, const char *web_dir, const char *raw_path);
 
-#define MAX_PARAMS 6
-#define MAX_HEADERS 12
+/* Path parameters per route: checked against every pattern at start-up (a route with more
+ * would never match). */
+#define MAX_PARAMS 8
 /* A chunked body past the limit is read and dropped up to this much, so the client gets
  * its 413; beyond it the connection is cut. */
 #define BODY_DISCARD_MAX (8u * HTTP_BODY_MAX)
+/* An early reply (413, or a 401/403/415 decided from the headers) to a client that is
+ * sending a body without waiting for "100 Continue" is held back while the rest of the body
+ * is read and dropped, up to this much: closing with unread data in the socket makes the
+ * kernel send a reset, and a client that writes its whole body before reading (Python's
+ * http.client, requests) would see that reset instead of the answer. nginx's lingering
+ * close does the same. A declared body past this is answered at once and the connection
+ * closed. */
+#define BODY_DRAIN_MAX BODY_DISCARD_MAX
+
+/* The handler pool: threads that run what may block (the state store, the issuer), so
+ * that the event loops only ever parse, route and write. A request is handed over by
+ * suspending its connection and queueing it; the pool thread resumes the connection when
+ * the reply is ready, and the event loop queues it. The queue needs no bound of its own:
+ * each connection has at most one request in it, and connections are bounded. */
+struct handler_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    struct http_request *head, *tail;
+    int stop;
+    pthread_t *threads;
+    unsigned nthreads;
+};
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -36,9 +60,19 @@ struct http_server {
     uint16_t port;
     atomic_int active;   /* requests between the request line and completion */
     atomic_int stopping; /* shutdown has begun */
+    struct handler_pool handlers;
 };
 
-enum phase { PHASE_NEW = 0, PHASE_BODY, PHASE_DONE };
+enum phase {
+    PHASE_NEW = 0, /* before the first call */
+    PHASE_BODY,    /* headers seen; reading (or dropping) the body */
+    PHASE_POOL,    /* suspended: a handler thread owns the request */
+    PHASE_DONE,    /* the reply is queued */
+};
+
+struct reply_header {
+    char *name, *value;
+};
 
 struct http_request {
     struct http_server *srv;
@@ -58,6 +92,13 @@ struct http_request {
     struct buf body;
     size_t discarded;
     int body_too_large;
+    int has_body;      /* the request announced a body (Content-Length > 0 or chunked) */
+    int auth_pending;  /* the hook could not answer without blocking: a handler thread will */
+    int handled;       /* the handler ran (or a reply was decided): queue at the next call */
+    int on_loop;       /* running on an event-loop thread, where nothing may block */
+    int pool_runs_handler; /* the queued job runs the handler too, not only authentication */
+    int first_call_again;  /* suspended in the first call: libmicrohttpd repeats that call */
+    struct http_request *next_job;
     json_t *json;
     struct http_principal principal;
     int has_principal;
@@ -69,20 +110,39 @@ struct http_request {
     size_t reply_len;
     char content_type[96];
     struct MHD_Response *reply_resp; /* owned until queued */
-    struct {
-        char *name, *value;
-    } headers[MAX_HEADERS];
-    int nheaders;
+    struct reply_header *headers;    /* grown by doubling; every header is kept */
+    int nheaders, cap_headers;
+    int headers_lost; /* a header could not be kept: the reply is replaced by a 500 */
     size_t bytes_sent;
 };
 
+/* Set once before the server starts, read by every thread after: no lock needed. */
 static http_authenticate_fn authenticator;
 static void *authenticator_cls;
+static http_authenticate_fn authenticator_try;
+static void *authenticator_try_cls;
 
 void http_set_authenticator(http_authenticate_fn fn, void *cls)
 {
     authenticator = fn;
     authenticator_cls = cls;
+}
+
+void http_set_authenticator_try(http_authenticate_fn fn, void *cls)
+{
+    authenticator_try = fn;
+    authenticator_try_cls = cls;
+}
+
+const char *http_perm_name(enum http_perm p)
+{
+    switch (p) {
+    case HTTP_PUBLIC: return "public";
+    case HTTP_VIEWER: return "viewer";
+    case HTTP_OPERATOR: return "operator";
+    case HTTP_ADMIN: return "admin";
+    }
+    return "unknown";
 }
 
 /* ---- pure helpers ---- */
@@ -206,6 +266,14 @@ const char *http_header(struct http_request *r, const char *name)
 
 struct db_conn *http_db(struct http_request *r)
 {
+    if (r->on_loop) {
+        /* An HTTP_INLINE route (or a non-blocking authenticator) asked for the state store
+         * on an event loop, where waiting would stall every connection of that loop: a bug
+         * in the route table, made loud rather than slow. */
+        log_event(LOG_ERROR, "the state store was asked for on an event loop",
+                  json_pack("{s:s}", "route", r->route ? r->route->pattern : ""));
+        return NULL;
+    }
     if (!r->db && r->srv->pool)
         r->db = db_acquire(r->srv->pool, r->srv->db_wait_ms);
     return r->db;
@@ -328,11 +396,29 @@ void http_reply_response(struct http_request *r, unsigned status, struct MHD_Res
 
 void http_reply_header(struct http_request *r, const char *name, const char *value)
 {
-    if (r->nheaders >= MAX_HEADERS)
-        return;
-    r->headers[r->nheaders].name = strdup(name);
-    r->headers[r->nheaders].value = strdup(value);
+    if (r->nheaders == r->cap_headers) {
+        int cap = r->cap_headers ? 2 * r->cap_headers : 8;
+        struct reply_header *h = realloc(r->headers, (size_t)cap * sizeof *h);
+        if (!h)
+            goto oom;
+        r->headers = h;
+        r->cap_headers = cap;
+    }
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        goto oom;
+    }
+    r->headers[r->nheaders].name = n;
+    r->headers[r->nheaders].value = v;
     r->nheaders++;
+    return;
+oom:
+    /* A reply without one of its headers could be wrong (a missing Allow, WWW-Authenticate,
+     * Location): say so, and the reply becomes a 500 when it is queued. */
+    log_event(LOG_ERROR, "out of memory adding a reply header", json_pack("{s:s}", "name", name));
+    r->headers_lost = 1;
 }
 
 void http_count_bytes(struct http_request *r, size_t n)
@@ -353,8 +439,29 @@ void http_reply_invalid(struct http_request *r, const char *field, const char *f
 }
 
 /* Hand the reply to libmicrohttpd. Returns what the access handler returns. */
+static void drop_reply(struct http_request *r)
+{
+    free(r->reply_data);
+    r->reply_data = NULL;
+    if (r->reply_resp)
+        MHD_destroy_response(r->reply_resp);
+    r->reply_resp = NULL;
+    for (int i = 0; i < r->nheaders; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    r->nheaders = 0;
+    r->replied = 0;
+}
+
 static enum MHD_Result queue_reply(struct http_request *r)
 {
+    if (r->headers_lost) {
+        drop_reply(r);
+        r->headers_lost = 0;
+        http_reply_problem(r, QDB_E_INTERNAL, "the reply could not be built (request %s)",
+                           r->request_id);
+    }
     struct MHD_Response *resp = r->reply_resp;
     r->reply_resp = NULL;
     if (!resp) {
@@ -431,13 +538,8 @@ static void request_free(struct http_request *r)
     json_decref(r->json);
     if (r->has_principal)
         json_decref(r->principal.environments);
-    free(r->reply_data);
-    if (r->reply_resp)
-        MHD_destroy_response(r->reply_resp);
-    for (int i = 0; i < r->nheaders; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
+    drop_reply(r);
+    free(r->headers);
     free(r->raw_uri);
     free(r);
 }
@@ -541,9 +643,42 @@ static int route_request(struct http_request *r)
     return -1;
 }
 
-/* First call: everything decided from the request line and headers. Returns 0 to go on
- * reading the body, or 1 when a reply is ready to queue. */
-static int on_headers(struct http_request *r)
+/* The media type check of routes taking JSON, made once the caller is known (an
+ * unauthenticated caller learns nothing but 401). Returns 0, or -1 after replying 415. */
+static int check_media(struct http_request *r)
+{
+    if (!(r->route->flags & HTTP_BODY_JSON))
+        return 0;
+    const char *ct = http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (media_is_json(ct))
+        return 0;
+    http_reply_problem(r, QDB_E_UNSUPPORTED_MEDIA, "this route takes application/json, not %s",
+                       ct ? ct : "a body without Content-Type");
+    return -1;
+}
+
+/* The blocking authentication, on a handler thread. Returns 0, or -1 after a reply. */
+static int authenticate_blocking(struct http_request *r)
+{
+    int rc = authenticator(r, r->route->perm, authenticator_cls);
+    if (rc == HTTP_AUTH_OK)
+        return 0;
+    if (rc == HTTP_AUTH_WOULD_BLOCK)
+        log_event(LOG_ERROR, "the blocking authenticator answered 'would block'",
+                  json_pack("{s:s}", "route", r->route->pattern));
+    if (!r->replied)
+        http_reply_problem(r, QDB_E_UNAUTHORIZED, "authentication failed");
+    return -1;
+}
+
+/* What the headers decide, on the event loop. */
+enum headers_outcome {
+    HEADERS_READ_BODY, /* go on: read the body, then run */
+    HEADERS_REPLY,     /* a reply is ready (r->replied) */
+    HEADERS_BLOCKING,  /* authentication must block: hand the request to the pool */
+};
+
+static enum headers_outcome on_headers(struct http_request *r)
 {
     const char *rid = http_header(r, "X-Request-Id");
     if (rid && http_request_id_valid(rid))
@@ -553,11 +688,11 @@ static int on_headers(struct http_request *r)
 
     if (atomic_load(&r->srv->stopping)) {
         http_reply_problem(r, QDB_E_SHUTTING_DOWN, "the server is shutting down");
-        return 1;
+        return HEADERS_REPLY;
     }
     int routed = route_request(r);
     if (routed < 0)
-        return 1;
+        return HEADERS_REPLY;
     const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -565,34 +700,35 @@ static int on_headers(struct http_request *r)
         if (end == cl || *end || n > HTTP_BODY_MAX) {
             http_reply_problem(r, QDB_E_PAYLOAD_TOO_LARGE,
                                "request bodies are limited to %u bytes", HTTP_BODY_MAX);
-            return 1;
+            return HEADERS_REPLY;
         }
     }
     if (routed == 1) {
         http_static_serve(r, r->srv->web_dir, r->raw_uri);
-        return 1;
+        return HEADERS_REPLY;
     }
     if (r->route->perm != HTTP_PUBLIC) {
         if (!authenticator) {
             http_reply_problem(r, QDB_E_UNAUTHORIZED, "authentication is required");
-            return 1;
+            return HEADERS_REPLY;
         }
-        if (authenticator(r, r->route->perm, authenticator_cls) != 0) {
+        int rc = HTTP_AUTH_WOULD_BLOCK;
+        if (authenticator_try) {
+            r->on_loop = 1;
+            rc = authenticator_try(r, r->route->perm, authenticator_try_cls);
+            r->on_loop = 0;
+        }
+        if (rc == HTTP_AUTH_WOULD_BLOCK && !r->replied && !r->has_principal) {
+            r->auth_pending = 1;
+            return HEADERS_BLOCKING;
+        }
+        if (rc != HTTP_AUTH_OK) {
             if (!r->replied)
                 http_reply_problem(r, QDB_E_UNAUTHORIZED, "authentication failed");
-            return 1;
+            return HEADERS_REPLY;
         }
     }
-    if (r->route->flags & HTTP_BODY_JSON) {
-        const char *ct = http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!media_is_json(ct)) {
-            http_reply_problem(r, QDB_E_UNSUPPORTED_MEDIA,
-                               "this route takes application/json, not %s",
-                               ct ? ct : "a body without Content-Type");
-            return 1;
-        }
-    }
-    return 0;
+    return check_media(r) == 0 ? HEADERS_READ_BODY : HEADERS_REPLY;
 }
 
 static void run_handler(struct http_request *r)
@@ -630,6 +766,203 @@ static void run_handler(struct http_request *r)
     }
 }
 
+/* ---- the handler pool ---- */
+
+/* Pool figures for /metrics (one server per process; summed over servers otherwise). */
+static atomic_uint pool_threads_total, pool_busy, pool_queued;
+static atomic_ullong pool_jobs_total;
+
+static void pool_collect(struct buf *out, void *cls)
+{
+    (void)cls;
+    metrics_family(out, "qdb_http_handler_threads", "gauge",
+                   "Threads of the HTTP handler pool (handlers that may block).");
+    buf_printf(out, "qdb_http_handler_threads %u\n", atomic_load(&pool_threads_total));
+    metrics_family(out, "qdb_http_handler_busy", "gauge",
+                   "Handler threads running a request now.");
+    buf_printf(out, "qdb_http_handler_busy %u\n", atomic_load(&pool_busy));
+    metrics_family(out, "qdb_http_handler_queued", "gauge",
+                   "Requests waiting for a handler thread now.");
+    buf_printf(out, "qdb_http_handler_queued %u\n", atomic_load(&pool_queued));
+    metrics_family(out, "qdb_http_handler_jobs_total", "counter",
+                   "Requests (or their authentication) run on the handler pool.");
+    buf_printf(out, "qdb_http_handler_jobs_total %llu\n", atomic_load(&pool_jobs_total));
+}
+
+/* What a handler thread does with a request: authenticate when that was left to it, then
+ * (for a job that runs the handler) run the route's handler. */
+static void pool_job(struct http_request *r)
+{
+    if (r->auth_pending) {
+        r->auth_pending = 0;
+        if (authenticate_blocking(r) != 0 || check_media(r) != 0) {
+            r->handled = 1;
+            goto out;
+        }
+    }
+    if (r->pool_runs_handler) {
+        run_handler(r);
+        r->handled = 1;
+    }
+out:
+    if (r->db) {
+        /* never held while the event loop reads a body */
+        db_release(r->srv->pool, r->db);
+        r->db = NULL;
+    }
+}
+
+static void *pool_main(void *cls)
+{
+    struct http_server *srv = cls;
+    struct handler_pool *hp = &srv->handlers;
+    for (;;) {
+        pthread_mutex_lock(&hp->mu);
+        while (!hp->head && !hp->stop)
+            pthread_cond_wait(&hp->wake, &hp->mu);
+        struct http_request *r = hp->head;
+        if (r) {
+            hp->head = r->next_job;
+            if (!hp->head)
+                hp->tail = NULL;
+        }
+        int stop = hp->stop;
+        pthread_mutex_unlock(&hp->mu);
+        if (!r)
+            break;
+        atomic_fetch_sub(&pool_queued, 1);
+        atomic_fetch_add(&pool_busy, 1);
+        atomic_fetch_add(&pool_jobs_total, 1);
+        if (stop) {
+            /* queued when the shutdown timeout ran out: answer, do not start work */
+            r->auth_pending = 0;
+            if (!r->replied)
+                http_reply_problem(r, QDB_E_SHUTTING_DOWN, "the server is shutting down");
+            r->handled = 1;
+        } else {
+            pool_job(r);
+        }
+        /* The reply is in r; from here the event loop owns r again (and may free it as soon
+         * as the connection is resumed): touch nothing after this. */
+        struct MHD_Connection *conn = r->conn;
+        atomic_fetch_sub(&pool_busy, 1);
+        MHD_resume_connection(conn);
+    }
+    return NULL;
+}
+
+/* Suspend the connection and queue the request. Returns 0, or -1 when the pool has stopped
+ * (nothing changed). */
+static int pool_submit(struct http_request *r, int runs_handler)
+{
+    struct handler_pool *hp = &r->srv->handlers;
+    pthread_mutex_lock(&hp->mu);
+    if (hp->stop || hp->nthreads == 0) {
+        pthread_mutex_unlock(&hp->mu);
+        return -1;
+    }
+    r->pool_runs_handler = runs_handler;
+    r->next_job = NULL;
+    r->phase = PHASE_POOL;
+    /* suspended before any handler thread can see it, so its resume always comes after */
+    MHD_suspend_connection(r->conn);
+    if (hp->tail)
+        hp->tail->next_job = r;
+    else
+        hp->head = r;
+    hp->tail = r;
+    atomic_fetch_add(&pool_queued, 1);
+    pthread_cond_signal(&hp->wake);
+    pthread_mutex_unlock(&hp->mu);
+    return 0;
+}
+
+static int pool_start(struct http_server *srv, unsigned n)
+{
+    struct handler_pool *hp = &srv->handlers;
+    static atomic_int registered;
+    if (atomic_exchange(&registered, 1) == 0 && metrics_register(pool_collect, NULL) != 0)
+        return -1;
+    hp->threads = calloc(n, sizeof *hp->threads);
+    if (!hp->threads)
+        return -1;
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&hp->threads[i], NULL, pool_main, srv) != 0) {
+            log_error("cannot start HTTP handler thread %u of %u", i + 1, n);
+            return -1;
+        }
+        hp->nthreads++;
+        atomic_fetch_add(&pool_threads_total, 1);
+    }
+    return 0;
+}
+
+/* Stop taking jobs, answer the queued ones, wait for the running ones. */
+static void pool_stop(struct http_server *srv)
+{
+    struct handler_pool *hp = &srv->handlers;
+    pthread_mutex_lock(&hp->mu);
+    hp->stop = 1;
+    pthread_cond_broadcast(&hp->wake);
+    pthread_mutex_unlock(&hp->mu);
+    for (unsigned i = 0; i < hp->nthreads; i++)
+        pthread_join(hp->threads[i], NULL);
+    atomic_fetch_sub(&pool_threads_total, hp->nthreads);
+    free(hp->threads);
+    hp->threads = NULL;
+    hp->nthreads = 0;
+    /* the mutex stays: event loops may still ask (and be told the pool has stopped) until
+     * the daemon is stopped; server_free destroys it */
+}
+
+/* ---- the access handler (event loop) ---- */
+
+/* Whether an early reply may go out now: no body is coming, the client waits for "100
+ * Continue" (and so sends no body), or the body is too large to be worth draining. Else
+ * the reply waits until the body has been read and dropped (see BODY_DRAIN_MAX). */
+static int reply_now(struct http_request *r)
+{
+    if (!r->has_body)
+        return 1;
+    const char *expect = http_header(r, MHD_HTTP_HEADER_EXPECT);
+    if (expect && strncasecmp(expect, "100-continue", 12) == 0)
+        return 1;
+    const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (end == cl || *end || n > BODY_DRAIN_MAX)
+            return 1;
+    }
+    return 0;
+}
+
+static int announces_body(struct http_request *r)
+{
+    if (http_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return 1;
+    const char *cl = http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return cl && strspn(cl, "0") != strlen(cl);
+}
+
+/* The final call (the whole body is in): queue what is ready, run an inline route here, or
+ * hand the request to the pool. */
+static enum MHD_Result on_body_done(struct http_request *r)
+{
+    if (r->replied || r->handled)
+        return queue_reply(r);
+    if ((r->route->flags & HTTP_INLINE) && !r->auth_pending) {
+        r->on_loop = 1;
+        run_handler(r);
+        r->on_loop = 0;
+        return queue_reply(r);
+    }
+    if (pool_submit(r, 1) == 0)
+        return MHD_YES;
+    http_reply_problem(r, QDB_E_SHUTTING_DOWN, "the server is shutting down");
+    return queue_reply(r);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -648,15 +981,49 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         r->method = method;
         r->path = url;
-        if (on_headers(r) != 0)
-            return queue_reply(r);
-        return MHD_YES;
+        r->has_body = announces_body(r);
+        switch (on_headers(r)) {
+        case HEADERS_REPLY:
+            if (reply_now(r))
+                return queue_reply(r);
+            return MHD_YES; /* drain the body first, then answer */
+        case HEADERS_BLOCKING:
+            /* Without a body, one job authenticates and runs the handler; with one, the
+             * caller is known before its body is read. */
+            if (pool_submit(r, !r->has_body) == 0) {
+                r->first_call_again = 1;
+                return MHD_YES;
+            }
+            r->auth_pending = 0;
+            http_reply_problem(r, QDB_E_SHUTTING_DOWN, "the server is shutting down");
+            return reply_now(r) ? queue_reply(r) : MHD_YES;
+        case HEADERS_READ_BODY:
+            return MHD_YES;
+        }
+        return MHD_NO;
     }
     if (r->phase == PHASE_DONE)
         return MHD_YES;
+    if (r->phase == PHASE_POOL)
+        r->phase = PHASE_BODY; /* resumed: the job is done */
+    if (r->first_call_again && *upload_data_size == 0) {
+        /* libmicrohttpd calls the access handler again with the headers only when the
+         * connection was suspended in that first call (and, without a body, the next call
+         * is the final one: queueing now is right for both). */
+        r->first_call_again = 0;
+        if (r->replied || r->handled)
+            return (!r->has_body || reply_now(r)) ? queue_reply(r) : MHD_YES;
+        return r->has_body ? MHD_YES : on_body_done(r);
+    }
+    r->first_call_again = 0;
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (r->replied) {
+            /* an early reply waits for the rest of the body, which is dropped */
+            r->discarded += n;
+            return r->discarded > BODY_DRAIN_MAX ? MHD_NO : MHD_YES;
+        }
         if (!r->body_too_large && buf_append(&r->body, upload_data, n) != 0) {
             r->body_too_large = 1;
             buf_free(&r->body);
@@ -668,8 +1035,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
-    run_handler(r);
-    return queue_reply(r);
+    return on_body_done(r);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -685,8 +1051,47 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- server ---- */
 
+/* Refuse a route table the router would misread: a route that could never match, or one
+ * whose parameters would not fit. */
+static int check_routes(const struct http_route *routes, size_t n)
+{
+    static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    for (size_t i = 0; i < n; i++) {
+        const struct http_route *rt = &routes[i];
+        int known = 0;
+        for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++)
+            known |= rt->method && strcmp(rt->method, methods[m]) == 0;
+        int params = 0, ok = known && rt->pattern && rt->pattern[0] == '/' && rt->handler;
+        for (const char *p = ok ? rt->pattern : ""; *p; p++) {
+            if (*p == '{') {
+                const char *close = strchr(p, '}');
+                if (!close || close == p + 1 || memchr(p, '/', (size_t)(close - p)))
+                    ok = 0;
+                params++;
+            }
+        }
+        if (!ok || params > MAX_PARAMS) {
+            log_error("route %zu (%s %s) is invalid: %s", i, rt->method ? rt->method : "?",
+                      rt->pattern ? rt->pattern : "?",
+                      ok ? "more path parameters than MAX_PARAMS" : "bad method or pattern");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void server_free(struct http_server *srv)
+{
+    pthread_cond_destroy(&srv->handlers.wake);
+    pthread_mutex_destroy(&srv->handlers.mu);
+    free(srv->web_dir);
+    free(srv);
+}
+
 struct http_server *http_server_start(const struct http_server_config *cfg)
 {
+    if (check_routes(cfg->routes, cfg->nroutes) != 0)
+        return NULL;
     struct http_server *srv = calloc(1, sizeof *srv);
     if (!srv)
         return NULL;
@@ -694,7 +1099,19 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
     srv->nroutes = cfg->nroutes;
     srv->pool = cfg->pool;
     srv->db_wait_ms = cfg->db_wait_ms;
+    pthread_mutex_init(&srv->handlers.mu, NULL);
+    pthread_cond_init(&srv->handlers.wake, NULL);
     srv->web_dir = strdup(cfg->web_dir ? cfg->web_dir : "web");
+    if (!srv->web_dir) {
+        server_free(srv);
+        return NULL;
+    }
+    unsigned handler_threads = cfg->handler_threads ? cfg->handler_threads : 1;
+    if (pool_start(srv, handler_threads) != 0) {
+        pool_stop(srv);
+        server_free(srv);
+        return NULL;
+    }
 
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -705,16 +1122,16 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
     int gai = getaddrinfo(cfg->host, port, &hints, &ai);
     if (gai != 0) {
         log_error("cannot resolve listen address %s: %s", cfg->host, gai_strerror(gai));
-        free(srv->web_dir);
-        free(srv);
+        pool_stop(srv);
+        server_free(srv);
         return NULL;
     }
-    /* Threading: an internal pool of epoll threads. Each thread runs its own event loop over
-     * its share of the connections, so idle and slow clients cost a socket, not a thread,
-     * and the 2 cores are kept busy. Handlers block on the state store; with more threads
-     * than cores (QDB_HTTP_THREADS, default 4 per core) a thread waiting on PostgreSQL does
-     * not leave a core idle. Thread-per-connection would spend a thread (and its stack) on
-     * every idle keep-alive client; a single event loop would stall on every query. */
+    /* Threading: a few epoll event loops (QDB_HTTP_THREADS, one per core by default), each
+     * over its share of the connections, so idle and slow clients cost a socket, not a
+     * thread. They never block: what may wait on the state store or the issuer runs on the
+     * handler pool (QDB_HTTP_HANDLER_THREADS) while its connection is suspended. So a
+     * /healthz never queues behind a query, and the event loops are not more threads than
+     * cores fighting for them (that was the tail latency of 4 loops per core). */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
@@ -732,8 +1149,8 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
     if (!srv->daemon) {
         log_error("cannot listen on %s:%u (in use, or not an address of this host)", cfg->host,
                   cfg->port);
-        free(srv->web_dir);
-        free(srv);
+        pool_stop(srv);
+        server_free(srv);
         return NULL;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
@@ -773,7 +1190,9 @@ void http_server_stop(struct http_server *srv, int timeout_s)
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
+    /* Every connection the pool suspended is resumed before the daemon stops (libmicrohttpd
+     * refuses to stop with suspended connections). */
+    pool_stop(srv);
     MHD_stop_daemon(srv->daemon);
-    free(srv->web_dir);
-    free(srv);
+    server_free(srv);
 }

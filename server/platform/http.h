@@ -6,8 +6,29 @@
  * -> media type for routes taking a JSON body (415) -> body read incrementally up to
  * HTTP_BODY_MAX (413) -> JSON parse (400 naming line and column) -> handler.
  * A handler sends exactly one reply with one of the http_reply_* functions; a handler that
- * sends none gets a 500 (and a log line). Handlers run on HTTP threads and may block on the
- * state store, never on long work: long work becomes a job (202 + Location). */
+ * sends none gets a 500 (and a log line).
+ *
+ * Threads. A few event-loop threads (QDB_HTTP_THREADS, one per core) read, route and write
+ * every connection; they never block. Everything that may block (a state-store query, a
+ * call to the token issuer) runs on the handler pool (QDB_HTTP_HANDLER_THREADS): the
+ * connection is suspended, the request queued, and a handler thread resumes the connection
+ * once the reply is ready. Which runs where:
+ *   - a route flagged HTTP_INLINE runs its handler on the event loop, once its caller is
+ *     known without blocking (public, or http_set_authenticator_try answered);
+ *   - every other route runs on a handler thread, and so does a blocking authentication.
+ * A handler runs on one thread at a time and may call every http_ function from it; it
+ * never runs on two threads at once. http_db() refuses (NULL, logged) on an event loop.
+ * Long work never runs on either: it becomes a job (202 + Location).
+ *
+ * Streams (SSE, exports). A handler may start a stream with http_reply_response, from
+ * either kind of thread. libmicrohttpd calls the response's content reader on the event
+ * loop, so the reader must not block: with nothing to send it suspends its connection
+ * (MHD_suspend_connection(http_connection(req)), returning 0) and another thread resumes it
+ * (MHD_resume_connection) when there is. A stream that suspends its connection must resume
+ * it promptly once http_server_stopping() is true: libmicrohttpd cannot stop with a
+ * suspended connection, so shutdown waits (up to QDB_SHUTDOWN_TIMEOUT) for it. The
+ * connection belongs to the stream only between the reply and the response's free
+ * callback; http_count_bytes may be called from the reader. */
 #ifndef QDB_PLATFORM_HTTP_H
 #define QDB_PLATFORM_HTTP_H
 
@@ -29,9 +50,14 @@ struct MHD_Response;
 
 /* Who may call a route: the least role needed. Roles are ordered. */
 enum http_perm { HTTP_PUBLIC = 0, HTTP_VIEWER = 1, HTTP_OPERATOR = 2, HTTP_ADMIN = 3 };
+/* The role's name: "public", "viewer", "operator", "admin" (static). */
+const char *http_perm_name(enum http_perm p);
 
 /* Route flags */
 #define HTTP_BODY_JSON 0x1u /* the route takes a JSON body (application/json or +json) */
+/* The handler never blocks: no state store, no network, nothing slow. It runs on the event
+ * loop; routes without the flag run on the handler pool (see the top of this file). */
+#define HTTP_INLINE 0x2u
 
 typedef void (*http_handler_fn)(struct http_request *req);
 
@@ -55,20 +81,35 @@ struct http_principal {
                              all. Owned by the request once set. */
 };
 
-/* The authentication hook, registered by the auth room before the server starts. It is
- * called for every non-public route with the route's permission. It returns 0 after
- * http_set_principal when the caller may proceed, or -1 after sending a reply itself
- * (401, 403, 503). Without a hook, every non-public route answers 401. */
+/* The authentication hooks, registered by the auth room before the server starts. They are
+ * called for every non-public route with the route's permission and return:
+ *   HTTP_AUTH_OK (0)           after http_set_principal: the caller may proceed;
+ *   HTTP_AUTH_REPLIED (-1)     after sending a reply itself (401, 403, 503);
+ *   HTTP_AUTH_WOULD_BLOCK (1)  (the try hook only) it cannot answer without blocking; it
+ *                              has set no principal and sent no reply.
+ * The blocking hook (http_set_authenticator) may wait on the state store or the issuer; it
+ * runs on a handler thread and must answer OK or REPLIED. The try hook
+ * (http_set_authenticator_try, optional) runs first, on the event loop, and must never
+ * block: it answers from memory (a cache hit, a missing or malformed token) or says
+ * WOULD_BLOCK, and then the blocking hook runs on a handler thread. Without a try hook every
+ * authentication is "would block". http_db() returns NULL inside the try hook. A request
+ * whose try hook answered OK on an HTTP_INLINE route never leaves the event loop. Without a
+ * blocking hook, every non-public route answers 401. */
+#define HTTP_AUTH_OK 0
+#define HTTP_AUTH_REPLIED (-1)
+#define HTTP_AUTH_WOULD_BLOCK 1
 typedef int (*http_authenticate_fn)(struct http_request *req, enum http_perm required,
                                     void *cls);
 void http_set_authenticator(http_authenticate_fn fn, void *cls);
+void http_set_authenticator_try(http_authenticate_fn try_fn, void *cls);
 
 /* ---- server life cycle ---- */
 
 struct http_server_config {
     const char *host;
     uint16_t port; /* 0: a free port, see http_server_port */
-    unsigned threads;
+    unsigned threads;         /* event loops */
+    unsigned handler_threads; /* the handler pool (0 is taken as 1) */
     unsigned max_connections;
     unsigned per_ip_connections;
     unsigned idle_timeout_s;
@@ -79,7 +120,8 @@ struct http_server_config {
     int db_wait_ms;       /* how long a request waits for a pooled connection */
 };
 
-/* Start listening. Returns NULL (logged) on failure. */
+/* Start listening. Returns NULL (logged) on failure, and for a route table the router
+ * would misread (an unknown method, a malformed pattern, too many path parameters). */
 struct http_server *http_server_start(const struct http_server_config *cfg);
 /* The port actually bound. */
 uint16_t http_server_port(const struct http_server *srv);
@@ -151,7 +193,9 @@ void http_reply_data_take(struct http_request *req, unsigned status, const char 
 void http_reply_empty(struct http_request *req, unsigned status);
 /* A prepared libmicrohttpd response (stolen), for streams. The core adds the request id. */
 void http_reply_response(struct http_request *req, unsigned status, struct MHD_Response *resp);
-/* Add a header to the reply; call before or after the reply function. Copied. */
+/* Add a header to the reply; call before or after the reply function. Copied; there is no
+ * limit on their number (when memory runs out the reply becomes a 500, never a reply
+ * missing a header). */
 void http_reply_header(struct http_request *req, const char *name, const char *value);
 /* Count bytes a streamed reply sent, for the access log. */
 void http_count_bytes(struct http_request *req, size_t n);

@@ -9,44 +9,109 @@
 #include <unistd.h>
 
 #include "platform/db.h"
+#include "platform/log.h"
 
 static const unsigned statuses[] = {200, 201, 202, 204, 206, 301, 302, 304, 400, 401,
                                     403, 404, 405, 406, 409, 410, 412, 413, 415, 416,
                                     422, 429, 431, 500, 501, 502, 503, 504};
 #define NSTATUS (sizeof statuses / sizeof statuses[0] + 1) /* + "other" */
-static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+static const double http_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                 0.1,    0.25,  0.5,    1,     2.5,  5,     10};
-#define NBOUND (sizeof bounds / sizeof bounds[0])
+#define NBOUND (sizeof http_bounds / sizeof http_bounds[0])
 
-struct series {
-    atomic_uint_fast64_t bucket[NBOUND]; /* non-cumulative; summed at render */
-    atomic_uint_fast64_t count;
-    atomic_uint_fast64_t sum_ns;
+struct collector {
+    metrics_collect_fn fn;
+    void *cls;
 };
 
 static struct {
     const char *const *patterns;
     size_t nroutes; /* including static and unmatched */
-    struct series *series; /* nroutes * NSTATUS */
+    struct metrics_histogram *series; /* nroutes * NSTATUS */
     struct db_pool *pool;
-    struct {
-        metrics_collect_fn fn;
-        void *cls;
-    } collectors[32];
-    size_t ncollectors;
+    struct collector *collectors; /* grown by doubling at start-up */
+    size_t ncollectors, cap_collectors;
+    int registration_failed;
     double start_time;
 } M;
 
-void metrics_register(metrics_collect_fn fn, void *cls)
+int metrics_register(metrics_collect_fn fn, void *cls)
 {
-    if (M.ncollectors < 32) {
-        M.collectors[M.ncollectors].fn = fn;
-        M.collectors[M.ncollectors].cls = cls;
-        M.ncollectors++;
+    if (M.ncollectors == M.cap_collectors) {
+        size_t cap = M.cap_collectors ? 2 * M.cap_collectors : 16;
+        struct collector *c = realloc(M.collectors, cap * sizeof *c);
+        if (!c) {
+            log_error("out of memory registering metrics collector %zu", M.ncollectors + 1);
+            M.registration_failed = 1;
+            return -1;
+        }
+        M.collectors = c;
+        M.cap_collectors = cap;
     }
+    M.collectors[M.ncollectors].fn = fn;
+    M.collectors[M.ncollectors].cls = cls;
+    M.ncollectors++;
+    return 0;
 }
 
-void metrics_http_init(const char *const *route_patterns, size_t route_count)
+int metrics_registration_failed(void)
+{
+    return M.registration_failed;
+}
+
+void metrics_histogram_observe(struct metrics_histogram *h, const double *bounds,
+                               size_t nbounds, double value)
+{
+    if (nbounds > METRICS_HISTOGRAM_MAX)
+        nbounds = METRICS_HISTOGRAM_MAX; /* larger values land in +Inf; see the header */
+    if (!(value > 0))
+        value = 0; /* also NaN */
+    size_t b = 0;
+    while (b < nbounds && value > bounds[b])
+        b++;
+    atomic_fetch_add_explicit(&h->bucket[b < nbounds ? b : METRICS_HISTOGRAM_MAX], 1,
+                              memory_order_relaxed);
+    double ns = value * 1e9;
+    atomic_fetch_add_explicit(&h->sum_ns, ns < 1.8e19 ? (uint_fast64_t)ns : UINT64_MAX / 2,
+                              memory_order_relaxed);
+}
+
+void metrics_histogram_render(struct buf *out, const char *family, const char *labels,
+                              const struct metrics_histogram *h, const double *bounds,
+                              size_t nbounds)
+{
+    if (nbounds > METRICS_HISTOGRAM_MAX)
+        nbounds = METRICS_HISTOGRAM_MAX;
+    const char *sep = labels[0] ? "," : "";
+    uint64_t cum = 0;
+    for (size_t b = 0; b < nbounds; b++) {
+        cum += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+        buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", family, labels, sep, bounds[b],
+                   (unsigned long long)cum);
+    }
+    for (size_t b = nbounds; b <= METRICS_HISTOGRAM_MAX; b++)
+        cum += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+    buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", family, labels, sep,
+               (unsigned long long)cum);
+    buf_printf(out, "%s_sum{%s} %.9f\n", family, labels,
+               (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
+    buf_printf(out, "%s_count{%s} %llu\n", family, labels, (unsigned long long)cum);
+}
+
+void metrics_family(struct buf *out, const char *family, const char *type, const char *help)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", family, help, family, type);
+}
+
+static uint64_t histogram_count(const struct metrics_histogram *h)
+{
+    uint64_t n = 0;
+    for (size_t b = 0; b <= METRICS_HISTOGRAM_MAX; b++)
+        n += atomic_load_explicit(&h->bucket[b], memory_order_relaxed);
+    return n;
+}
+
+int metrics_http_init(const char *const *route_patterns, size_t route_count)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -55,6 +120,11 @@ void metrics_http_init(const char *const *route_patterns, size_t route_count)
     M.patterns = route_patterns;
     M.nroutes = route_count + 2;
     M.series = calloc(M.nroutes * NSTATUS, sizeof *M.series);
+    if (!M.series) {
+        log_error("out of memory for the request metrics of %zu routes", route_count);
+        return -1;
+    }
+    return 0;
 }
 
 size_t metrics_route_static(void)
@@ -79,14 +149,8 @@ void metrics_http_observe(size_t route, unsigned status, double seconds)
 {
     if (!M.series || route >= M.nroutes)
         return;
-    struct series *s = &M.series[route * NSTATUS + status_index(status)];
-    size_t b = 0;
-    while (b < NBOUND && seconds > bounds[b])
-        b++;
-    if (b < NBOUND)
-        atomic_fetch_add_explicit(&s->bucket[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->count, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->sum_ns, (uint_fast64_t)(seconds * 1e9), memory_order_relaxed);
+    metrics_histogram_observe(&M.series[route * NSTATUS + status_index(status)], http_bounds, NBOUND,
+                              seconds);
 }
 
 void metrics_set_pool(struct db_pool *pool)
@@ -129,44 +193,32 @@ static void render_labels(struct buf *out, size_t r, size_t st)
 
 static void render_http(struct buf *out)
 {
-    buf_puts(out, "# HELP qdb_http_requests_total HTTP requests answered, by route pattern and "
-                  "status.\n# TYPE qdb_http_requests_total counter\n");
+    metrics_family(out, "qdb_http_requests_total", "counter",
+                   "HTTP requests answered, by route pattern and status.");
+    struct buf labels;
+    buf_init(&labels, 0);
     for (size_t r = 0; r < M.nroutes; r++)
         for (size_t st = 0; st < NSTATUS; st++) {
-            struct series *s = &M.series[r * NSTATUS + st];
-            uint64_t n = atomic_load(&s->count);
+            uint64_t n = histogram_count(&M.series[r * NSTATUS + st]);
             if (!n)
                 continue;
             buf_puts(out, "qdb_http_requests_total{");
             render_labels(out, r, st);
             buf_printf(out, "} %llu\n", (unsigned long long)n);
         }
-    buf_puts(out, "# HELP qdb_http_request_duration_seconds Time from request line to reply, "
-                  "by route pattern and status.\n"
-                  "# TYPE qdb_http_request_duration_seconds histogram\n");
+    metrics_family(out, "qdb_http_request_duration_seconds", "histogram",
+                   "Time from request line to reply, by route pattern and status.");
     for (size_t r = 0; r < M.nroutes; r++)
         for (size_t st = 0; st < NSTATUS; st++) {
-            struct series *s = &M.series[r * NSTATUS + st];
-            uint64_t n = atomic_load(&s->count);
-            if (!n)
+            const struct metrics_histogram *h = &M.series[r * NSTATUS + st];
+            if (!histogram_count(h))
                 continue;
-            uint64_t cum = 0;
-            for (size_t b = 0; b < NBOUND; b++) {
-                cum += atomic_load(&s->bucket[b]);
-                buf_puts(out, "qdb_http_request_duration_seconds_bucket{");
-                render_labels(out, r, st);
-                buf_printf(out, ",le=\"%g\"} %llu\n", bounds[b], (unsigned long long)cum);
-            }
-            buf_puts(out, "qdb_http_request_duration_seconds_bucket{");
-            render_labels(out, r, st);
-            buf_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)n);
-            buf_puts(out, "qdb_http_request_duration_seconds_sum{");
-            render_labels(out, r, st);
-            buf_printf(out, "} %.9f\n", (double)atomic_load(&s->sum_ns) / 1e9);
-            buf_puts(out, "qdb_http_request_duration_seconds_count{");
-            render_labels(out, r, st);
-            buf_printf(out, "} %llu\n", (unsigned long long)n);
+            labels.len = 0;
+            render_labels(&labels, r, st);
+            metrics_histogram_render(out, "qdb_http_request_duration_seconds", labels.data, h,
+                                     http_bounds, NBOUND);
         }
+    buf_free(&labels);
 }
 
 static long resident_bytes(void)

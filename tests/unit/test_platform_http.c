@@ -1,7 +1,15 @@
-/* Pure parts of the HTTP core: route pattern matching, problem+json, request ids. */
+/* The HTTP core: route pattern matching, problem+json, request ids, role names, the
+ * metrics histogram renderer and collectors, and an in-process server (every reply header
+ * kept, inline and pooled handlers on their own threads, a route table the router would
+ * misread refused). */
+#include <curl/curl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "platform/buf.h"
 #include "platform/http.h"
+#include "platform/metrics.h"
 #include "unit.h"
 
 static void test_match(void)
@@ -94,10 +102,173 @@ static void test_request_id(void)
     EXPECT(http_request_id_valid(long_id), "exactly 128 accepted");
 }
 
+static void test_perm_names(void)
+{
+    EXPECT(strcmp(http_perm_name(HTTP_PUBLIC), "public") == 0, "public");
+    EXPECT(strcmp(http_perm_name(HTTP_VIEWER), "viewer") == 0, "viewer");
+    EXPECT(strcmp(http_perm_name(HTTP_OPERATOR), "operator") == 0, "operator");
+    EXPECT(strcmp(http_perm_name(HTTP_ADMIN), "admin") == 0, "admin");
+    EXPECT(strcmp(http_perm_name((enum http_perm)7), "unknown") == 0, "out of range");
+}
+
+static void test_histogram(void)
+{
+    static const double b[] = {0.1, 1, 10};
+    static struct metrics_histogram h;
+    metrics_histogram_observe(&h, b, 3, 0.05);
+    metrics_histogram_observe(&h, b, 3, 0.1); /* on a bound: counted in that bucket */
+    metrics_histogram_observe(&h, b, 3, 5);
+    metrics_histogram_observe(&h, b, 3, 99);
+    metrics_histogram_observe(&h, b, 3, -1); /* counted as 0 */
+    struct buf out;
+    buf_init(&out, 0);
+    metrics_family(&out, "x_seconds", "histogram", "Test.");
+    metrics_histogram_render(&out, "x_seconds", "kind=\"a\"", &h, b, 3);
+    metrics_histogram_render(&out, "y", "", &h, b, 1);
+    const char *want = "# HELP x_seconds Test.\n# TYPE x_seconds histogram\n"
+                       "x_seconds_bucket{kind=\"a\",le=\"0.1\"} 3\n"
+                       "x_seconds_bucket{kind=\"a\",le=\"1\"} 3\n"
+                       "x_seconds_bucket{kind=\"a\",le=\"10\"} 4\n"
+                       "x_seconds_bucket{kind=\"a\",le=\"+Inf\"} 5\n"
+                       "x_seconds_sum{kind=\"a\"} 104.150000000\n"
+                       "x_seconds_count{kind=\"a\"} 5\n"
+                       "y_bucket{le=\"0.1\"} 3\n"
+                       "y_bucket{le=\"+Inf\"} 5\n"
+                       "y_sum{} 104.150000000\n"
+                       "y_count{} 5\n";
+    EXPECT(out.data && strcmp(out.data, want) == 0, "rendered:\n%s", out.data);
+    buf_free(&out);
+}
+
+static int collected;
+static void count_collect(struct buf *out, void *cls)
+{
+    (void)out;
+    collected += (int)(size_t)cls;
+}
+
+static void test_collectors(void)
+{
+    /* no fixed table: the 33rd (and the 100th) collector runs like the first */
+    int ok = 1;
+    for (int i = 0; i < 100; i++)
+        ok &= metrics_register(count_collect, (void *)(size_t)1) == 0;
+    EXPECT(ok && !metrics_registration_failed(), "100 collectors registered");
+    struct buf out;
+    buf_init(&out, 0);
+    metrics_render(&out);
+    buf_free(&out);
+    EXPECT(collected == 100, "%d of 100 collectors ran", collected);
+}
+
+/* ---- an in-process server ---- */
+
+static pthread_t inline_thread, pooled_thread;
+static int inline_db_null;
+
+static void h_many_headers(struct http_request *req)
+{
+    inline_thread = pthread_self();
+    inline_db_null = http_db(req) == NULL; /* refused on an event loop */
+    for (int i = 0; i < 40; i++) {
+        char name[32], value[32];
+        snprintf(name, sizeof name, "X-H-%d", i);
+        snprintf(value, sizeof value, "v%d", i);
+        http_reply_header(req, name, value);
+    }
+    http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static void h_pooled(struct http_request *req)
+{
+    pooled_thread = pthread_self();
+    http_reply_json(req, 200, json_pack("{s:b}", "ok", 1));
+}
+
+static size_t sink(char *p, size_t size, size_t n, void *cls)
+{
+    struct buf *b = cls;
+    buf_append(b, p, size * n);
+    return size * n;
+}
+
+static long get(uint16_t port, const char *path, struct buf *headers)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u%s", port, path);
+    CURL *c = curl_easy_init();
+    struct buf body;
+    buf_init(&body, 0);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, headers);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    long status = 0;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    buf_free(&body);
+    return status;
+}
+
+static void test_server(void)
+{
+    static const struct http_route routes[] = {
+        {"GET", "/many", h_many_headers, HTTP_PUBLIC, HTTP_INLINE},
+        {"GET", "/pooled", h_pooled, HTTP_PUBLIC, 0},
+    };
+    struct http_server_config cfg = {
+        .host = "127.0.0.1", .port = 0, .threads = 1, .handler_threads = 2,
+        .max_connections = 16, .per_ip_connections = 16, .idle_timeout_s = 5,
+        .web_dir = "/nonexistent", .routes = routes, .nroutes = 2, .db_wait_ms = 100,
+    };
+    struct http_server *srv = http_server_start(&cfg);
+    EXPECT(srv != NULL, "server starts");
+    if (!srv)
+        return;
+    uint16_t port = http_server_port(srv);
+    struct buf h;
+    buf_init(&h, 0);
+    EXPECT(get(port, "/many", &h) == 200, "inline route answers");
+    int all = 1;
+    for (int i = 0; i < 40; i++) {
+        char line[40];
+        snprintf(line, sizeof line, "X-H-%d: v%d\r\n", i, i);
+        all &= h.data && strstr(h.data, line) != NULL;
+    }
+    EXPECT(all, "all 40 reply headers were sent:\n%s", h.data);
+    EXPECT(inline_db_null, "http_db is refused on an event loop");
+    buf_free(&h);
+    buf_init(&h, 0);
+    EXPECT(get(port, "/pooled", &h) == 200, "pooled route answers");
+    buf_free(&h);
+    EXPECT(!pthread_equal(inline_thread, pooled_thread),
+           "the pooled handler ran on another thread than the inline one");
+    http_server_stop(srv, 1);
+
+    static const struct http_route too_many[] = {
+        {"GET", "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}", h_pooled, HTTP_PUBLIC, 0},
+    };
+    cfg.routes = too_many;
+    cfg.nroutes = 1;
+    EXPECT(http_server_start(&cfg) == NULL, "a route with 9 path parameters fails start-up");
+    static const struct http_route bad[] = {{"FETCH", "/x", h_pooled, HTTP_PUBLIC, 0}};
+    cfg.routes = bad;
+    EXPECT(http_server_start(&cfg) == NULL, "an unknown method fails start-up");
+}
+
 int main(void)
 {
     test_match();
     test_problem();
     test_request_id();
+    test_perm_names();
+    test_histogram();
+    test_collectors();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    test_server();
+    curl_global_cleanup();
     return unit_done();
 }
