@@ -31,7 +31,7 @@
 #include "platform/metrics.h"
 
 static atomic_ulong denials[AUTH_R__COUNT];
-static atomic_ulong accepted[3]; /* oidc|dev, api-token, unused */
+static atomic_ulong accepted[3];          /* oidc|dev, api-token, unused */
 static atomic_ulong token_cache_bypassed; /* API token requests that found the cache unusable */
 
 /* Verified JWTs; made in auth_caches_init (before any thread) and freed after HTTP stopped. */
@@ -153,9 +153,9 @@ static void token_hash(const char *token, size_t len, unsigned char key[32], cha
     hex[64] = '\0';
 }
 
-void auth_metrics_init(void)
+int auth_metrics_init(void)
 {
-    metrics_register(collect, NULL);
+    return metrics_register(collect, NULL);
 }
 
 /* Count, log and answer a denial. Returns -1 (the hook's "replied"). */
@@ -205,6 +205,17 @@ static int deny(struct http_request *req, enum auth_reason reason, const char *w
     return -1;
 }
 
+/* An API token answered from the cache (never blocks): 1 with *p filled, else 0. */
+static int api_token_cached(const unsigned char key[32], int64_t now, struct http_principal *p)
+{
+    int mark = 0;
+    if (!auth_cache_get(auth_token_cache, key, now, 0, auth_cfg.last_used_interval_s, p, &mark))
+        return 0;
+    if (mark)
+        auth_usage_mark(p->token_id, now);
+    return 1;
+}
+
 static int authn_api_token(struct http_request *req, const char *token, size_t len,
                            struct http_principal *p, enum auth_reason *reason)
 {
@@ -214,13 +225,8 @@ static int authn_api_token(struct http_request *req, const char *token, size_t l
     int64_t now = (int64_t)time(NULL);
     int usable = auth_token_cache && auth_token_cache_usable();
     if (usable) {
-        int mark = 0;
-        if (auth_cache_get(auth_token_cache, key, now, 0, auth_cfg.last_used_interval_s, p,
-                           &mark)) {
-            if (mark)
-                auth_usage_mark(p->token_id, now);
+        if (api_token_cached(key, now, p))
             return 0;
-        }
     } else {
         atomic_fetch_add(&token_cache_bypassed, 1);
     }
@@ -304,13 +310,19 @@ static int64_t date_ceil(double v)
     return (int64_t)ceil(v);
 }
 
+/* A JWT answered from the cache (never blocks): 1 with *p filled, else 0. */
+static int jwt_cached(const unsigned char key[32], int64_t now, struct http_principal *p)
+{
+    return jwt_cache && auth_cache_get(jwt_cache, key, now, auth_key_epoch(), 0, p, NULL);
+}
+
 static int authn_jwt(const char *token, size_t len, struct http_principal *p,
                      enum auth_reason *reason)
 {
     unsigned char key[32];
     token_hash(token, len, key, NULL);
     int64_t now = (int64_t)time(NULL);
-    if (jwt_cache && auth_cache_get(jwt_cache, key, now, auth_key_epoch(), 0, p, NULL))
+    if (jwt_cached(key, now, p))
         return 0; /* only principals with a role are cached */
     unsigned epoch = jwt_cache ? auth_cache_epoch(jwt_cache) : 0, key_epoch = 0;
     json_t *claims = NULL;
@@ -336,48 +348,102 @@ static int authn_jwt(const char *token, size_t len, struct http_principal *p,
     }
     /* Served from the cache exactly as long as auth_claims_check would accept it. */
     if (jwt_cache)
-        auth_cache_put(jwt_cache, key, p, date_ceil(exp + AUTH_LEEWAY_S), key_epoch, epoch, 0,
-                       now);
+        auth_cache_put(jwt_cache, key, p, date_ceil(exp + AUTH_LEEWAY_S), key_epoch, epoch, 0, now);
     return 0;
+}
+
+/* The bearer token of the request, or -1 with the reason to deny. */
+static int bearer_token(struct http_request *req, const char **token, size_t *len,
+                        enum auth_reason *reason)
+{
+    const char *h = http_header(req, "Authorization");
+    *reason = AUTH_R_MISSING;
+    if (!h)
+        return -1;
+    while (*h == ' ')
+        h++;
+    if (strncasecmp(h, "Bearer ", 7) != 0)
+        return -1;
+    const char *t = h + 7;
+    while (*t == ' ')
+        t++;
+    size_t n = strnlen(t, AUTH_TOKEN_MAX + 1);
+    if (n > AUTH_TOKEN_MAX) {
+        *reason = AUTH_R_OVERSIZED;
+        return -1;
+    }
+    if (n == 0)
+        return -1;
+    *token = t;
+    *len = n;
+    return 0;
+}
+
+static int is_api_token(const char *token)
+{
+    return strncmp(token, AUTH_API_TOKEN_PREFIX, strlen(AUTH_API_TOKEN_PREFIX)) == 0;
+}
+
+/* The caller is known: check the role and let it in (steals p->environments). */
+static int admit(struct http_request *req, struct http_principal *p, enum http_perm required,
+                 int api)
+{
+    if (p->role < required) {
+        char who[300];
+        snprintf(who, sizeof who, "%s", p->subject);
+        json_decref(p->environments);
+        return deny(req, AUTH_R_INSUFFICIENT, who, api);
+    }
+    atomic_fetch_add(&accepted[api ? 1 : 0], 1);
+    http_set_principal(req, p);
+    return HTTP_AUTH_OK;
 }
 
 int auth_authenticate(struct http_request *req, enum http_perm required, void *cls)
 {
     (void)cls;
-    const char *h = http_header(req, "Authorization");
-    if (!h)
-        return deny(req, AUTH_R_MISSING, NULL, 0);
-    while (*h == ' ')
-        h++;
-    if (strncasecmp(h, "Bearer ", 7) != 0)
-        return deny(req, AUTH_R_MISSING, NULL, 0);
-    const char *token = h + 7;
-    while (*token == ' ')
-        token++;
-    size_t len = strnlen(token, AUTH_TOKEN_MAX + 1);
-    if (len > AUTH_TOKEN_MAX)
-        return deny(req, AUTH_R_OVERSIZED, NULL, 0);
-    if (len == 0)
-        return deny(req, AUTH_R_MISSING, NULL, 0);
+    const char *token = NULL;
+    size_t len = 0;
+    enum auth_reason reason;
+    if (bearer_token(req, &token, &len, &reason) != 0)
+        return deny(req, reason, NULL, 0);
 
     struct http_principal p;
     memset(&p, 0, sizeof p);
-    enum auth_reason reason = AUTH_R_MALFORMED;
-    int api = strncmp(token, AUTH_API_TOKEN_PREFIX, strlen(AUTH_API_TOKEN_PREFIX)) == 0;
-    int rc = api ? authn_api_token(req, token, len, &p, &reason) : authn_jwt(token, len, &p, &reason);
+    reason = AUTH_R_MALFORMED;
+    int api = is_api_token(token);
+    int rc =
+        api ? authn_api_token(req, token, len, &p, &reason) : authn_jwt(token, len, &p, &reason);
     if (rc != 0) {
         json_decref(p.environments);
         return deny(req, reason, p.subject[0] ? p.subject : NULL, api);
     }
-    if (p.role < required) {
-        char who[300];
-        snprintf(who, sizeof who, "%s", p.subject);
-        json_decref(p.environments);
-        return deny(req, AUTH_R_INSUFFICIENT, who, api);
-    }
-    atomic_fetch_add(&accepted[api ? 1 : 0], 1);
-    http_set_principal(req, &p); /* steals p.environments */
-    return 0;
+    return admit(req, &p, required, api);
+}
+
+/* The event loop's first try: answers from the header alone (a missing or oversized token)
+ * or from the caches, which hold only callers that were fully verified; anything else
+ * would need the issuer, an RSA verification or the state store, and goes to the handler
+ * pool (auth_authenticate). Never blocks: the caches take short read locks only. */
+int auth_authenticate_try(struct http_request *req, enum http_perm required, void *cls)
+{
+    (void)cls;
+    const char *token = NULL;
+    size_t len = 0;
+    enum auth_reason reason;
+    if (bearer_token(req, &token, &len, &reason) != 0)
+        return deny(req, reason, NULL, 0);
+    int api = is_api_token(token);
+    unsigned char key[32];
+    token_hash(token, len, key, NULL);
+    int64_t now = (int64_t)time(NULL);
+    struct http_principal p;
+    memset(&p, 0, sizeof p);
+    int hit = api ? auth_token_cache && auth_token_cache_usable() && api_token_cached(key, now, &p)
+                  : jwt_cached(key, now, &p);
+    if (!hit)
+        return HTTP_AUTH_WOULD_BLOCK;
+    return admit(req, &p, required, api);
 }
 
 int auth_may_act_on(const struct http_request *req, const char *environment)

@@ -66,8 +66,11 @@ enum auth_reason {
 const char *auth_reason_name(enum auth_reason r);
 /* The HTTP authentication hook (see http_set_authenticator). */
 int auth_authenticate(struct http_request *req, enum http_perm required, void *cls);
+/* The non-blocking first try (http_set_authenticator_try): from the header and the caches
+ * only; HTTP_AUTH_WOULD_BLOCK when neither can answer. */
+int auth_authenticate_try(struct http_request *req, enum http_perm required, void *cls);
 /* Register the /metrics collector. */
-void auth_metrics_init(void);
+int auth_metrics_init(void); /* 0, or -1 when /metrics refused the collector */
 /* Make the JWT and API token caches (QDB_AUTH_CACHE_SIZE entries each). Returns 0 or -1. */
 int auth_caches_init(void);
 void auth_caches_free(void);

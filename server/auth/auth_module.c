@@ -160,8 +160,10 @@ static int auth_init(struct qdb_app *app)
                   json_pack("{s:s,s:s,s:s}", "issuer", auth_cfg.issuer, "audience",
                             auth_cfg.audience, "client_id", auth_cfg.client_id));
     }
-    auth_metrics_init();
+    if (auth_metrics_init() != 0)
+        return -1;
     http_set_authenticator(auth_authenticate, NULL);
+    http_set_authenticator_try(auth_authenticate_try, NULL);
     return 0;
 }
 
@@ -175,6 +177,7 @@ static int auth_start(struct qdb_app *app)
 
 static void auth_stop(void)
 {
+    http_set_authenticator_try(NULL, NULL);
     http_set_authenticator(NULL, NULL);
     auth_sync_stop();
     auth_verifier_free(); /* stops the refresher first */

@@ -265,6 +265,41 @@ static void test_jwt_role(const struct th_server *b)
     free(viewer);
 }
 
+#define HANDLER_JOBS "qdb_http_handler_jobs_total "
+
+/* Requests whose caller is in a cache never leave the event loop (GET /api/v1/me is an
+ * inline route): the handler pool runs none of them. */
+static void test_steady_state_inline(const struct th_server *b)
+{
+    th_step("cached callers of GET /api/v1/me are answered on the event loop");
+    char *admin = th_dev_token(b, "admin");
+    struct th_resp r;
+    th_post_json(b, "/api/v1/tokens", admin, "{\"name\":\"inline\",\"role\":\"viewer\"}", &r);
+    const char *secret = json_string_value(json_object_get(r.json, "token"));
+    char *api = secret ? strdup(secret) : NULL;
+    th_resp_free(&r);
+    char *jwt = th_dev_token(b, "viewer");
+    CHECK(api && jwt, "an API token and a JWT");
+    if (!api || !jwt)
+        goto out;
+    CHECK(status_of(b, "GET", "/api/v1/me", api) == 200 &&
+              status_of(b, "GET", "/api/v1/me", jwt) == 200,
+          "first use (verified on the handler pool, then cached)");
+    long j0 = metric(b, HANDLER_JOBS);
+    int ok = 0;
+    for (int i = 0; i < 20; i++)
+        ok += status_of(b, "GET", "/api/v1/me", i % 2 ? api : jwt) == 200;
+    long j1 = metric(b, HANDLER_JOBS);
+    CHECK(ok == 20, "20 answers of 200: %d", ok);
+    CHECK(j0 >= 0 && j1 == j0, "no handler-pool job for them (%ld -> %ld)", j0, j1);
+    CHECK(status_of(b, "GET", "/api/v1/tokens", jwt) == 403,
+          "a cached caller short of the role is refused on the loop too");
+out:
+    free(api);
+    free(jwt);
+    free(admin);
+}
+
 int main(void)
 {
     char *url = th_db_create("auth_cache");
@@ -284,6 +319,7 @@ int main(void)
     test_listener_cut(&a, &b, admin_a, url);
     test_last_used(&a, &b, admin_a, url);
     test_jwt_role(&b);
+    test_steady_state_inline(&b);
     CHECK(th_server_stop(&a) == 0, "A stops cleanly");
     CHECK(th_server_stop(&b) == 0, "B stops cleanly");
 out:
