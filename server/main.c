@@ -28,10 +28,7 @@
  * they are stopped in reverse. */
 static const struct qdb_module *const modules[] = {
     NULL, /* keep: lets the list be empty; rooms add `&<room>_module,` below */
-    &audit_module,
-    &auth_module,
-    &jobs_module,
-    &wiring_audit_module,
+    &audit_module, &auth_module, &jobs_module, &wiring_audit_module,
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 
@@ -44,8 +41,8 @@ static void usage(FILE *f)
                "  version    print the version\n");
     for (size_t i = 0; i < NMODULES; i++)
         if (modules[i] && modules[i]->command)
-            fprintf(f, "  %s\n", modules[i]->command_usage ? modules[i]->command_usage
-                                                            : modules[i]->command);
+            fprintf(f, "  %s\n",
+                    modules[i]->command_usage ? modules[i]->command_usage : modules[i]->command);
     fprintf(f, "Configuration comes from QDB_* environment variables (see README.md).\n");
 }
 
@@ -110,13 +107,26 @@ static void make_instance_id(char *out, size_t n)
              rnd[3]);
 }
 
-/* Stop the first n modules (those whose init ran), in reverse. */
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Stop the first n modules (those whose init ran), in reverse; a slow stop is logged, so
+ * that a shutdown past its timeout names the room that held it. */
 static void stop_modules(size_t n)
 {
     while (n > 0) {
         const struct qdb_module *m = modules[--n];
-        if (m && m->stop)
-            m->stop();
+        if (!m || !m->stop)
+            continue;
+        double t0 = mono_ms();
+        m->stop();
+        double took = mono_ms() - t0;
+        log_event(took >= 1000 ? LOG_WARN : LOG_DEBUG, "module stopped",
+                  json_pack("{s:s,s:i}", "module", m->name, "ms", (int)took));
     }
 }
 
@@ -224,11 +234,16 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
     int sig = 0;
     sigwait(signals, &sig);
     log_event(LOG_INFO, "shutting down",
-              json_pack("{s:s,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                        "timeout_s", cfg->shutdown_timeout_s));
+              json_pack("{s:s,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", "timeout_s",
+                        cfg->shutdown_timeout_s));
     status = 0;
-out:
+    for (size_t i = 0; i < NMODULES; i++)
+        if (modules[i] && modules[i]->quiesce)
+            modules[i]->quiesce();
+out:;
+    double t0 = mono_ms();
     http_server_stop(http, cfg->shutdown_timeout_s);
+    log_event(LOG_DEBUG, "http stopped", json_pack("{s:i}", "ms", (int)(mono_ms() - t0)));
     health_stop();
     stop_modules(inited);
     free(patterns);

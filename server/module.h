@@ -1,8 +1,8 @@
 /* How a room plugs into the process. main.c lists the modules and drives their life cycle:
  *
  *   serve:    config_load (every module) -> migrations -> init (every module) ->
- *             start (every module) -> HTTP listens -> [signal] -> HTTP stops -> stop
- *             (every module, in reverse)
+ *             start (every module) -> HTTP listens -> [signal] -> quiesce (every module)
+ *             -> HTTP drains and stops -> stop (every module, in reverse)
  *   command:  config_load and init of the modules the command names in `command_needs`
  *             (and nothing else) -> run_command
  *
@@ -44,6 +44,11 @@ struct qdb_module {
     /* Phase 2: start the room's threads. Every module's init has run. Returns 0, or -1
      * after logging why (start-up fails). May be NULL. */
     int (*start)(struct qdb_app *app);
+    /* Shutdown has begun (a signal): stop taking new work and start winding down, so that
+     * the room's grace period runs beside HTTP's drain instead of after it (one
+     * QDB_SHUTDOWN_TIMEOUT in all). Called for every started module before HTTP drains;
+     * must not block. May be NULL. */
+    void (*quiesce)(void);
     /* Stop the room after HTTP stopped; joins its threads and frees what init made. Called
      * for every module whose init ran, in reverse order. May be NULL. */
     void (*stop)(void);

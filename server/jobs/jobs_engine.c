@@ -31,8 +31,7 @@ int jobs_register_kind(const struct jobs_kind *k)
             return 0;
         }
     if (n >= JOBS_MAX_KINDS) {
-        log_error("job kind %s: more than %d kinds; raise JOBS_MAX_KINDS", k->kind,
-                  JOBS_MAX_KINDS);
+        log_error("job kind %s: more than %d kinds; raise JOBS_MAX_KINDS", k->kind, JOBS_MAX_KINDS);
         return -1;
     }
     kinds[n] = k;
@@ -455,6 +454,11 @@ static int start(struct qdb_app *app)
 
 /* Leases are renewed and events relayed until the last runner has stopped; no rescue while
  * this replica gives its jobs back. */
+static void quiesce(void)
+{
+    jobs_pool_quiesce();
+}
+
 static void stop(void)
 {
     jobs_leader_stop();
@@ -472,5 +476,6 @@ const struct qdb_module jobs_module = {
     .config_load = load_config,
     .init = init,
     .start = start,
+    .quiesce = quiesce,
     .stop = stop,
 };

@@ -176,6 +176,8 @@ int jobs_pool_start(const char *instance, const struct db_settings *dbs, int nwo
                     int shutdown_timeout_s);
 /* Stop claiming; give running jobs the shutdown timeout, then tell their runners to stop
  * and release their jobs; give back claimed jobs that never started; join the workers. */
+/* Shutdown began: claim nothing more; running jobs get QDB_SHUTDOWN_TIMEOUT from now. */
+void jobs_pool_quiesce(void);
 void jobs_pool_stop(void);
 /* Wake idle workers (new work may be there). */
 void jobs_workers_wake(void);

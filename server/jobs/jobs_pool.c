@@ -586,19 +586,27 @@ static void join_until(pthread_t t, double deadline_mono, int *joined)
     *joined = pthread_timedjoin_np(t, NULL, &ts) == 0;
 }
 
-void jobs_pool_stop(void)
+void jobs_pool_quiesce(void)
 {
-    if (!pool.started)
+    if (!pool.started || atomic_load(&pool.grace_ends) > 0)
         return;
-    pool.started = 0;
-    /* Running jobs get the shutdown timeout to finish; then their runners are told to stop
-     * (jobs_heartbeat returns -1) and the engine releases their jobs for another replica. */
-    double grace = jobs_mono() + (double)pool.shutdown_timeout_s;
-    atomic_store(&pool.grace_ends, grace);
+    /* Running jobs get the shutdown timeout to finish, counted from the signal; then their
+     * runners are told to stop (jobs_heartbeat returns -1) and the engine releases their
+     * jobs for another replica. */
+    atomic_store(&pool.grace_ends, jobs_mono() + (double)pool.shutdown_timeout_s);
     atomic_store(&pool.stopping, 1);
     pthread_mutex_lock(&pool.mu);
     pthread_cond_broadcast(&pool.cv);
     pthread_mutex_unlock(&pool.mu);
+}
+
+void jobs_pool_stop(void)
+{
+    if (!pool.started)
+        return;
+    jobs_pool_quiesce(); /* a stop without a signal first (start-up failed) */
+    pool.started = 0;
+    double grace = atomic_load(&pool.grace_ends);
 
     int stuck = 0;
     for (int i = 0; i < pool.nworkers && pool.workers; i++) {
