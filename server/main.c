@@ -248,6 +248,7 @@ out:;
     stop_modules(inited);
     free(patterns);
     metrics_set_pool(NULL);
+    log_event(LOG_INFO, "stopped", json_pack("{s:i}", "ms", (int)(mono_ms() - t0)));
     return status;
 }
 

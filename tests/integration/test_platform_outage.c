@@ -332,7 +332,23 @@ int main(void)
     double took = th_now_ms() - t_term;
     fprintf(stderr, "   exit %d after %.0f ms\n", rc, took);
     CHECK(rc == 0, "exit status 0 (%d)", rc);
-    CHECK(took < SHUTDOWN_S * 1000 + 2000, "exited in %.0f ms", took);
+    /* The server's own account ("stopped" with the time from the signal to the end of
+     * serve) is held to the timeout; the process exit after it also runs the sanitizers'
+     * leak check, which takes seconds on a loaded machine, so the exit gets more room. */
+    long stopped_ms = -1;
+    FILE *lf = fopen(s.log, "r");
+    char line[4096];
+    while (lf && fgets(line, sizeof line, lf)) {
+        const char *m = strstr(line, "\"msg\":\"stopped\",\"ms\":");
+        if (m)
+            stopped_ms = strtol(m + strlen("\"msg\":\"stopped\",\"ms\":"), NULL, 10);
+    }
+    if (lf)
+        fclose(lf);
+    fprintf(stderr, "   the server stopped %ld ms after the signal\n", stopped_ms);
+    CHECK(stopped_ms >= 0 && stopped_ms < SHUTDOWN_S * 1000 + 1000,
+          "stopped within QDB_SHUTDOWN_TIMEOUT (+1 s): %ld ms", stopped_ms);
+    CHECK(took < SHUTDOWN_S * 1000 + 6000, "exited in %.0f ms", took);
     CHECK(!th_server_log_contains(&s, "did not stop"), "every job worker stopped");
 
 stop:
