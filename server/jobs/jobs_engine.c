@@ -168,12 +168,9 @@ out:
 
 json_t *jobs_get_json(struct db_conn *conn, int64_t id)
 {
-    char *text = NULL;
-    if (jobs_store_get_json(conn, id, &text) <= 0)
-        return NULL;
-    json_t *j = json_loads(text, 0, NULL);
-    free(text);
-    return j;
+    json_t *doc = NULL;
+    (void)jobs_store_get_json(conn, id, &doc); /* NULL on error or none */
+    return doc;
 }
 
 void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t id)
