@@ -257,9 +257,7 @@ static const char *const finished_states[] = {"succeeded", "failed", "cancelled"
 struct kind_metrics {
     atomic_uint_fast64_t finished[NFS];
     atomic_uint_fast64_t retries;
-    atomic_uint_fast64_t bucket[NRB + 1]; /* non-cumulative; last = +Inf */
-    atomic_uint_fast64_t count;
-    atomic_uint_fast64_t sum_us;
+    struct metrics_histogram run; /* qdb_job_run_seconds */
 };
 static struct kind_metrics per_kind[JOBS_MAX_KINDS];
 static atomic_uint_fast64_t rescued_total, schedule_fires_total;
@@ -272,12 +270,7 @@ void jobs_metrics_finished(const char *kind, const char *state, double secs)
     for (int i = 0; i < NFS; i++)
         if (strcmp(state, finished_states[i]) == 0)
             atomic_fetch_add(&per_kind[k].finished[i], 1);
-    size_t b = 0;
-    while (b < NRB && secs > run_bounds[b])
-        b++;
-    atomic_fetch_add(&per_kind[k].bucket[b], 1);
-    atomic_fetch_add(&per_kind[k].count, 1);
-    atomic_fetch_add(&per_kind[k].sum_us, (uint64_t)(secs * 1e6));
+    metrics_histogram_observe(&per_kind[k].run, run_bounds, NRB, secs);
 }
 
 void jobs_metrics_retry(const char *kind)
@@ -330,26 +323,20 @@ static void collect(struct buf *out, void *cls)
         metrics_escape_label(out, kinds[k]->kind);
         buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].retries));
     }
-    buf_puts(out, "# HELP qdb_job_run_seconds Run time of job attempts on this replica.\n"
-                  "# TYPE qdb_job_run_seconds histogram\n");
+    metrics_family(out, "qdb_job_run_seconds", "histogram",
+                   "Run time of job attempts on this replica.");
+    struct buf labels;
+    buf_init(&labels, 0);
     for (size_t k = 0; k < n; k++) {
-        uint64_t cum = 0;
-        for (size_t b = 0; b <= NRB; b++) {
-            cum += atomic_load(&per_kind[k].bucket[b]);
-            buf_puts(out, "qdb_job_run_seconds_bucket{kind=\"");
-            metrics_escape_label(out, kinds[k]->kind);
-            if (b < NRB)
-                buf_printf(out, "\",le=\"%g\"} %llu\n", run_bounds[b], (unsigned long long)cum);
-            else
-                buf_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-        }
-        buf_puts(out, "qdb_job_run_seconds_sum{kind=\"");
-        metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %.6f\n", (double)atomic_load(&per_kind[k].sum_us) / 1e6);
-        buf_puts(out, "qdb_job_run_seconds_count{kind=\"");
-        metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].count));
+        labels.len = 0;
+        buf_puts(&labels, "kind=\"");
+        metrics_escape_label(&labels, kinds[k]->kind);
+        buf_puts(&labels, "\"");
+        if (labels.data) /* NULL only when memory ran out */
+            metrics_histogram_render(out, "qdb_job_run_seconds", labels.data, &per_kind[k].run,
+                                     run_bounds, NRB);
     }
+    buf_free(&labels);
     buf_printf(out,
                "# HELP qdb_jobs_rescued_total Jobs whose lease expired, rescued by this "
                "replica.\n# TYPE qdb_jobs_rescued_total counter\nqdb_jobs_rescued_total %llu\n"
@@ -364,9 +351,9 @@ static void collect(struct buf *out, void *cls)
     pthread_mutex_unlock(&gauge_lock);
 }
 
-void jobs_metrics_register(void)
+int jobs_metrics_register(void)
 {
-    metrics_register(collect, NULL);
+    return metrics_register(collect, NULL);
 }
 
 /* ---- module ---- */
@@ -412,8 +399,7 @@ static int init(struct qdb_app *app)
     (void)app;
     if (jobs_kinds_register_builtin() != 0)
         return -1;
-    jobs_metrics_register();
-    return 0;
+    return jobs_metrics_register();
 }
 
 /* Phase 2: every room's kinds and default schedules are registered by now. */

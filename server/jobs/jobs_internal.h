@@ -89,7 +89,7 @@ void jobs_metrics_schedule_fired(void);
  * none). Called by the maintenance thread so that a scrape never queries the database. */
 void jobs_metrics_set_gauges(char *text);
 /* Register the room's collector with the platform's /metrics. */
-void jobs_metrics_register(void);
+int jobs_metrics_register(void);
 
 /* ---- time, shared by the worker threads ---- */
 
