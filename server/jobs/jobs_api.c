@@ -229,7 +229,7 @@ void jobs_api_create(struct http_request *req)
     const struct http_principal *p = http_principal(req);
     if (!p || p->role < k->direct_role) {
         http_reply_problem(req, QDB_E_FORBIDDEN, "enqueueing %s jobs needs the %s role", kind,
-                           k->direct_role == HTTP_ADMIN ? "admin" : "operator");
+                           http_perm_name(k->direct_role));
         return;
     }
     json_t *empty = json_object();
