@@ -14,6 +14,7 @@
 #include "platform/jsonspec.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
+#include "platform/deadline.h"
 
 struct jobs_settings jobs_cfg;
 
@@ -217,11 +218,7 @@ int jobs_thread_stopping(struct jobs_thread *t)
 
 int jobs_thread_wait(struct jobs_thread *t, double secs)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)((secs - (double)(long)secs) * 1e9);
-    ts.tv_sec += (time_t)secs + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = deadline_after(CLOCK_REALTIME, secs);
     pthread_mutex_lock(&t->mu);
     if (!atomic_load(&t->stop))
         pthread_cond_timedwait(&t->cv, &t->mu, &ts);
