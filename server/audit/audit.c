@@ -61,8 +61,7 @@ static int audit_init(struct qdb_app *app)
     audit_settings.statement_timeout_ms = app->cfg->db_statement_timeout_ms;
     audit_settings.connect_timeout_s = app->cfg->db_connect_timeout_s;
     audit_settings.application_name = "qdb-control-audit";
-    audit_metrics_register();
-    return 0;
+    return audit_metrics_register();
 }
 
 /* After HTTP stopped every export stream has been told to end; wait for their producer
@@ -162,11 +161,16 @@ static void collect(struct buf *out, void *cls)
                (unsigned long long)atomic_load(&checkpoints_refused));
 }
 
-void audit_metrics_register(void)
+int audit_metrics_register(void)
 {
     static atomic_int done;
-    if (atomic_exchange(&done, 1) == 0)
-        metrics_register(collect, NULL);
+    if (atomic_exchange(&done, 1) != 0)
+        return 0;
+    if (metrics_register(collect, NULL) != 0) {
+        atomic_store(&done, 0); /* nothing registered: a later init may try again */
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- a stored event as JSON ---- */

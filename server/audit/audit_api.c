@@ -18,6 +18,7 @@
 #include "platform/log.h"
 #include "platform/queryspec.h"
 #include "platform/rfc3339.h"
+#include "platform/deadline.h"
 
 #define LIST_DEFAULT 100
 #define LIST_MAX 500
@@ -316,13 +317,7 @@ static int produce_line(struct export_stream *s, const char *line)
 {
     pthread_mutex_lock(&s->mu);
     while (!producer_should_stop(s) && s->pending.len - s->off > EXPORT_BUFFER) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += EXPORT_WAIT_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = deadline_after(CLOCK_REALTIME, EXPORT_WAIT_MS / 1000.0);
         pthread_cond_timedwait(&s->room, &s->mu, &until);
     }
     int rc = -1;
@@ -451,14 +446,7 @@ static ssize_t export_read(void *cls, uint64_t pos, char *out, size_t max)
 
 int audit_export_drain(int timeout_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = deadline_after(CLOCK_REALTIME, timeout_ms / 1000.0);
     pthread_mutex_lock(&producers_mu);
     while (producers > 0 &&
            pthread_cond_timedwait(&producers_cv, &producers_mu, &until) != ETIMEDOUT)

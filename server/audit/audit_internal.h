@@ -172,8 +172,9 @@ void audit_metrics_checkpoint(int refused);
 /* The lowest broken seq a verification on this replica found (0 = none): checkpoints at
  * or past it are not trusted until a full verification passes. */
 int64_t audit_metrics_first_broken(void);
-/* Register the room's collector with the platform's /metrics (once, at start). */
-void audit_metrics_register(void);
+/* Register the room's collector with the platform's /metrics (once, at start). Returns 0,
+ * or -1 when it could not (the module's init fails). */
+int audit_metrics_register(void);
 
 /* The settings of the state store, for the export stream's own connection. */
 const struct db_settings *audit_db_settings(void);

@@ -59,25 +59,26 @@ static struct db_stmt q_insert = DB_STMT(
 int audit_store_insert(struct db_conn *conn, const struct audit_row *r, const char *before,
                        const char *after)
 {
-    char seq[24], job[24];
-    const char *params[] = {db_int64(seq, r->seq),
-                            r->time,
-                            r->actor_subject,
-                            r->actor_name,
-                            r->auth_method,
-                            r->token_id,
-                            r->action,
-                            r->resource_type,
-                            r->resource_id,
-                            r->environment,
-                            before,
-                            after,
-                            r->request_id,
-                            r->job_id ? db_int64(job, r->job_id) : NULL,
-                            r->client_addr,
-                            r->prev_hash,
-                            r->hash};
-    return db_exec(conn, &q_insert, params, NULL);
+    /* before and after stay the texts that were hashed, not re-encoded. */
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, r->seq);
+    db_param_text(&p, r->time);
+    db_param_text(&p, r->actor_subject);
+    db_param_text(&p, r->actor_name);
+    db_param_text(&p, r->auth_method);
+    db_param_text(&p, r->token_id);
+    db_param_text(&p, r->action);
+    db_param_text(&p, r->resource_type);
+    db_param_text(&p, r->resource_id);
+    db_param_text(&p, r->environment);
+    db_param_text(&p, before);
+    db_param_text(&p, after);
+    db_param_text(&p, r->request_id);
+    db_param_int_or_null(&p, r->job_id, !r->job_id);
+    db_param_text(&p, r->client_addr);
+    db_param_text(&p, r->prev_hash);
+    db_param_text(&p, r->hash);
+    return db_execp(conn, &q_insert, &p, NULL);
 }
 
 static struct db_stmt q_head =
@@ -100,10 +101,10 @@ static struct db_stmt q_hash_of =
 
 int audit_store_hash_of(struct db_conn *conn, int64_t seq, char hash[AUDIT_HASH_HEX + 1])
 {
-    char s[24];
-    const char *params[] = {db_int64(s, seq)};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, seq);
     PGresult *res = NULL;
-    int rc = db_exec(conn, &q_hash_of, params, &res);
+    int rc = db_execp(conn, &q_hash_of, &p, &res);
     if (rc == 1)
         copy_hash(hash, db_get_str(res, 0, 0));
     PQclear(res);
@@ -118,21 +119,23 @@ static struct db_stmt q_range =
 int audit_store_range(struct db_conn *conn, int64_t from_seq, int64_t to_seq, int limit,
                       PGresult **res)
 {
-    char from[24], to[24], lim[24];
-    const char *params[] = {db_int64(from, from_seq), db_int64(to, to_seq), db_int64(lim, limit)};
-    return db_exec(conn, &q_range, params, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, from_seq);
+    db_param_int(&p, to_seq);
+    db_param_int(&p, limit);
+    return db_execp(conn, &q_range, &p, res);
 }
 
-/* The seven filter parameters $1..$7 of AUDIT_FILTERS, in order. */
-static void filter_params(const struct audit_filter *f, const char *params[7])
+/* Add the seven filter parameters $1..$7 of AUDIT_FILTERS, in order. */
+static void filter_params(const struct audit_filter *f, struct db_params *p)
 {
-    params[0] = f->actor;
-    params[1] = f->resource_type;
-    params[2] = f->resource_id;
-    params[3] = f->action;
-    params[4] = f->environment;
-    params[5] = f->since;
-    params[6] = f->until;
+    db_param_text(p, f->actor);
+    db_param_text(p, f->resource_type);
+    db_param_text(p, f->resource_id);
+    db_param_text(p, f->action);
+    db_param_text(p, f->environment);
+    db_param_text(p, f->since);
+    db_param_text(p, f->until);
 }
 
 static struct db_stmt q_list =
@@ -143,12 +146,11 @@ static struct db_stmt q_list =
 int audit_store_list(struct db_conn *conn, const struct audit_filter *f, int64_t before_seq,
                      int limit, PGresult **res)
 {
-    char before[24], lim[24];
-    const char *params[9];
-    filter_params(f, params);
-    params[7] = before_seq > 0 ? db_int64(before, before_seq) : NULL;
-    params[8] = db_int64(lim, limit);
-    return db_exec(conn, &q_list, params, res);
+    struct db_params p = DB_PARAMS_INIT;
+    filter_params(f, &p);
+    db_param_int_or_null(&p, before_seq, before_seq <= 0);
+    db_param_int(&p, limit);
+    return db_execp(conn, &q_list, &p, res);
 }
 
 static struct db_stmt q_export =
@@ -159,13 +161,12 @@ static struct db_stmt q_export =
 int audit_store_export_page(struct db_conn *conn, const struct audit_filter *f, int64_t after_seq,
                             int64_t max_seq, int limit, PGresult **res)
 {
-    char after[24], max[24], lim[24];
-    const char *params[10];
-    filter_params(f, params);
-    params[7] = db_int64(after, after_seq);
-    params[8] = db_int64(max, max_seq);
-    params[9] = db_int64(lim, limit);
-    return db_exec(conn, &q_export, params, res);
+    struct db_params p = DB_PARAMS_INIT;
+    filter_params(f, &p);
+    db_param_int(&p, after_seq);
+    db_param_int(&p, max_seq);
+    db_param_int(&p, limit);
+    return db_execp(conn, &q_export, &p, res);
 }
 
 static struct db_stmt q_checkpoints = DB_STMT(
@@ -176,9 +177,10 @@ static struct db_stmt q_checkpoints = DB_STMT(
 
 int audit_store_checkpoints(struct db_conn *conn, int64_t max_seq, int limit, PGresult **res)
 {
-    char max[24], lim[24];
-    const char *params[] = {db_int64(max, max_seq), db_int64(lim, limit)};
-    return db_exec(conn, &q_checkpoints, params, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, max_seq);
+    db_param_int(&p, limit);
+    return db_execp(conn, &q_checkpoints, &p, res);
 }
 
 /* A newer verification over the same seq replaces the row: it proved the same thing again,
@@ -193,7 +195,11 @@ static struct db_stmt q_checkpoint_put = DB_STMT(
 int audit_store_checkpoint_put(struct db_conn *conn, int64_t seq, const char *hash,
                                const char *verified_at, int64_t checked, const char *mac)
 {
-    char s[24], c[24];
-    const char *params[] = {db_int64(s, seq), hash, verified_at, db_int64(c, checked), mac};
-    return db_exec(conn, &q_checkpoint_put, params, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, seq);
+    db_param_text(&p, hash);
+    db_param_text(&p, verified_at);
+    db_param_int(&p, checked);
+    db_param_text(&p, mac);
+    return db_execp(conn, &q_checkpoint_put, &p, NULL);
 }

@@ -20,7 +20,7 @@ int auth_may_act_on(const struct http_request *req, const char *environment);
  *     if (auth_require_environment(req, env) != 0) return; */
 int auth_require_environment(struct http_request *req, const char *environment);
 
-/* "viewer", "operator", "admin" ("public" for HTTP_PUBLIC): the role's name. */
+/* "viewer", "operator", "admin" ("public" for HTTP_PUBLIC): http_perm_name's answer. */
 const char *auth_role_name(enum http_perm role);
 
 /* ---- handlers, for routes.c ---- */

@@ -132,7 +132,7 @@ static const char *environments_problem(const json_t *envs)
 
 void auth_api_tokens_create(struct http_request *req)
 {
-    static const char *const roles[] = {"viewer", "operator", "admin", NULL};
+    const char *const *roles = http_role_names();
     const char *name = NULL, *expires_in = NULL;
     int role = 0;
     json_t *envs = NULL;

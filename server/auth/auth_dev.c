@@ -591,7 +591,7 @@ void auth_dev_oauth_token(struct http_request *req)
 
 void auth_dev_token(struct http_request *req)
 {
-    static const char *const roles[] = {"viewer", "operator", "admin", NULL};
+    const char *const *roles = http_role_names();
     const char *sub = NULL, *name = NULL;
     int role = 0;
     if (dev_only(req) != 0)

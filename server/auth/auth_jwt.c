@@ -41,29 +41,16 @@ void auth_sha256_hex(const void *data, size_t len, char out[65])
 
 int auth_role_parse(const char *s)
 {
-    if (!s)
-        return -1;
-    if (strcmp(s, "viewer") == 0)
-        return HTTP_VIEWER;
-    if (strcmp(s, "operator") == 0)
-        return HTTP_OPERATOR;
-    if (strcmp(s, "admin") == 0)
-        return HTTP_ADMIN;
+    const char *const *names = http_role_names();
+    for (int i = 0; s && names[i]; i++)
+        if (strcmp(s, names[i]) == 0)
+            return HTTP_VIEWER + i;
     return -1;
 }
 
 const char *auth_role_name(enum http_perm role)
 {
-    switch (role) {
-    case HTTP_VIEWER:
-        return "viewer";
-    case HTTP_OPERATOR:
-        return "operator";
-    case HTTP_ADMIN:
-        return "admin";
-    default:
-        return "public";
-    }
+    return http_perm_name(role);
 }
 
 int auth_alg_parse(const char *s)

@@ -18,21 +18,6 @@
     "'revoked_at', " DB_TIME_JSON("revoked_at") ")"
 /* clang-format on */
 
-/* Parse column 0 of row 0 as JSON into *out. */
-static int json_of(PGresult *res, int n, json_t **out)
-{
-    *out = NULL;
-    if (n > 0) {
-        *out = json_loads(db_get_str(res, 0, 0), 0, NULL);
-        if (!*out) {
-            PQclear(res);
-            return DB_HARD;
-        }
-    }
-    PQclear(res);
-    return n;
-}
-
 static struct db_stmt q_insert = DB_STMT(
     "auth_token_insert", 6,
     "INSERT INTO api_token (name, role, environments, token_sha256, created_by, expires_at) "
@@ -43,17 +28,14 @@ static struct db_stmt q_insert = DB_STMT(
 int auth_store_token_insert(struct db_conn *c, const struct auth_token_spec *spec,
                             const char *sha256_hex, json_t **out)
 {
-    char *envs = spec->environments ? json_dumps(spec->environments, JSON_COMPACT) : NULL;
-    char exp[24];
-    const char *p[6] = {
-        spec->name,       auth_role_name((enum http_perm)spec->role), envs, sha256_hex,
-        spec->created_by, db_int64(exp, spec->expires_in_s)};
-    PGresult *res = NULL;
-    int n = db_exec(c, &q_insert, p, &res);
-    free(envs);
-    if (n < 0)
-        return n;
-    return json_of(res, n, out);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, spec->name);
+    db_param_text(&p, auth_role_name((enum http_perm)spec->role));
+    db_param_json(&p, spec->environments);
+    db_param_text(&p, sha256_hex);
+    db_param_text(&p, spec->created_by);
+    db_param_int(&p, spec->expires_in_s);
+    return db_execp_json(c, &q_insert, &p, out);
 }
 
 static struct db_stmt q_lookup =
@@ -63,8 +45,9 @@ static struct db_stmt q_lookup =
 
 int auth_store_token_lookup(struct db_conn *c, const char *sha256_hex, PGresult **res)
 {
-    const char *p[1] = {sha256_hex};
-    return db_exec(c, &q_lookup, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, sha256_hex);
+    return db_execp(c, &q_lookup, &p, res);
 }
 
 /* Uses recorded by the flusher, one statement for every token of a round: $1 the ids, $2
@@ -94,9 +77,11 @@ int auth_store_token_touch_batch(struct db_conn *c, const char *const *ids, cons
     }
     buf_puts(&a, "}");
     buf_puts(&b, "}");
-    char iv[24];
-    const char *p[3] = {a.data, b.data, db_int64(iv, interval_s)};
-    int rc = a.data && b.data ? db_exec(c, &q_touch_batch, p, NULL) : DB_HARD;
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, a.data);
+    db_param_text(&p, b.data);
+    db_param_int(&p, interval_s);
+    int rc = a.data && b.data ? db_execp(c, &q_touch_batch, &p, NULL) : DB_HARD;
     buf_free(&a);
     buf_free(&b);
     return rc;
@@ -109,11 +94,7 @@ static struct db_stmt q_list =
 
 int auth_store_token_list(struct db_conn *c, json_t **out)
 {
-    PGresult *res = NULL;
-    int n = db_exec(c, &q_list, NULL, &res);
-    if (n < 0)
-        return n;
-    return json_of(res, n, out);
+    return db_exec_json(c, &q_list, NULL, out);
 }
 
 static struct db_stmt q_revoke =
@@ -123,12 +104,9 @@ static struct db_stmt q_revoke =
 
 int auth_store_token_revoke(struct db_conn *c, const char *id, json_t **out)
 {
-    const char *p[1] = {id};
-    PGresult *res = NULL;
-    int n = db_exec(c, &q_revoke, p, &res);
-    if (n < 0)
-        return n;
-    return json_of(res, n, out);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, id);
+    return db_execp_json(c, &q_revoke, &p, out);
 }
 
 static struct db_stmt q_get =
@@ -136,10 +114,7 @@ static struct db_stmt q_get =
 
 int auth_store_token_get(struct db_conn *c, const char *id, json_t **out)
 {
-    const char *p[1] = {id};
-    PGresult *res = NULL;
-    int n = db_exec(c, &q_get, p, &res);
-    if (n < 0)
-        return n;
-    return json_of(res, n, out);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, id);
+    return db_execp_json(c, &q_get, &p, out);
 }

@@ -127,8 +127,8 @@ void jobs_api_get(struct http_request *req)
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
         return;
-    char *text = NULL;
-    int rc = jobs_store_get_json(c, id, &text);
+    json_t *doc = NULL;
+    int rc = jobs_store_get_json(c, id, &doc);
     if (rc < 0) {
         http_reply_db_error(req, rc);
         return;
@@ -137,8 +137,6 @@ void jobs_api_get(struct http_request *req)
         http_reply_problem(req, QDB_E_NOT_FOUND, "no job %lld", (long long)id);
         return;
     }
-    json_t *doc = parse_text(text);
-    free(text);
     http_reply_json(req, 200, doc);
 }
 
@@ -231,7 +229,7 @@ void jobs_api_create(struct http_request *req)
     const struct http_principal *p = http_principal(req);
     if (!p || p->role < k->direct_role) {
         http_reply_problem(req, QDB_E_FORBIDDEN, "enqueueing %s jobs needs the %s role", kind,
-                           k->direct_role == HTTP_ADMIN ? "admin" : "operator");
+                           http_perm_name(k->direct_role));
         return;
     }
     json_t *empty = json_object();

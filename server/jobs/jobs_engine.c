@@ -14,6 +14,7 @@
 #include "platform/jsonspec.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
+#include "platform/deadline.h"
 
 struct jobs_settings jobs_cfg;
 
@@ -167,12 +168,9 @@ out:
 
 json_t *jobs_get_json(struct db_conn *conn, int64_t id)
 {
-    char *text = NULL;
-    if (jobs_store_get_json(conn, id, &text) <= 0)
-        return NULL;
-    json_t *j = json_loads(text, 0, NULL);
-    free(text);
-    return j;
+    json_t *doc = NULL;
+    (void)jobs_store_get_json(conn, id, &doc); /* NULL on error or none */
+    return doc;
 }
 
 void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t id)
@@ -219,11 +217,7 @@ int jobs_thread_stopping(struct jobs_thread *t)
 
 int jobs_thread_wait(struct jobs_thread *t, double secs)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)((secs - (double)(long)secs) * 1e9);
-    ts.tv_sec += (time_t)secs + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = deadline_after(CLOCK_REALTIME, secs);
     pthread_mutex_lock(&t->mu);
     if (!atomic_load(&t->stop))
         pthread_cond_timedwait(&t->cv, &t->mu, &ts);
@@ -259,9 +253,7 @@ static const char *const finished_states[] = {"succeeded", "failed", "cancelled"
 struct kind_metrics {
     atomic_uint_fast64_t finished[NFS];
     atomic_uint_fast64_t retries;
-    atomic_uint_fast64_t bucket[NRB + 1]; /* non-cumulative; last = +Inf */
-    atomic_uint_fast64_t count;
-    atomic_uint_fast64_t sum_us;
+    struct metrics_histogram run; /* qdb_job_run_seconds */
 };
 static struct kind_metrics per_kind[JOBS_MAX_KINDS];
 static atomic_uint_fast64_t rescued_total, schedule_fires_total;
@@ -274,12 +266,7 @@ void jobs_metrics_finished(const char *kind, const char *state, double secs)
     for (int i = 0; i < NFS; i++)
         if (strcmp(state, finished_states[i]) == 0)
             atomic_fetch_add(&per_kind[k].finished[i], 1);
-    size_t b = 0;
-    while (b < NRB && secs > run_bounds[b])
-        b++;
-    atomic_fetch_add(&per_kind[k].bucket[b], 1);
-    atomic_fetch_add(&per_kind[k].count, 1);
-    atomic_fetch_add(&per_kind[k].sum_us, (uint64_t)(secs * 1e6));
+    metrics_histogram_observe(&per_kind[k].run, run_bounds, NRB, secs);
 }
 
 void jobs_metrics_retry(const char *kind)
@@ -332,26 +319,20 @@ static void collect(struct buf *out, void *cls)
         metrics_escape_label(out, kinds[k]->kind);
         buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].retries));
     }
-    buf_puts(out, "# HELP qdb_job_run_seconds Run time of job attempts on this replica.\n"
-                  "# TYPE qdb_job_run_seconds histogram\n");
+    metrics_family(out, "qdb_job_run_seconds", "histogram",
+                   "Run time of job attempts on this replica.");
+    struct buf labels;
+    buf_init(&labels, 0);
     for (size_t k = 0; k < n; k++) {
-        uint64_t cum = 0;
-        for (size_t b = 0; b <= NRB; b++) {
-            cum += atomic_load(&per_kind[k].bucket[b]);
-            buf_puts(out, "qdb_job_run_seconds_bucket{kind=\"");
-            metrics_escape_label(out, kinds[k]->kind);
-            if (b < NRB)
-                buf_printf(out, "\",le=\"%g\"} %llu\n", run_bounds[b], (unsigned long long)cum);
-            else
-                buf_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-        }
-        buf_puts(out, "qdb_job_run_seconds_sum{kind=\"");
-        metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %.6f\n", (double)atomic_load(&per_kind[k].sum_us) / 1e6);
-        buf_puts(out, "qdb_job_run_seconds_count{kind=\"");
-        metrics_escape_label(out, kinds[k]->kind);
-        buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load(&per_kind[k].count));
+        labels.len = 0;
+        buf_puts(&labels, "kind=\"");
+        metrics_escape_label(&labels, kinds[k]->kind);
+        buf_puts(&labels, "\"");
+        if (labels.data) /* NULL only when memory ran out */
+            metrics_histogram_render(out, "qdb_job_run_seconds", labels.data, &per_kind[k].run,
+                                     run_bounds, NRB);
     }
+    buf_free(&labels);
     buf_printf(out,
                "# HELP qdb_jobs_rescued_total Jobs whose lease expired, rescued by this "
                "replica.\n# TYPE qdb_jobs_rescued_total counter\nqdb_jobs_rescued_total %llu\n"
@@ -366,9 +347,9 @@ static void collect(struct buf *out, void *cls)
     pthread_mutex_unlock(&gauge_lock);
 }
 
-void jobs_metrics_register(void)
+int jobs_metrics_register(void)
 {
-    metrics_register(collect, NULL);
+    return metrics_register(collect, NULL);
 }
 
 /* ---- module ---- */
@@ -414,8 +395,7 @@ static int init(struct qdb_app *app)
     (void)app;
     if (jobs_kinds_register_builtin() != 0)
         return -1;
-    jobs_metrics_register();
-    return 0;
+    return jobs_metrics_register();
 }
 
 /* Phase 2: every room's kinds and default schedules are registered by now. */

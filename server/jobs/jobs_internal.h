@@ -89,7 +89,7 @@ void jobs_metrics_schedule_fired(void);
  * none). Called by the maintenance thread so that a scrape never queries the database. */
 void jobs_metrics_set_gauges(char *text);
 /* Register the room's collector with the platform's /metrics. */
-void jobs_metrics_register(void);
+int jobs_metrics_register(void);
 
 /* ---- time, shared by the worker threads ---- */
 
@@ -251,8 +251,8 @@ int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *i
 int jobs_store_idempotent_match(struct db_conn *c, const char *key, const char *kind,
                                 const char *args_json, const char *queue, const char *created_by,
                                 int64_t *id, int *same);
-/* The job's API document as JSON text (malloc'd into *json); 1 found, 0 none. */
-int jobs_store_get_json(struct db_conn *c, int64_t id, char **json);
+/* The job's API document: 1 with *doc (new reference), 0 none. */
+int jobs_store_get_json(struct db_conn *c, int64_t id, json_t **doc);
 /* A page of jobs, newest first: rows of (id, doc). Filters may be NULL. */
 int jobs_store_list(struct db_conn *c, const char *state, const char *kind, const char *queue,
                     const char *created_by, const char *since, int64_t before_id, int limit,
@@ -322,17 +322,17 @@ int jobs_store_schedule_list(struct db_conn *c, PGresult **res);
 int jobs_store_schedule_get(struct db_conn *c, const char *name, json_t **doc);
 /* 1 inserted, DB_UNIQUE when the name exists. */
 int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
-                               const char *kind, const char *args, int enabled,
-                               const char *next_run_at);
+                               const char *kind, const json_t *args, int enabled,
+                               int64_t next_run_unix);
 /* Insert the schedule unless one of that name exists (enabled, next run at
  * next_run_unix). 1 inserted, 0 it existed. */
 int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, const char *cron,
-                                       const char *kind, const char *args,
-                                       const char *next_run_unix);
-/* Update given fields (NULL = keep); next_run_at recomputed by the caller when cron or
- * enabled change ("" = keep). 1 updated, 0 none. */
+                                       const char *kind, const char *args_json,
+                                       int64_t next_run_unix);
+/* Update given fields (NULL / enabled -1 = keep); next_run_unix recomputed by the caller
+ * when cron or enabled change (0 = keep). 1 updated, 0 none. */
 int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
-                               const char *args, const char *enabled, const char *next_run_at);
+                               const json_t *args, int enabled, int64_t next_run_unix);
 /* Due schedules, locked: rows of (name, cron, kind, args, next_run_at epoch or NULL). */
 int jobs_store_schedule_due(struct db_conn *c, PGresult **res);
 /* After a fire (job_id 0: none fired, only next_run_at set). */

@@ -20,6 +20,7 @@
 
 #include "jobs/jobs_internal.h"
 #include "platform/log.h"
+#include "platform/deadline.h"
 
 struct done {
     int64_t id;
@@ -513,13 +514,7 @@ static void *worker_main(void *arg)
         if (pool.ndone && pool.running > 0) {
             /* others still run jobs of this batch; complete ours soon anyway so that a long
              * job does not hold back the completion of short ones */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 10 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = deadline_after(CLOCK_REALTIME, 0.010);
             pool.idle++;
             int rc = pthread_cond_timedwait(&pool.cv, &pool.mu, &ts);
             pool.idle--;
@@ -575,14 +570,7 @@ int jobs_pool_start(const char *instance, const struct db_settings *dbs, int nwo
 
 static void join_until(pthread_t t, double deadline_mono, int *joined)
 {
-    double left = deadline_mono - jobs_mono();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (left < 0)
-        left = 0;
-    long ns = ts.tv_nsec + (long)((left - (double)(long)left) * 1e9);
-    ts.tv_sec += (time_t)left + ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = deadline_after(CLOCK_REALTIME, deadline_mono - jobs_mono());
     *joined = pthread_timedjoin_np(t, NULL, &ts) == 0;
 }
 

@@ -43,9 +43,9 @@ int jobs_schedules_apply_defaults(struct db_conn *c)
             return DB_HARD;
         }
         struct jobs_cron cron;
-        char err[160], next[24];
+        char err[160];
         jobs_cron_parse(s->cron, &cron, err, sizeof err); /* checked at registration */
-        db_int64(next, jobs_cron_next(&cron, (int64_t)time(NULL)));
+        int64_t next = jobs_cron_next(&cron, (int64_t)time(NULL));
         /* Not audited: a default schedule comes with the release, as a migration's rows
          * do; every later change to it is an operator's, through the audited routes. */
         int rc = jobs_store_schedule_insert_missing(c, s->name, s->cron, s->kind,

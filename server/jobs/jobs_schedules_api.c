@@ -82,9 +82,9 @@ static int check_cron(struct http_request *req, const char *cron, int64_t *next)
 
 struct sched_tx {
     struct http_request *req;
-    const char *name, *cron, *kind, *enabled_text;
-    char *args_text;
-    int enabled;
+    const char *name, *cron, *kind;
+    const json_t *args; /* borrowed from the request body; NULL = none given */
+    int enabled;        /* on update, -1 = not given */
     int64_t next;
     int create;
     json_t *doc; /* the schedule after the change */
@@ -93,21 +93,17 @@ struct sched_tx {
 static int schedule_fn(struct db_conn *c, void *cls)
 {
     struct sched_tx *t = cls;
-    char next[24];
     json_t *before = NULL;
     int rc;
     if (t->create) {
-        rc = jobs_store_schedule_insert(c, t->name, t->cron, t->kind,
-                                        t->args_text ? t->args_text : "{}", t->enabled,
-                                        db_int64(next, t->next));
+        rc = jobs_store_schedule_insert(c, t->name, t->cron, t->kind, t->args, t->enabled, t->next);
     } else {
         rc = jobs_store_schedule_get(c, t->name, &before);
         if (rc == 0)
             rc = E_NOT_FOUND;
         if (rc < 0)
             goto out;
-        rc = jobs_store_schedule_update(c, t->name, t->cron, t->args_text, t->enabled_text,
-                                        t->next > 0 ? db_int64(next, t->next) : NULL);
+        rc = jobs_store_schedule_update(c, t->name, t->cron, t->args, t->enabled, t->next);
     }
     if (rc < 0)
         goto out;
@@ -141,7 +137,6 @@ static void schedule_reply(struct http_request *req, struct sched_tx *t, int rc)
         http_reply_json(req, t->create ? 201 : 200, t->doc);
     }
     json_decref(t->doc);
-    free(t->args_text);
 }
 
 void jobs_api_schedules_create(struct http_request *req)
@@ -167,12 +162,10 @@ void jobs_api_schedules_create(struct http_request *req)
         .req = req, .name = name, .cron = cron, .kind = kind, .enabled = enabled, .create = 1};
     if (check_cron(req, cron, &t.next) != 0 || check_kind_args(req, kind, args) != 0)
         return;
-    t.args_text = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    t.args = args;
     struct db_conn *c = http_db_or_reply(req);
-    if (!c) {
-        free(t.args_text);
+    if (!c)
         return;
-    }
     int rc = db_tx(c, schedule_fn, &t);
     if (rc >= 0) {
         char loc[160];
@@ -226,8 +219,8 @@ void jobs_api_schedules_update(struct http_request *req)
     if (!ok)
         return;
     t.next = next;
-    t.enabled_text = has_enabled ? (enabled ? "true" : "false") : NULL;
-    t.args_text = args ? json_dumps(args, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    t.enabled = has_enabled ? enabled : -1;
+    t.args = args;
     rc = db_tx(c, schedule_fn, &t);
     schedule_reply(req, &t, rc);
 }

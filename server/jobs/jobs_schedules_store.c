@@ -19,8 +19,9 @@ static struct db_stmt q_sched_get =
 
 int jobs_store_schedule_get(struct db_conn *c, const char *name, json_t **doc)
 {
-    const char *p[] = {name};
-    return db_exec_json(c, &q_sched_get, p, doc);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    return db_execp_json(c, &q_sched_get, &p, doc);
 }
 
 static struct db_stmt q_sched_insert =
@@ -29,11 +30,20 @@ static struct db_stmt q_sched_insert =
             "VALUES ($1, $2, $3, $4::jsonb, $5::boolean, to_timestamp($6::bigint))");
 
 int jobs_store_schedule_insert(struct db_conn *c, const char *name, const char *cron,
-                               const char *kind, const char *args, int enabled,
-                               const char *next_run_at)
+                               const char *kind, const json_t *args, int enabled,
+                               int64_t next_run_unix)
 {
-    const char *p[] = {name, cron, kind, args, enabled ? "true" : "false", next_run_at};
-    return db_exec(c, &q_sched_insert, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    db_param_text(&p, cron);
+    db_param_text(&p, kind);
+    if (args)
+        db_param_json(&p, args);
+    else
+        db_param_text(&p, "{}");
+    db_param_bool(&p, enabled);
+    db_param_int(&p, next_run_unix);
+    return db_execp(c, &q_sched_insert, &p, NULL);
 }
 
 static struct db_stmt q_sched_insert_missing =
@@ -43,11 +53,16 @@ static struct db_stmt q_sched_insert_missing =
             "ON CONFLICT (name) DO NOTHING");
 
 int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, const char *cron,
-                                       const char *kind, const char *args,
-                                       const char *next_run_unix)
+                                       const char *kind, const char *args_json,
+                                       int64_t next_run_unix)
 {
-    const char *p[] = {name, cron, kind, args, next_run_unix};
-    return db_exec(c, &q_sched_insert_missing, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    db_param_text(&p, cron);
+    db_param_text(&p, kind);
+    db_param_text(&p, args_json);
+    db_param_int(&p, next_run_unix);
+    return db_execp(c, &q_sched_insert_missing, &p, NULL);
 }
 
 static struct db_stmt q_sched_update = DB_STMT(
@@ -58,12 +73,20 @@ static struct db_stmt q_sched_update = DB_STMT(
     "updated_at = now() WHERE name = $1");
 
 int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
-                               const char *args, const char *enabled, const char *next_run_at)
+                               const json_t *args, int enabled, int64_t next_run_unix)
 {
-    int set_next = next_run_at && strcmp(next_run_at, "") != 0;
-    const char *p[] = {
-        name, cron, args, enabled, set_next ? next_run_at : NULL, set_next ? "true" : "false"};
-    return db_exec(c, &q_sched_update, p, NULL);
+    int set_next = next_run_unix > 0;
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    db_param_text(&p, cron);
+    db_param_json(&p, args);
+    if (enabled < 0)
+        db_param_text(&p, NULL);
+    else
+        db_param_bool(&p, enabled);
+    db_param_int_or_null(&p, next_run_unix, !set_next);
+    db_param_bool(&p, set_next);
+    return db_execp(c, &q_sched_update, &p, NULL);
 }
 
 static struct db_stmt q_sched_due =
@@ -87,8 +110,9 @@ static struct db_stmt q_sched_fired =
 int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_run_unix,
                               int64_t job_id)
 {
-    char next[24], jid[24];
-    const char *p[] = {name, db_int64(next, next_run_unix),
-                       job_id > 0 ? db_int64(jid, job_id) : NULL};
-    return db_exec(c, &q_sched_fired, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    db_param_int(&p, next_run_unix);
+    db_param_int_or_null(&p, job_id, job_id <= 0);
+    return db_execp(c, &q_sched_fired, &p, NULL);
 }

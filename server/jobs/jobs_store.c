@@ -35,20 +35,6 @@ int jobs_pg_array_add(struct buf *b, const char *s)
     return rc | buf_puts(b, "\"");
 }
 
-static int one_text(struct db_conn *c, struct db_stmt *st, const char *const *params, char **out)
-{
-    PGresult *res;
-    *out = NULL;
-    int rc = db_exec(c, st, params, &res);
-    if (rc <= 0) {
-        PQclear(res);
-        return rc;
-    }
-    *out = strdup(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return *out ? 1 : DB_HARD;
-}
-
 /* ---- enqueue and read ---- */
 
 static struct db_stmt q_insert = DB_STMT(
@@ -61,16 +47,20 @@ static struct db_stmt q_insert = DB_STMT(
 
 int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *id)
 {
-    char prio[24], maxa[24], tmo[24], maxr[24];
-    snprintf(prio, sizeof prio, "%d", j->priority);
-    snprintf(maxa, sizeof maxa, "%d", j->max_attempts);
-    snprintf(tmo, sizeof tmo, "%d", j->timeout_seconds);
-    snprintf(maxr, sizeof maxr, "%d", j->max_running);
-    const char *p[] = {j->kind, j->queue,           j->args_json,  prio, j->run_at,
-                       maxa,    j->idempotency_key, j->created_by, tmo,  j->concurrency_key,
-                       maxr};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, j->kind);
+    db_param_text(&p, j->queue);
+    db_param_text(&p, j->args_json);
+    db_param_int(&p, j->priority);
+    db_param_text(&p, j->run_at);
+    db_param_int(&p, j->max_attempts);
+    db_param_text(&p, j->idempotency_key);
+    db_param_text(&p, j->created_by);
+    db_param_int(&p, j->timeout_seconds);
+    db_param_text(&p, j->concurrency_key);
+    db_param_int(&p, j->max_running);
     PGresult *res;
-    int rc = db_exec(c, &q_insert, p, &res);
+    int rc = db_execp(c, &q_insert, &p, &res);
     if (rc > 0) {
         *id = db_get_int64(res, 0, 0);
     }
@@ -87,9 +77,14 @@ int jobs_store_idempotent_match(struct db_conn *c, const char *key, const char *
                                 const char *args_json, const char *queue, const char *created_by,
                                 int64_t *id, int *same)
 {
-    const char *p[] = {key, kind, args_json, queue, created_by};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, key);
+    db_param_text(&p, kind);
+    db_param_text(&p, args_json);
+    db_param_text(&p, queue);
+    db_param_text(&p, created_by);
     PGresult *res;
-    int rc = db_exec(c, &q_idem, p, &res);
+    int rc = db_execp(c, &q_idem, &p, &res);
     if (rc > 0) {
         *id = db_get_int64(res, 0, 0);
         *same = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
@@ -101,11 +96,11 @@ int jobs_store_idempotent_match(struct db_conn *c, const char *key, const char *
 static struct db_stmt q_get =
     DB_STMT("jobs_get", 1, "SELECT job_doc(j)::text FROM job j WHERE id = $1::bigint");
 
-int jobs_store_get_json(struct db_conn *c, int64_t id, char **json)
+int jobs_store_get_json(struct db_conn *c, int64_t id, json_t **doc)
 {
-    char ids[24];
-    const char *p[] = {db_int64(ids, id)};
-    return one_text(c, &q_get, p, json);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    return db_execp_json(c, &q_get, &p, doc);
 }
 
 static struct db_stmt q_exists =
@@ -113,9 +108,9 @@ static struct db_stmt q_exists =
 
 int jobs_store_exists(struct db_conn *c, int64_t id)
 {
-    char ids[24];
-    const char *p[] = {db_int64(ids, id)};
-    return db_exec(c, &q_exists, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    return db_execp(c, &q_exists, &p, NULL);
 }
 
 static struct db_stmt q_list =
@@ -131,12 +126,15 @@ int jobs_store_list(struct db_conn *c, const char *state, const char *kind, cons
                     const char *created_by, const char *since, int64_t before_id, int limit,
                     PGresult **res)
 {
-    char before[24], lim[24];
-    snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {state,      kind,  queue,
-                       created_by, since, before_id > 0 ? db_int64(before, before_id) : NULL,
-                       lim};
-    return db_exec(c, &q_list, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, state);
+    db_param_text(&p, kind);
+    db_param_text(&p, queue);
+    db_param_text(&p, created_by);
+    db_param_text(&p, since);
+    db_param_int_or_null(&p, before_id, before_id <= 0);
+    db_param_int(&p, limit);
+    return db_execp(c, &q_list, &p, res);
 }
 
 static struct db_stmt q_logs =
@@ -147,10 +145,11 @@ static struct db_stmt q_logs =
 
 int jobs_store_logs(struct db_conn *c, int64_t job_id, int64_t after_id, int limit, PGresult **res)
 {
-    char jid[24], after[24], lim[24];
-    snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {db_int64(jid, job_id), db_int64(after, after_id), lim};
-    return db_exec(c, &q_logs, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, job_id);
+    db_param_int(&p, after_id);
+    db_param_int(&p, limit);
+    return db_execp(c, &q_logs, &p, res);
 }
 
 /* ---- claim ---- */
@@ -164,11 +163,11 @@ static struct db_stmt q_claim = DB_STMT(
 
 int jobs_store_claim(struct db_conn *c, const char *worker, long lease_s, int n, PGresult **res)
 {
-    char lease[24], lim[24];
-    snprintf(lease, sizeof lease, "%ld", lease_s);
-    snprintf(lim, sizeof lim, "%d", n);
-    const char *p[] = {worker, lease, lim};
-    return db_exec(c, &q_claim, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, worker);
+    db_param_int(&p, lease_s);
+    db_param_int(&p, n);
+    return db_execp(c, &q_claim, &p, res);
 }
 
 /* Keys with a free slot first, then by urgency: with more keys waiting than one fetch looks
@@ -185,10 +184,9 @@ static struct db_stmt q_limited_keys =
 
 int jobs_store_limited_keys(struct db_conn *c, int n, PGresult **res)
 {
-    char lim[24];
-    snprintf(lim, sizeof lim, "%d", n);
-    const char *p[] = {lim};
-    return db_exec(c, &q_limited_keys, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, n);
+    return db_execp(c, &q_limited_keys, &p, res);
 }
 
 /* 0x6a6f6273 = "jobs": the first key of the two-key advisory lock space, so that these
@@ -198,8 +196,9 @@ static struct db_stmt q_lock_key =
 
 int jobs_store_lock_key(struct db_conn *c, const char *key)
 {
-    const char *p[] = {key};
-    return db_exec(c, &q_lock_key, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, key);
+    return db_execp(c, &q_lock_key, &p, NULL);
 }
 
 /* Runs after jobs_store_lock_key in the same transaction: as its own statement it takes a
@@ -217,12 +216,13 @@ static struct db_stmt q_claim_limited =
 int jobs_store_claim_limited(struct db_conn *c, const char *key, int max_running,
                              const char *worker, long lease_s, int n, PGresult **res)
 {
-    char lease[24], lim[24], maxr[24];
-    snprintf(lease, sizeof lease, "%ld", lease_s);
-    snprintf(lim, sizeof lim, "%d", n);
-    snprintf(maxr, sizeof maxr, "%d", max_running);
-    const char *p[] = {worker, lease, key, maxr, lim};
-    return db_exec(c, &q_claim_limited, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, worker);
+    db_param_int(&p, lease_s);
+    db_param_text(&p, key);
+    db_param_int(&p, max_running);
+    db_param_int(&p, n);
+    return db_execp(c, &q_claim_limited, &p, res);
 }
 
 /* ---- finishing an attempt ---- */
@@ -238,8 +238,12 @@ static struct db_stmt q_complete =
 int jobs_store_complete(struct db_conn *c, const char *worker, const char *ids,
                         const char *attempts, const char *results)
 {
-    const char *p[] = {worker, ids, attempts, results};
-    return db_exec(c, &q_complete, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, worker);
+    db_param_text(&p, ids);
+    db_param_text(&p, attempts);
+    db_param_text(&p, results);
+    return db_execp(c, &q_complete, &p, NULL);
 }
 
 /* A cancel requested meanwhile wins over a retry: the operator asked it to stop. */
@@ -261,12 +265,15 @@ static struct db_stmt q_fail = DB_STMT(
 int jobs_store_fail(struct db_conn *c, int64_t id, const char *worker, int attempt, int retryable,
                     int64_t delay_ms, const char *message, char *state)
 {
-    char ids[24], att[24], delay[24];
-    snprintf(att, sizeof att, "%d", attempt);
-    const char *p[] = {db_int64(ids, id),         worker, att, retryable ? "true" : "false",
-                       db_int64(delay, delay_ms), message};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    db_param_text(&p, worker);
+    db_param_int(&p, attempt);
+    db_param_bool(&p, retryable);
+    db_param_int(&p, delay_ms);
+    db_param_text(&p, message);
     PGresult *res;
-    int rc = db_exec(c, &q_fail, p, &res);
+    int rc = db_execp(c, &q_fail, &p, &res);
     if (rc > 0) {
         snprintf(state, 16, "%s", PQgetvalue(res, 0, 0));
     }
@@ -281,10 +288,11 @@ static struct db_stmt q_cancelled =
 
 int jobs_store_cancelled(struct db_conn *c, int64_t id, const char *worker, int attempt)
 {
-    char ids[24], att[24];
-    snprintf(att, sizeof att, "%d", attempt);
-    const char *p[] = {db_int64(ids, id), worker, att};
-    return db_exec(c, &q_cancelled, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    db_param_text(&p, worker);
+    db_param_int(&p, attempt);
+    return db_execp(c, &q_cancelled, &p, NULL);
 }
 
 /* An interruption by shutdown is not the job's fault: it gets its attempt back by raising
@@ -301,10 +309,12 @@ static struct db_stmt q_release_started = DB_STMT(
 int jobs_store_release_started(struct db_conn *c, int64_t id, const char *worker, int attempt,
                                const char *message)
 {
-    char ids[24], att[24];
-    snprintf(att, sizeof att, "%d", attempt);
-    const char *p[] = {db_int64(ids, id), worker, att, message};
-    return db_exec(c, &q_release_started, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    db_param_text(&p, worker);
+    db_param_int(&p, attempt);
+    db_param_text(&p, message);
+    return db_execp(c, &q_release_started, &p, NULL);
 }
 
 /* A claimed job that never started is put back as it was: the claim did not count. */
@@ -319,8 +329,11 @@ static struct db_stmt q_release_unstarted =
 int jobs_store_release_unstarted(struct db_conn *c, const char *worker, const char *ids,
                                  const char *attempts)
 {
-    const char *p[] = {worker, ids, attempts};
-    return db_exec(c, &q_release_unstarted, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, worker);
+    db_param_text(&p, ids);
+    db_param_text(&p, attempts);
+    return db_execp(c, &q_release_unstarted, &p, NULL);
 }
 
 /* ---- while running ---- */
@@ -333,12 +346,13 @@ static struct db_stmt q_heartbeat =
 int jobs_store_heartbeat(struct db_conn *c, int64_t id, const char *worker, int attempt,
                          long lease_s, int *cancel)
 {
-    char ids[24], att[24], lease[24];
-    snprintf(att, sizeof att, "%d", attempt);
-    snprintf(lease, sizeof lease, "%ld", lease_s);
-    const char *p[] = {db_int64(ids, id), worker, att, lease};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    db_param_text(&p, worker);
+    db_param_int(&p, attempt);
+    db_param_int(&p, lease_s);
     PGresult *res;
-    int rc = db_exec(c, &q_heartbeat, p, &res);
+    int rc = db_execp(c, &q_heartbeat, &p, &res);
     if (rc > 0) {
         *cancel = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     }
@@ -355,13 +369,15 @@ static struct db_stmt q_progress =
 int jobs_store_progress(struct db_conn *c, int64_t id, const char *worker, int attempt,
                         long lease_s, int percent, const char *msg, int *cancel)
 {
-    char ids[24], att[24], lease[24], pct[24];
-    snprintf(att, sizeof att, "%d", attempt);
-    snprintf(lease, sizeof lease, "%ld", lease_s);
-    snprintf(pct, sizeof pct, "%d", percent);
-    const char *p[] = {db_int64(ids, id), worker, att, lease, pct, msg};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    db_param_text(&p, worker);
+    db_param_int(&p, attempt);
+    db_param_int(&p, lease_s);
+    db_param_int(&p, percent);
+    db_param_text(&p, msg);
     PGresult *res;
-    int rc = db_exec(c, &q_progress, p, &res);
+    int rc = db_execp(c, &q_progress, &p, &res);
     if (rc > 0) {
         *cancel = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     }
@@ -374,9 +390,11 @@ static struct db_stmt q_log = DB_STMT(
 
 int jobs_store_log(struct db_conn *c, int64_t id, const char *level, const char *msg)
 {
-    char ids[24];
-    const char *p[] = {db_int64(ids, id), level, msg};
-    return db_exec(c, &q_log, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    db_param_text(&p, level);
+    db_param_text(&p, msg);
+    return db_execp(c, &q_log, &p, NULL);
 }
 
 /* ---- maintenance ---- */
@@ -398,12 +416,12 @@ static struct db_stmt q_extend = DB_STMT(
 
 int jobs_store_extend_leases(struct db_conn *c, const char *worker, long lease_s, int *skipped)
 {
-    char lease[24];
-    snprintf(lease, sizeof lease, "%ld", lease_s);
-    const char *p[] = {worker, lease};
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, worker);
+    db_param_int(&p, lease_s);
     PGresult *res;
     *skipped = 0;
-    int rc = db_exec(c, &q_extend, p, &res);
+    int rc = db_execp(c, &q_extend, &p, &res);
     if (rc > 0) {
         int64_t renewed = db_get_int64(res, 0, 0), mine = db_get_int64(res, 0, 1);
         *skipped = mine > renewed ? (int)(mine - renewed) : 0;
@@ -443,11 +461,10 @@ static struct db_stmt q_prune =
 
 int jobs_store_prune(struct db_conn *c, long days, int n)
 {
-    char d[24], lim[24];
-    snprintf(d, sizeof d, "%ld", days);
-    snprintf(lim, sizeof lim, "%d", n);
-    const char *p[] = {d, lim};
-    return db_exec(c, &q_prune, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, days);
+    db_param_int(&p, n);
+    return db_execp(c, &q_prune, &p, NULL);
 }
 
 static struct db_stmt q_stats =
@@ -475,9 +492,9 @@ static struct db_stmt q_cancel = DB_STMT(
 
 int jobs_store_cancel(struct db_conn *c, int64_t id, PGresult **res)
 {
-    char ids[24];
-    const char *p[] = {db_int64(ids, id)};
-    return db_exec(c, &q_cancel, p, res);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    return db_execp(c, &q_cancel, &p, res);
 }
 
 /* Same id, one more attempt: errors of earlier attempts stay for the record. */
@@ -490,9 +507,9 @@ static struct db_stmt q_retry =
 
 int jobs_store_retry(struct db_conn *c, int64_t id)
 {
-    char ids[24];
-    const char *p[] = {db_int64(ids, id)};
-    return db_exec(c, &q_retry, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    return db_execp(c, &q_retry, &p, NULL);
 }
 
 /* ---- the schedule leader ---- */
@@ -509,10 +526,11 @@ static struct db_stmt q_leader =
 
 int jobs_store_leader_acquire(struct db_conn *c, const char *role, const char *holder, long ttl_s)
 {
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%ld", ttl_s);
-    const char *p[] = {role, holder, ttl};
-    return db_exec(c, &q_leader, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, role);
+    db_param_text(&p, holder);
+    db_param_int(&p, ttl_s);
+    return db_execp(c, &q_leader, &p, NULL);
 }
 
 static struct db_stmt q_leader_release =
@@ -520,6 +538,8 @@ static struct db_stmt q_leader_release =
 
 int jobs_store_leader_release(struct db_conn *c, const char *role, const char *holder)
 {
-    const char *p[] = {role, holder};
-    return db_exec(c, &q_leader_release, p, NULL);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, role);
+    db_param_text(&p, holder);
+    return db_execp(c, &q_leader_release, &p, NULL);
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "platform/log.h"
+#include "platform/deadline.h"
 
 /* Statement slots: each distinct struct db_stmt gets a small number, so that a connection
  * remembers what it has prepared in a bitmap instead of a name lookup. */
@@ -765,14 +766,7 @@ static struct db_conn *take_slot_locked(struct db_pool *p)
 
 struct db_conn *db_acquire(struct db_pool *p, int wait_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += wait_ms / 1000;
-    deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after(CLOCK_REALTIME, wait_ms / 1000.0);
     struct db_conn *c = NULL;
     int must_connect = 0, probe = 0, timed_out = 0;
     pthread_mutex_lock(&p->lock);

@@ -123,7 +123,7 @@ int db_exec(struct db_conn *conn, struct db_stmt *st, const char *const *params,
  * Values are added in $1, $2, ... order. db_execp checks that their number is the
  * statement's, runs it like db_exec and then frees what the params own: a db_params is used
  * once. Adding past DB_MAX_PARAMS marks it invalid and db_execp refuses it (DB_HARD). */
-#define DB_MAX_PARAMS 16
+#define DB_MAX_PARAMS 24 /* the audit insert has 17 */
 struct db_params {
     int n;
     int invalid;

@@ -8,6 +8,7 @@
 #include "platform/log.h"
 #include "platform/metrics.h"
 #include "platform/migrate.h"
+#include "platform/deadline.h"
 
 extern const char openapi_yaml[];
 extern const size_t openapi_yaml_len;
@@ -72,11 +73,7 @@ static void *prober_main(void *cls)
     struct db_conn *conn = cls;
     pthread_mutex_lock(&prober.mu);
     while (!prober.stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += (long)HEALTH_PROBE_INTERVAL_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
+        struct timespec until = deadline_after(CLOCK_MONOTONIC, HEALTH_PROBE_INTERVAL_MS / 1000.0);
         while (!prober.stop &&
                pthread_cond_timedwait(&prober.wake, &prober.mu, &until) == 0)
             ;

@@ -134,15 +134,17 @@ void http_set_authenticator_try(http_authenticate_fn fn, void *cls)
     authenticator_try_cls = cls;
 }
 
+/* In enum http_perm order; the one list of role names. */
+static const char *const perm_names[] = {"public", "viewer", "operator", "admin", NULL};
+
 const char *http_perm_name(enum http_perm p)
 {
-    switch (p) {
-    case HTTP_PUBLIC: return "public";
-    case HTTP_VIEWER: return "viewer";
-    case HTTP_OPERATOR: return "operator";
-    case HTTP_ADMIN: return "admin";
-    }
-    return "unknown";
+    return (unsigned)p <= HTTP_ADMIN ? perm_names[p] : "unknown";
+}
+
+const char *const *http_role_names(void)
+{
+    return perm_names + HTTP_VIEWER;
 }
 
 /* ---- pure helpers ---- */

@@ -50,8 +50,12 @@ struct MHD_Response;
 
 /* Who may call a route: the least role needed. Roles are ordered. */
 enum http_perm { HTTP_PUBLIC = 0, HTTP_VIEWER = 1, HTTP_OPERATOR = 2, HTTP_ADMIN = 3 };
-/* The role's name: "public", "viewer", "operator", "admin" (static). */
+/* The role's name: "public", "viewer", "operator", "admin" (static; "unknown" out of
+ * range). */
 const char *http_perm_name(enum http_perm p);
+/* The roles a principal can be given, {"viewer", "operator", "admin", NULL}: entry i names
+ * HTTP_VIEWER + i (for a JSPEC_ENUM field, and for parsing a role name). */
+const char *const *http_role_names(void);
 
 /* Route flags */
 #define HTTP_BODY_JSON 0x1u /* the route takes a JSON body (application/json or +json) */

@@ -6,6 +6,15 @@
 #include <stdio.h>
 #include <string.h>
 
+void jspec_choices_text(const char *const *choices, char *out, size_t n)
+{
+    size_t used = 0;
+    if (n)
+        out[0] = '\0';
+    for (int i = 0; choices[i] && used < n; i++)
+        used += (size_t)snprintf(out + used, n - used, "%s%s", i ? ", " : "", choices[i]);
+}
+
 int jspec_is_rfc3339(const char *s)
 {
     int64_t us;
@@ -113,11 +122,8 @@ int jspec_parse(struct http_request *req, json_t *body, const struct jspec_field
                 if (strcmp(f->choices[i], json_string_value(v)) == 0)
                     idx = i;
             if (idx < 0) {
-                char allowed[256] = "";
-                size_t used = 0;
-                for (int i = 0; f->choices[i] && used < sizeof allowed; i++)
-                    used += (size_t)snprintf(allowed + used, sizeof allowed - used, "%s%s",
-                                             i ? ", " : "", f->choices[i]);
+                char allowed[256];
+                jspec_choices_text(f->choices, allowed, sizeof allowed);
                 return fail(req, f->name, err, errlen, "%s must be one of: %s", f->name, allowed);
             }
             *(int *)f->out = idx;

@@ -38,6 +38,10 @@ struct jspec_field {
 int jspec_parse(struct http_request *req, json_t *body, const struct jspec_field *fields,
                 char *err, size_t errlen);
 
+/* The NULL-terminated `choices` as "a, b, c" for a 400's detail (cut at n bytes); shared
+ * by the body and the query-string specs so that both name the allowed values alike. */
+void jspec_choices_text(const char *const *choices, char *out, size_t n);
+
 /* Whether s is an RFC 3339 timestamp naming a real instant (rfc3339_parse). */
 int jspec_is_rfc3339(const char *s);
 

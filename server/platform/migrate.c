@@ -159,12 +159,14 @@ int migrate_apply(struct db_conn *c, char *err, size_t errlen)
     applied = 0;
     for (size_t i = (size_t)next; i < migrations_embedded_count; i++) {
         const struct migration *m = &migrations_embedded[i];
-        char sum[65], ver[24];
+        char sum[65];
         migrate_checksum(m, sum);
-        db_int64(ver, m->version);
-        const char *params[] = {ver, m->name, sum};
+        struct db_params p = DB_PARAMS_INIT; /* owns nothing: unused on an early failure */
+        db_param_int(&p, m->version);
+        db_param_text(&p, m->name);
+        db_param_text(&p, sum);
         if (db_begin(c) < 0 || db_exec_fixed(c, m->sql) < 0 ||
-            db_exec(c, &q_record, params, NULL) < 0) {
+            db_execp(c, &q_record, &p, NULL) < 0) {
             snprintf(err, errlen, "migration %04d_%s failed: %s", m->version, m->name,
                      db_last_error(c));
             db_rollback(c);

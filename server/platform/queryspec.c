@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform/jsonspec.h"
 #include "platform/rfc3339.h"
 #include "platform/utf8.h"
 
@@ -142,11 +143,8 @@ static int parse_args(const struct qargs *args, const struct qspec_param *params
                 if (strlen(p->choices[i]) == len && memcmp(p->choices[i], v, len) == 0)
                     idx = i;
             if (idx < 0) {
-                char allowed[256] = "";
-                size_t used = 0;
-                for (int i = 0; p->choices[i] && used < sizeof allowed; i++)
-                    used += (size_t)snprintf(allowed + used, sizeof allowed - used, "%s%s",
-                                             i ? ", " : "", p->choices[i]);
+                char allowed[256];
+                jspec_choices_text(p->choices, allowed, sizeof allowed);
                 return fail(e, p->name, "%s must be one of: %s", p->name, allowed);
             }
             *(int *)p->out = idx;

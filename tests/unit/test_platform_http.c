@@ -109,6 +109,10 @@ static void test_perm_names(void)
     EXPECT(strcmp(http_perm_name(HTTP_OPERATOR), "operator") == 0, "operator");
     EXPECT(strcmp(http_perm_name(HTTP_ADMIN), "admin") == 0, "admin");
     EXPECT(strcmp(http_perm_name((enum http_perm)7), "unknown") == 0, "out of range");
+    const char *const *roles = http_role_names();
+    EXPECT(strcmp(roles[0], "viewer") == 0 && strcmp(roles[1], "operator") == 0 &&
+               strcmp(roles[2], "admin") == 0 && roles[3] == NULL,
+           "assignable roles, HTTP_VIEWER first");
 }
 
 static void test_histogram(void)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "platform/deadline.h"
 #include "platform/queryspec.h"
 #include "platform/rfc3339.h"
 #include "platform/utf8.h"
@@ -287,8 +288,28 @@ static void test_queryspec(void)
            "below INT64_MIN");
 }
 
+static double ts_seconds(struct timespec ts)
+{
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_deadline(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    struct timespec d = deadline_after(CLOCK_MONOTONIC, 1.999);
+    double delta = ts_seconds(d) - ts_seconds(now);
+    EXPECT(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L, "normalised (%ld ns)", (long)d.tv_nsec);
+    EXPECT(delta >= 1.998 && delta < 2.5, "1.999 s ahead (%.6f)", delta);
+    clock_gettime(CLOCK_REALTIME, &now);
+    d = deadline_after(CLOCK_REALTIME, -5);
+    delta = ts_seconds(d) - ts_seconds(now);
+    EXPECT(delta >= -0.001 && delta < 0.5, "a negative delay is now (%.6f)", delta);
+}
+
 int main(void)
 {
+    test_deadline();
     test_valid();
     test_invalid();
     test_calendar();
