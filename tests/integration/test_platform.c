@@ -583,7 +583,9 @@ static void test_connections(const char *url)
 {
     th_step("200 idle connections from 127.0.0.1; 127.0.0.2 is still served at once");
     struct th_server s;
-    const char *env[] = {"QDB_HTTP_IDLE_TIMEOUT=3", "QDB_HTTP_PER_IP_CONNECTIONS=64", NULL};
+    /* 5 s of idle timeout: the counts below are exact only while no held connection has
+     * timed out yet, and a ThreadSanitizer build on a loaded machine needs over 3 s */
+    const char *env[] = {"QDB_HTTP_IDLE_TIMEOUT=5", "QDB_HTTP_PER_IP_CONNECTIONS=64", NULL};
     if (th_server_start(&s, url, env, 1) != 0) {
         CHECK(0, "server start");
         return;
@@ -596,7 +598,7 @@ static void test_connections(const char *url)
     }
     CHECK(opened == 200, "opened %d connections", opened);
     /* the connections past the limit are closed as they are accepted, well before the idle
-     * timeout (3 s) closes the others */
+     * timeout (5 s) closes the others */
     int cut = 0, is_cut[200] = {0};
     for (double end = th_now_ms() + 2000; cut < 200 - 64 && th_now_ms() < end;)
         for (int i = 0; i < 200; i++)
@@ -618,7 +620,7 @@ static void test_connections(const char *url)
     CHECK(took < 500, "127.0.0.2 served in %.0f ms", took);
     close(other);
 
-    th_step("idle and slow connections are closed after QDB_HTTP_IDLE_TIMEOUT (3 s)");
+    th_step("idle and slow connections are closed after QDB_HTTP_IDLE_TIMEOUT (5 s)");
     int held = 0;
     for (int i = 0; i < 200; i++)
         if (fds[i] >= 0 && !is_cut[i] && !closed_within(fds[i], 1))
@@ -626,7 +628,7 @@ static void test_connections(const char *url)
     int slow = tcp_connect(&s, "127.0.0.3");
     send_all(slow, "GET /healthz HTTP/1.1\r\nHo"); /* a slowloris never finishes */
     CHECK(held == 64, "the idle connections within the limit were held (%d)", held);
-    CHECK(closed_within(slow, 6000), "a slow client is cut after the idle timeout");
+    CHECK(closed_within(slow, 8000), "a slow client is cut after the idle timeout");
     int all_closed = 1;
     for (int i = 0; i < 200; i++)
         if (fds[i] >= 0 && !closed_within(fds[i], 10))

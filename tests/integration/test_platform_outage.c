@@ -334,7 +334,8 @@ int main(void)
     CHECK(rc == 0, "exit status 0 (%d)", rc);
     /* The server's own account ("stopped" with the time from the signal to the end of
      * serve) is held to the timeout; the process exit after it also runs the sanitizers'
-     * leak check, which takes seconds on a loaded machine, so the exit gets more room. */
+     * leak check, which took 0.4 s on a quiet machine and 6 s on a loaded one, so the exit
+     * only has to happen (no hang). */
     long stopped_ms = -1;
     FILE *lf = fopen(s.log, "r");
     char line[4096];
@@ -348,7 +349,7 @@ int main(void)
     fprintf(stderr, "   the server stopped %ld ms after the signal\n", stopped_ms);
     CHECK(stopped_ms >= 0 && stopped_ms < SHUTDOWN_S * 1000 + 1000,
           "stopped within QDB_SHUTDOWN_TIMEOUT (+1 s): %ld ms", stopped_ms);
-    CHECK(took < SHUTDOWN_S * 1000 + 6000, "exited in %.0f ms", took);
+    CHECK(took < SHUTDOWN_S * 1000 + 20000, "exited in %.0f ms", took);
     CHECK(!th_server_log_contains(&s, "did not stop"), "every job worker stopped");
 
 stop:
