@@ -290,16 +290,14 @@ static void put_env_list(const char *const *env)
         putenv((char *)*env);
 }
 
-int th_server_start(struct th_server *s, const char *url, const char *const *env,
-                    int wait_ready)
+int th_server_start(struct th_server *s, const char *url, const char *const *env, int wait_ready)
 {
     memset(s, 0, sizeof *s);
     s->port = (uint16_t)th_free_port();
     snprintf(s->base, sizeof s->base, "http://127.0.0.1:%u", s->port);
     static int n;
     snprintf(s->log, sizeof s->log, "%s/server-%d-%d.log",
-             getenv("QDB_TEST_LOG_DIR") ? getenv("QDB_TEST_LOG_DIR") : "/tmp", (int)getpid(),
-             n++);
+             getenv("QDB_TEST_LOG_DIR") ? getenv("QDB_TEST_LOG_DIR") : "/tmp", (int)getpid(), n++);
     const char *audit_key = th_audit_key_env();
     pid_t pid = fork();
     if (pid < 0)
@@ -516,12 +514,11 @@ int th_get(const struct th_server *s, const char *path, const char *token, struc
 {
     const char *slots[3];
     char buf[20000];
-    return th_http(s, "GET", path, auth_headers(token, slots, buf, sizeof buf, NULL), NULL, 0,
-                   out);
+    return th_http(s, "GET", path, auth_headers(token, slots, buf, sizeof buf, NULL), NULL, 0, out);
 }
 
-int th_post_json(const struct th_server *s, const char *path, const char *token,
-                 const char *json, struct th_resp *out)
+int th_post_json(const struct th_server *s, const char *path, const char *token, const char *json,
+                 struct th_resp *out)
 {
     const char *slots[3];
     char buf[20000];
@@ -559,8 +556,8 @@ void th_resp_free(struct th_resp *r)
 char *th_dev_token(const struct th_server *s, const char *role)
 {
     char body[256];
-    snprintf(body, sizeof body, "{\"sub\":\"test-%s\",\"name\":\"Test %s\",\"role\":\"%s\"}",
-             role, role, role);
+    snprintf(body, sizeof body, "{\"sub\":\"test-%s\",\"name\":\"Test %s\",\"role\":\"%s\"}", role,
+             role, role);
     struct th_resp r;
     if (th_post_json(s, "/dev-issuer/token", NULL, body, &r) != 0)
         return NULL;
@@ -585,4 +582,35 @@ int th_is_problem(const struct th_resp *r, long status)
              json_is_string(json_object_get(r->json, "instance"));
     free(ct);
     return ok;
+}
+
+long th_status(const struct th_server *s, const char *method, const char *path, const char *token)
+{
+    char auth[20000];
+    const char *h[2] = {NULL, NULL};
+    if (token) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        h[0] = auth;
+    }
+    struct th_resp r;
+    if (th_http(s, method, path, h, NULL, 0, &r) != 0)
+        return 0;
+    long st = r.status;
+    th_resp_free(&r);
+    return st;
+}
+
+long th_metric(const struct th_server *s, const char *series)
+{
+    struct th_resp r;
+    if (th_get(s, "/metrics", NULL, &r) != 0)
+        return -1;
+    char key[512];
+    size_t n = strlen(series);
+    /* "\nname{labels} ": the series whole, not a prefix of a longer name */
+    snprintf(key, sizeof key, "\n%s%s", series, n && series[n - 1] == ' ' ? "" : " ");
+    const char *p = r.body ? strstr(r.body, key) : NULL;
+    long v = p ? strtol(p + strlen(key), NULL, 10) : -1;
+    th_resp_free(&r);
+    return v;
 }

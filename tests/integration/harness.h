@@ -105,6 +105,12 @@ void th_resp_free(struct th_resp *r);
  * for `role` ("viewer", "operator", "admin"), via POST /dev-issuer/token; subject
  * "test-<role>". Returns a malloc'd token, or NULL (printed why). */
 char *th_dev_token(const struct th_server *s, const char *role);
+/* The status of one request with an optional bearer token (0 on transport error). */
+long th_status(const struct th_server *s, const char *method, const char *path,
+               const char *token);
+/* The value of a /metrics series ("name" or "name{labels}", at the start of a line), or
+ * -1 when it is absent. */
+long th_metric(const struct th_server *s, const char *series);
 /* Whether the response is problem+json with the given status and all RFC 9457 members. */
 int th_is_problem(const struct th_resp *r, long status);
 

@@ -11,22 +11,6 @@
 
 #include "harness.h"
 
-/* The value of a /metrics series ("name{labels} ", at the start of a line), or -1. */
-static long metric(const struct th_server *s, const char *series)
-{
-    struct th_resp r;
-    long v = -1;
-    char line[256];
-    snprintf(line, sizeof line, "\n%s", series);
-    if (th_get(s, "/metrics", NULL, &r) != 0)
-        return -1;
-    const char *p = r.body ? strstr(r.body, line) : NULL;
-    if (p)
-        v = strtol(p + strlen(line), NULL, 10);
-    th_resp_free(&r);
-    return v;
-}
-
 #define TOKEN_HITS "qdb_auth_cache_lookups_total{cache=\"api-token\",result=\"hit\"} "
 #define TOKEN_BYPASSED "qdb_auth_cache_lookups_total{cache=\"api-token\",result=\"bypassed\"} "
 #define JWT_HITS "qdb_auth_cache_lookups_total{cache=\"jwt\",result=\"hit\"} "
@@ -35,28 +19,11 @@ static long metric(const struct th_server *s, const char *series)
 #define LISTENER_DISCONNECTS "qdb_auth_token_listener_disconnects_total "
 #define FLUSHES "qdb_auth_last_used_flushes_total "
 
-static long status_of(const struct th_server *s, const char *method, const char *path,
-                      const char *token)
-{
-    char auth[20000];
-    const char *h[2] = {NULL, NULL};
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        h[0] = auth;
-    }
-    struct th_resp r;
-    if (th_http(s, method, path, h, NULL, 0, &r) != 0)
-        return 0;
-    long st = r.status;
-    th_resp_free(&r);
-    return st;
-}
-
 /* Poll `series` on s until it is >= want, for at most ms. Returns the last value. */
 static long wait_metric(const struct th_server *s, const char *series, long want, int ms)
 {
-    long v = metric(s, series);
-    for (double t0 = th_now_ms(); v < want && th_now_ms() - t0 < ms; v = metric(s, series))
+    long v = th_metric(s, series);
+    for (double t0 = th_now_ms(); v < want && th_now_ms() - t0 < ms; v = th_metric(s, series))
         th_sleep_ms(20);
     return v;
 }
@@ -81,11 +48,11 @@ static int make_token(const struct th_server *s, const char *admin, const char *
 /* Use `secret` on s until a use is served from s's cache (the hit counter moves). */
 static int warm(const struct th_server *s, const char *secret)
 {
-    long h0 = metric(s, TOKEN_HITS);
+    long h0 = th_metric(s, TOKEN_HITS);
     for (int i = 0; i < 100; i++) {
-        if (status_of(s, "GET", "/api/v1/me", secret) != 200)
+        if (th_status(s, "GET", "/api/v1/me", secret) != 200)
             return -1;
-        if (metric(s, TOKEN_HITS) > h0)
+        if (th_metric(s, TOKEN_HITS) > h0)
             return 0;
         th_sleep_ms(20);
     }
@@ -102,7 +69,7 @@ static long poll_refused(const struct th_server *s, const char *secret, double t
     double sent = t0;
     while (st == 200 && th_now_ms() - t0 < 5000) {
         sent = th_now_ms();
-        st = status_of(s, "GET", "/api/v1/me", secret);
+        st = th_status(s, "GET", "/api/v1/me", secret);
         if (st == 200)
             th_sleep_ms(5);
     }
@@ -120,13 +87,13 @@ static void test_revocation_elsewhere(const struct th_server *a, const struct th
     CHECK(warm(b, secret) == 0, "B serves the token from its cache");
     char path[128];
     snprintf(path, sizeof path, "/api/v1/tokens/%s", id);
-    CHECK(status_of(a, "DELETE", path, admin_a) == 204, "revoked on A");
+    CHECK(th_status(a, "DELETE", path, admin_a) == 204, "revoked on A");
     double took = 0;
     long st = poll_refused(b, secret, th_now_ms(), &took);
     CHECK(st == 401, "B refuses the revoked token: %ld", st);
     CHECK(took <= 1000, "within 1 s: %.0f ms", took);
     fprintf(stderr, "   revocation seen by B after %.0f ms\n", took);
-    CHECK(status_of(a, "GET", "/api/v1/me", secret) == 401, "A refuses it too");
+    CHECK(th_status(a, "GET", "/api/v1/me", secret) == 401, "A refuses it too");
     free(secret);
     free(id);
 }
@@ -151,17 +118,17 @@ static void test_listener_cut(const struct th_server *a, const struct th_server 
     char *secret, *id;
     CHECK(make_token(a, admin_a, "cut-1", &secret, &id) == 0, "token made");
     CHECK(warm(b, secret) == 0, "B serves it from its cache");
-    long d0 = metric(b, LISTENER_DISCONNECTS), c0 = metric(b, LISTENER_CONNECTS);
-    long by0 = metric(b, TOKEN_BYPASSED);
+    long d0 = th_metric(b, LISTENER_DISCONNECTS), c0 = th_metric(b, LISTENER_CONNECTS);
+    long by0 = th_metric(b, TOKEN_BYPASSED);
     CHECK(terminate_listener(url, b) == 1, "B's listener backend terminated");
     CHECK(wait_metric(b, LISTENER_DISCONNECTS, d0 + 1, 5000) == d0 + 1,
           "B noticed its listener is gone");
     PQclear(th_sql(url, "UPDATE api_token SET revoked_at = now() WHERE id = $1::uuid", id, NULL));
-    long st = status_of(b, "GET", "/api/v1/me", secret);
+    long st = th_status(b, "GET", "/api/v1/me", secret);
     CHECK(st == 401, "B refuses it at once: %ld", st);
     /* While B cannot hear, each request asks the database; after it reconnects (the cache
      * cleared first), the change would have been heard anyway. */
-    CHECK(metric(b, TOKEN_BYPASSED) > by0 || metric(b, LISTENER_CONNECTS) > c0,
+    CHECK(th_metric(b, TOKEN_BYPASSED) > by0 || th_metric(b, LISTENER_CONNECTS) > c0,
           "the cache was bypassed or cleared by a reconnect");
     free(secret);
     free(id);
@@ -214,7 +181,7 @@ static void test_last_used(const struct th_server *a, const struct th_server *b,
     int n = 0, bad = 0;
     double t0 = th_now_ms();
     while (n < 300 && th_now_ms() - t0 < 1000) {
-        bad += status_of(b, "GET", "/api/v1/me", secret) != 200;
+        bad += th_status(b, "GET", "/api/v1/me", secret) != 200;
         n++;
     }
     double burst = th_now_ms() - t0;
@@ -226,7 +193,7 @@ static void test_last_used(const struct th_server *a, const struct th_server *b,
         th_sleep_ms(50);
     CHECK(writes == 1, "the burst was recorded once: %ld", writes);
     /* Let two more flusher rounds pass: nothing more may be written for that burst. */
-    long f0 = metric(b, FLUSHES);
+    long f0 = th_metric(b, FLUSHES);
     CHECK(wait_metric(b, FLUSHES, f0 + 2, 10000) >= f0 + 2, "the flusher ran twice more");
     CHECK(th_sql_long(url, count, id, NULL) == 1, "still one write after %d requests", n);
     CHECK(th_sql_long(url,
@@ -237,7 +204,7 @@ static void test_last_used(const struct th_server *a, const struct th_server *b,
 
     th_step("a use after the interval is recorded again");
     long w1 = th_sql_long(url, count, id, NULL);
-    CHECK(status_of(b, "GET", "/api/v1/me", secret) == 200, "used again");
+    CHECK(th_status(b, "GET", "/api/v1/me", secret) == 200, "used again");
     writes = th_sql_long(url, count, id, NULL);
     for (double w0 = th_now_ms(); writes <= w1 && th_now_ms() - w0 < 10000;
          writes = th_sql_long(url, count, id, NULL))
@@ -252,14 +219,14 @@ static void test_jwt_role(const struct th_server *b)
     th_step("a JWT served from the cache still fails the role check");
     char *viewer = th_dev_token(b, "viewer");
     CHECK(viewer != NULL, "viewer token");
-    CHECK(status_of(b, "GET", "/api/v1/me", viewer) == 200, "viewer: me");
-    long h0 = metric(b, JWT_HITS);
-    CHECK(status_of(b, "GET", "/api/v1/me", viewer) == 200, "viewer: me again");
-    long h1 = metric(b, JWT_HITS);
+    CHECK(th_status(b, "GET", "/api/v1/me", viewer) == 200, "viewer: me");
+    long h0 = th_metric(b, JWT_HITS);
+    CHECK(th_status(b, "GET", "/api/v1/me", viewer) == 200, "viewer: me again");
+    long h1 = th_metric(b, JWT_HITS);
     CHECK(h1 == h0 + 1, "served from the cache (%ld -> %ld)", h0, h1);
-    CHECK(status_of(b, "GET", "/api/v1/tokens", viewer) == 403, "viewer cannot list tokens");
-    CHECK(metric(b, JWT_HITS) == h1 + 1, "the 403 came from a cached principal");
-    CHECK(status_of(b, "DELETE", "/api/v1/tokens/00000000-0000-0000-0000-000000000000", viewer) ==
+    CHECK(th_status(b, "GET", "/api/v1/tokens", viewer) == 403, "viewer cannot list tokens");
+    CHECK(th_metric(b, JWT_HITS) == h1 + 1, "the 403 came from a cached principal");
+    CHECK(th_status(b, "DELETE", "/api/v1/tokens/00000000-0000-0000-0000-000000000000", viewer) ==
               403,
           "viewer cannot revoke");
     free(viewer);
@@ -282,17 +249,17 @@ static void test_steady_state_inline(const struct th_server *b)
     CHECK(api && jwt, "an API token and a JWT");
     if (!api || !jwt)
         goto out;
-    CHECK(status_of(b, "GET", "/api/v1/me", api) == 200 &&
-              status_of(b, "GET", "/api/v1/me", jwt) == 200,
+    CHECK(th_status(b, "GET", "/api/v1/me", api) == 200 &&
+              th_status(b, "GET", "/api/v1/me", jwt) == 200,
           "first use (verified on the handler pool, then cached)");
-    long j0 = metric(b, HANDLER_JOBS);
+    long j0 = th_metric(b, HANDLER_JOBS);
     int ok = 0;
     for (int i = 0; i < 20; i++)
-        ok += status_of(b, "GET", "/api/v1/me", i % 2 ? api : jwt) == 200;
-    long j1 = metric(b, HANDLER_JOBS);
+        ok += th_status(b, "GET", "/api/v1/me", i % 2 ? api : jwt) == 200;
+    long j1 = th_metric(b, HANDLER_JOBS);
     CHECK(ok == 20, "20 answers of 200: %d", ok);
     CHECK(j0 >= 0 && j1 == j0, "no handler-pool job for them (%ld -> %ld)", j0, j1);
-    CHECK(status_of(b, "GET", "/api/v1/tokens", jwt) == 403,
+    CHECK(th_status(b, "GET", "/api/v1/tokens", jwt) == 403,
           "a cached caller short of the role is refused on the loop too");
 out:
     free(api);

@@ -20,36 +20,6 @@ static char *b64url(const unsigned char *in, size_t len)
     return out;
 }
 
-static long status_of(const struct th_server *s, const char *method, const char *path,
-                      const char *token)
-{
-    char auth[20000];
-    const char *h[2] = {NULL, NULL};
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        h[0] = auth;
-    }
-    struct th_resp r;
-    if (th_http(s, method, path, h, NULL, 0, &r) != 0)
-        return 0;
-    long st = r.status;
-    th_resp_free(&r);
-    return st;
-}
-
-static long metric(const struct th_server *s, const char *series)
-{
-    struct th_resp r;
-    long v = -1;
-    if (th_get(s, "/metrics", NULL, &r) != 0)
-        return -1;
-    const char *p = strstr(r.body, series);
-    if (p)
-        v = strtol(p + strlen(series), NULL, 10);
-    th_resp_free(&r);
-    return v;
-}
-
 static void test_roles_and_me(const struct th_server *s)
 {
     static const char *const roles[] = {"viewer", "operator", "admin"};
@@ -78,22 +48,22 @@ static void test_roles_and_me(const struct th_server *s)
 static void test_bad_tokens(const struct th_server *s)
 {
     th_step("missing, wrong scheme, malformed, oversized tokens -> 401");
-    long before = metric(s, "qdb_auth_denials_total{reason=\"oversized\"} ");
-    long missing = metric(s, "qdb_auth_denials_total{reason=\"missing\"} ");
-    CHECK(status_of(s, "GET", "/api/v1/me", NULL) == 401, "no token");
-    CHECK(status_of(s, "GET", "/api/v1/me", "not-a-jwt") == 401, "garbage");
-    CHECK(status_of(s, "GET", "/api/v1/me", "a.b.c") == 401, "three garbage parts");
-    CHECK(status_of(s, "GET", "/api/v1/me", "qdb_doesnotexist") == 401, "unknown api token");
+    long before = th_metric(s, "qdb_auth_denials_total{reason=\"oversized\"} ");
+    long missing = th_metric(s, "qdb_auth_denials_total{reason=\"missing\"} ");
+    CHECK(th_status(s, "GET", "/api/v1/me", NULL) == 401, "no token");
+    CHECK(th_status(s, "GET", "/api/v1/me", "not-a-jwt") == 401, "garbage");
+    CHECK(th_status(s, "GET", "/api/v1/me", "a.b.c") == 401, "three garbage parts");
+    CHECK(th_status(s, "GET", "/api/v1/me", "qdb_doesnotexist") == 401, "unknown api token");
     size_t big = 17 * 1024;
     char *huge = malloc(big + 1);
     memset(huge, 'A', big);
     memcpy(huge, "eyJhbGciOiJSUzI1NiJ9.", 21);
     huge[big] = '\0';
-    CHECK(status_of(s, "GET", "/api/v1/me", huge) == 401, "oversized token");
+    CHECK(th_status(s, "GET", "/api/v1/me", huge) == 401, "oversized token");
     free(huge);
-    CHECK(metric(s, "qdb_auth_denials_total{reason=\"oversized\"} ") == before + 1,
+    CHECK(th_metric(s, "qdb_auth_denials_total{reason=\"oversized\"} ") == before + 1,
           "oversized counted");
-    CHECK(metric(s, "qdb_auth_denials_total{reason=\"missing\"} ") == missing + 1,
+    CHECK(th_metric(s, "qdb_auth_denials_total{reason=\"missing\"} ") == missing + 1,
           "missing counted once");
 
     /* A dev token with its payload swapped for one claiming admin. */
@@ -105,7 +75,7 @@ static void test_bad_tokens(const struct th_server *s)
         char forged[8192];
         if (d1 && d2)
             snprintf(forged, sizeof forged, "%.*s.%s%s", (int)(d1 - t), t, p, d2);
-        CHECK(status_of(s, "GET", "/api/v1/tokens", forged) == 401, "tampered payload");
+        CHECK(th_status(s, "GET", "/api/v1/tokens", forged) == 401, "tampered payload");
         free(p);
         free(t);
     }
@@ -257,7 +227,7 @@ static void test_api_tokens(const struct th_server *s, const char *url)
           "token id");
     CHECK(json_array_size(json_object_get(r.json, "environments")) == 1, "environments");
     th_resp_free(&r);
-    CHECK(status_of(s, "GET", "/api/v1/tokens", secret) == 403, "an operator token is not admin");
+    CHECK(th_status(s, "GET", "/api/v1/tokens", secret) == 403, "an operator token is not admin");
 
     th_get(s, "/api/v1/tokens", admin, &r);
     CHECK(r.status == 200 && json_array_size(json_object_get(r.json, "items")) == 1,
@@ -277,13 +247,13 @@ static void test_api_tokens(const struct th_server *s, const char *url)
 
     char path[256];
     snprintf(path, sizeof path, "/api/v1/tokens/%s", id);
-    CHECK(status_of(s, "DELETE", path, viewer) == 403, "a viewer cannot revoke");
-    CHECK(status_of(s, "DELETE", path, admin) == 204, "revoke");
-    CHECK(status_of(s, "GET", "/api/v1/me", secret) == 401, "revoked -> 401 at once");
-    CHECK(status_of(s, "DELETE", "/api/v1/tokens/00000000-0000-0000-0000-000000000000", admin) ==
+    CHECK(th_status(s, "DELETE", path, viewer) == 403, "a viewer cannot revoke");
+    CHECK(th_status(s, "DELETE", path, admin) == 204, "revoke");
+    CHECK(th_status(s, "GET", "/api/v1/me", secret) == 401, "revoked -> 401 at once");
+    CHECK(th_status(s, "DELETE", "/api/v1/tokens/00000000-0000-0000-0000-000000000000", admin) ==
               404,
           "unknown id -> 404");
-    CHECK(status_of(s, "DELETE", "/api/v1/tokens/nope", admin) == 404, "bad id -> 404");
+    CHECK(th_status(s, "DELETE", "/api/v1/tokens/nope", admin) == 404, "bad id -> 404");
     CHECK(th_sql_long(url,
                       "SELECT count(*) FROM audit_event WHERE action IN "
                       "('token.create', 'token.revoke') AND resource_id = $1",
@@ -301,7 +271,7 @@ static void test_api_tokens(const struct th_server *s, const char *url)
                    "UPDATE api_token SET expires_at = now() - interval '1 second' WHERE "
                    "name = 'short'",
                    NULL));
-    CHECK(status_of(s, "GET", "/api/v1/me", short_secret) == 401, "expired token");
+    CHECK(th_status(s, "GET", "/api/v1/me", short_secret) == 401, "expired token");
 
     CHECK(!th_server_log_contains(s, secret + 4), "the log never holds the secret");
     free(short_secret);
@@ -338,7 +308,7 @@ static void test_cli(const struct th_server *s, const char *url)
     }
     line[strcspn(line, "\n")] = '\0';
     CHECK(strncmp(line, "qdb_", 4) == 0, "printed a token: '%s'", line);
-    CHECK(status_of(s, "GET", "/api/v1/tokens", line) == 200, "the CLI token is an admin");
+    CHECK(th_status(s, "GET", "/api/v1/tokens", line) == 200, "the CLI token is an admin");
     CHECK(th_sql_long(url,
                       "SELECT count(*) FROM api_token WHERE name = 'bootstrap' AND "
                       "created_by = 'cli'",

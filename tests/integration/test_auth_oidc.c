@@ -196,22 +196,6 @@ static void expect_ok(const struct th_server *s, const char *what, char *token)
     free(token);
 }
 
-/* The value of a /metrics series ("name{labels} ", at the start of a line), or -1. */
-static long metric(const struct th_server *s, const char *series)
-{
-    struct th_resp r;
-    long v = -1;
-    char line[256];
-    snprintf(line, sizeof line, "\n%s", series);
-    if (th_get(s, "/metrics", NULL, &r) != 0)
-        return -1;
-    const char *p = r.body ? strstr(r.body, line) : NULL;
-    if (p)
-        v = strtol(p + strlen(line), NULL, 10);
-    th_resp_free(&r);
-    return v;
-}
-
 #define JWT_HITS "qdb_auth_cache_lookups_total{cache=\"jwt\",result=\"hit\"} "
 
 /* A token nobody has presented yet (its own jti), so that it must be verified. */
@@ -230,10 +214,10 @@ static void test_cached_expiry(struct fixture *f, const struct th_server *s)
     /* exp 57 s ago: inside the 60 s leeway for about 3 s more. */
     char *t = forge(f, json_pack("{s:I,s:s}", "exp", (json_int_t)now - 57, "jti", "short-lived"),
                     NULL, "rs256");
-    long h0 = metric(s, JWT_HITS);
+    long h0 = th_metric(s, JWT_HITS);
     CHECK(me(s, t, NULL, 0, NULL, 0) == 200, "accepted inside the leeway");
     CHECK(me(s, t, NULL, 0, NULL, 0) == 200, "accepted again");
-    CHECK(metric(s, JWT_HITS) > h0, "served from the cache");
+    CHECK(th_metric(s, JWT_HITS) > h0, "served from the cache");
     char reason[64] = "";
     long st = 200;
     for (double t0 = th_now_ms(); st == 200 && th_now_ms() - t0 < 15000;) {
@@ -262,7 +246,7 @@ static void test_stale_while_revalidate(struct fixture *f, const char *url)
     char *cached = fresh_token(f);
     CHECK(me(&s4, cached, NULL, 0, NULL, 0) == 200, "the first token fetches the JWKS");
     long n0 = jwks_requests(f);
-    long bg0 = metric(&s4, "qdb_auth_jwks_background_refreshes_total ");
+    long bg0 = th_metric(&s4, "qdb_auth_jwks_background_refreshes_total ");
     json_decref(fx_admin(f, "POST", "/admin/jwks/slow", json_pack("{s:i}", "ms", 6000)));
     /* Fresh tokens (each needs a signature check with the cached keys) until the max-age has
      * passed and the refresher is waiting on the slow JWKS, then for one second more. */
@@ -278,7 +262,7 @@ static void test_stale_while_revalidate(struct fixture *f, const char *url)
         refused += st != 200;
         if (took > worst)
             worst = took;
-        if (!saw_bg && metric(&s4, "qdb_auth_jwks_background_refreshes_total ") > bg0)
+        if (!saw_bg && th_metric(&s4, "qdb_auth_jwks_background_refreshes_total ") > bg0)
             saw_bg = th_now_ms();
         if (saw_bg && th_now_ms() - saw_bg > 1000)
             break;

@@ -153,22 +153,6 @@ static int count_lines(const char *path, long from, long to, const char *needle,
     return n;
 }
 
-/* A counter from /metrics, or -1. */
-static long metric(const struct th_server *s, const char *name)
-{
-    struct th_resp r;
-    if (th_get(s, "/metrics", NULL, &r) != 0)
-        return -1;
-    long v = -1;
-    char key[128];
-    snprintf(key, sizeof key, "\n%s ", name);
-    const char *p = r.body ? strstr(r.body, key) : NULL;
-    if (p)
-        v = strtol(p + strlen(key), NULL, 10);
-    th_resp_free(&r);
-    return v;
-}
-
 static long readyz_status(const struct th_server *s)
 {
     struct th_resp r;
@@ -242,7 +226,7 @@ int main(void)
 
     th_step("PostgreSQL stops for %d s under the load", OUTAGE_MS / 1000);
     long log_at_stop = file_size(s.log);
-    long attempts_before = metric(&s, "qdb_db_connect_attempts_total");
+    long attempts_before = th_metric(&s, "qdb_db_connect_attempts_total");
     atomic_store(&L.phase, P_OUTAGE);
     double t_stop = th_now_ms();
     CHECK(th_pg_private_stop(&pg) == 0, "PostgreSQL stopped");
@@ -252,7 +236,7 @@ int main(void)
         th_sleep_ms(100);
     }
     CHECK(saw_503, "/readyz says 503 during the outage");
-    long attempts_during = metric(&s, "qdb_db_connect_attempts_total") - attempts_before;
+    long attempts_during = th_metric(&s, "qdb_db_connect_attempts_total") - attempts_before;
     double outage_s = (th_now_ms() - t_stop) / 1000.0;
     long pglog_at_start = file_size(pglog);
     CHECK(th_pg_private_restart(&pg) == 0, "PostgreSQL started again");
