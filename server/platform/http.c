@@ -18,6 +18,11 @@
 #include "platform/metrics.h"
 #include "platform/utf8.h"
 
+/* libmicrohttpd's memory per connection: the request line and headers must fit (a 16 KiB
+ * bearer token, AUTH_TOKEN_MAX, with room to spare). The pool is cleared for every request,
+ * so a larger one costs a memset per request (8% of /healthz's CPU at 64 KiB). */
+#define HTTP_CONNECTION_MEMORY (32u * 1024u)
+
 /* Forward: static files (http_static.c). */
 void http_static_serve(struct http_request *req, const char *web_dir, const char *raw_path);
 
@@ -92,10 +97,10 @@ struct http_request {
     struct buf body;
     size_t discarded;
     int body_too_large;
-    int has_body;      /* the request announced a body (Content-Length > 0 or chunked) */
-    int auth_pending;  /* the hook could not answer without blocking: a handler thread will */
-    int handled;       /* the handler ran (or a reply was decided): queue at the next call */
-    int on_loop;       /* running on an event-loop thread, where nothing may block */
+    int has_body;          /* the request announced a body (Content-Length > 0 or chunked) */
+    int auth_pending;      /* the hook could not answer without blocking: a handler thread will */
+    int handled;           /* the handler ran (or a reply was decided): queue at the next call */
+    int on_loop;           /* running on an event-loop thread, where nothing may block */
     int pool_runs_handler; /* the queued job runs the handler too, not only authentication */
     int first_call_again;  /* suspended in the first call: libmicrohttpd repeats that call */
     struct http_request *next_job;
@@ -220,19 +225,43 @@ json_t *http_problem_json(enum qdb_error code, const char *detail, const char *i
 
 /* ---- accessors ---- */
 
-const char *http_method(const struct http_request *r) { return r->method; }
-const char *http_path(const struct http_request *r) { return r->path; }
-json_t *http_body(const struct http_request *r) { return r->json; }
+const char *http_method(const struct http_request *r)
+{
+    return r->method;
+}
+const char *http_path(const struct http_request *r)
+{
+    return r->path;
+}
+json_t *http_body(const struct http_request *r)
+{
+    return r->json;
+}
 const char *http_body_raw(const struct http_request *r, size_t *len)
 {
     *len = r->body.len;
     return r->body.len ? r->body.data : NULL;
 }
-const struct http_route *http_route_of(const struct http_request *r) { return r->route; }
-const char *http_request_id(const struct http_request *r) { return r->request_id; }
-const char *http_client_addr(const struct http_request *r) { return r->client_addr; }
-struct http_server *http_server_of(const struct http_request *r) { return r->srv; }
-struct MHD_Connection *http_connection(const struct http_request *r) { return r->conn; }
+const struct http_route *http_route_of(const struct http_request *r)
+{
+    return r->route;
+}
+const char *http_request_id(const struct http_request *r)
+{
+    return r->request_id;
+}
+const char *http_client_addr(const struct http_request *r)
+{
+    return r->client_addr;
+}
+struct http_server *http_server_of(const struct http_request *r)
+{
+    return r->srv;
+}
+struct MHD_Connection *http_connection(const struct http_request *r)
+{
+    return r->conn;
+}
 
 const struct http_principal *http_principal(const struct http_request *r)
 {
@@ -294,9 +323,9 @@ struct db_conn *http_db_or_reply(struct http_request *r)
 static int begin_reply(struct http_request *r, unsigned status, const char *content_type)
 {
     if (r->replied) {
-        log_event(LOG_ERROR, "handler replied twice",
-                  json_pack("{s:s,s:s}", "path", r->path ? r->path : "", "request_id",
-                            r->request_id));
+        log_event(
+            LOG_ERROR, "handler replied twice",
+            json_pack("{s:s,s:s}", "path", r->path ? r->path : "", "request_id", r->request_id));
         return -1;
     }
     r->replied = 1;
@@ -467,8 +496,7 @@ static enum MHD_Result queue_reply(struct http_request *r)
     struct MHD_Response *resp = r->reply_resp;
     r->reply_resp = NULL;
     if (!resp) {
-        resp = MHD_create_response_from_buffer(r->reply_len, r->reply_data,
-                                               MHD_RESPMEM_MUST_FREE);
+        resp = MHD_create_response_from_buffer(r->reply_len, r->reply_data, MHD_RESPMEM_MUST_FREE);
         if (!resp) {
             free(r->reply_data);
             r->reply_data = NULL;
@@ -494,13 +522,31 @@ static enum MHD_Result queue_reply(struct http_request *r)
 
 /* ---- request life cycle ---- */
 
+/* 128 random bits as hex. A request id names a request in logs, it guards nothing: a
+ * per-thread xorshift128+ seeded once from OpenSSL's generator is enough, and saves the
+ * getpid() and locking that RAND_bytes does on every call. */
 static void make_request_id(char out[33])
 {
-    unsigned char rnd[16];
-    if (RAND_bytes(rnd, sizeof rnd) != 1)
-        memset(rnd, 0, sizeof rnd);
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", rnd[i]);
+    static _Thread_local uint64_t s0, s1;
+    static const char hex[] = "0123456789abcdef";
+    if (!(s0 | s1)) {
+        uint64_t seed[2] = {0, 0};
+        if (RAND_bytes((unsigned char *)seed, sizeof seed) != 1 || !(seed[0] | seed[1]))
+            seed[0] = (uint64_t)(uintptr_t)&s0 ^ (uint64_t)time(NULL),
+            seed[1] = 0x9e3779b97f4a7c15u;
+        s0 = seed[0];
+        s1 = seed[1];
+    }
+    for (int half = 0; half < 2; half++) {
+        uint64_t x = s0, y = s1;
+        s0 = y;
+        x ^= x << 23;
+        s1 = x ^ y ^ (x >> 17) ^ (y >> 26);
+        uint64_t v = s1 + y;
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(v >> (60 - 4 * i)) & 0xf];
+    }
+    out[32] = '\0';
 }
 
 /* libmicrohttpd calls this once per request, first, with the undecoded URI: the request
@@ -558,8 +604,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->phase != PHASE_NEW) {
         struct timespec end;
         clock_gettime(CLOCK_MONOTONIC, &end);
-        double secs = (double)(end.tv_sec - r->start.tv_sec) +
-                      (double)(end.tv_nsec - r->start.tv_nsec) / 1e9;
+        double secs =
+            (double)(end.tv_sec - r->start.tv_sec) + (double)(end.tv_nsec - r->start.tv_nsec) / 1e9;
         unsigned status = r->status ? r->status : 500;
         metrics_http_observe(r->route_index, status, secs);
         struct log_access a = {
@@ -626,8 +672,8 @@ static int route_request(struct http_request *r)
             allow_len += (size_t)snprintf(allow + allow_len, sizeof allow - allow_len, "%s%s",
                                           allow_len ? ", " : "", rt->method);
             if (strcmp(rt->method, "GET") == 0)
-                allow_len += (size_t)snprintf(allow + allow_len, sizeof allow - allow_len,
-                                              ", HEAD");
+                allow_len +=
+                    (size_t)snprintf(allow + allow_len, sizeof allow - allow_len, ", HEAD");
         }
     }
     r->nparams = 0;
@@ -700,8 +746,8 @@ static enum headers_outcome on_headers(struct http_request *r)
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
         if (end == cl || *end || n > HTTP_BODY_MAX) {
-            http_reply_problem(r, QDB_E_PAYLOAD_TOO_LARGE,
-                               "request bodies are limited to %u bytes", HTTP_BODY_MAX);
+            http_reply_problem(r, QDB_E_PAYLOAD_TOO_LARGE, "request bodies are limited to %u bytes",
+                               HTTP_BODY_MAX);
             return HEADERS_REPLY;
         }
     }
@@ -750,8 +796,8 @@ static void run_handler(struct http_request *r)
         if (!r->json) {
             http_reply_problem_ext(r, QDB_E_INVALID_JSON,
                                    json_pack("{s:i,s:i}", "line", err.line, "column", err.column),
-                                   "malformed JSON at line %d, column %d: %s", err.line,
-                                   err.column, err.text);
+                                   "malformed JSON at line %d, column %d: %s", err.line, err.column,
+                                   err.text);
             return;
         }
     }
@@ -763,8 +809,7 @@ static void run_handler(struct http_request *r)
     if (!r->replied) {
         log_event(LOG_ERROR, "handler sent no reply",
                   json_pack("{s:s}", "route", r->route->pattern));
-        http_reply_problem(r, QDB_E_INTERNAL, "no reply was produced (request %s)",
-                           r->request_id);
+        http_reply_problem(r, QDB_E_INTERNAL, "no reply was produced (request %s)", r->request_id);
     }
 }
 
@@ -780,8 +825,7 @@ static void pool_collect(struct buf *out, void *cls)
     metrics_family(out, "qdb_http_handler_threads", "gauge",
                    "Threads of the HTTP handler pool (handlers that may block).");
     buf_printf(out, "qdb_http_handler_threads %u\n", atomic_load(&pool_threads_total));
-    metrics_family(out, "qdb_http_handler_busy", "gauge",
-                   "Handler threads running a request now.");
+    metrics_family(out, "qdb_http_handler_busy", "gauge", "Handler threads running a request now.");
     buf_printf(out, "qdb_http_handler_busy %u\n", atomic_load(&pool_busy));
     metrics_family(out, "qdb_http_handler_queued", "gauge",
                    "Requests waiting for a handler thread now.");
@@ -966,9 +1010,8 @@ static enum MHD_Result on_body_done(struct http_request *r)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     struct http_request *r = *con_cls;
@@ -1143,10 +1186,10 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned int)cfg->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
-        srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, NULL, MHD_OPTION_END);
+        (unsigned int)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         log_error("cannot listen on %s:%u (in use, or not an address of this host)", cfg->host,
@@ -1183,8 +1226,8 @@ void http_server_stop(struct http_server *srv, int timeout_s)
     int left;
     while ((left = atomic_load(&srv->active)) > 0) {
         clock_gettime(CLOCK_MONOTONIC, &now);
-        long long waited_ms = (long long)(now.tv_sec - start.tv_sec) * 1000 +
-                              (now.tv_nsec - start.tv_nsec) / 1000000;
+        long long waited_ms =
+            (long long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (waited_ms >= (long long)timeout_s * 1000) {
             log_warn("shutdown timeout: %d requests still in flight are cut", left);
             break;
