@@ -675,6 +675,8 @@ static void run_commit_hooks(struct db_conn *c)
 
 int db_commit(struct db_conn *c)
 {
+    if (c->pg && PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+        c->nhooks = 0; /* this COMMIT answers "ROLLBACK": nothing commits */
     int rc = db_exec_fixed(c, "COMMIT");
     if (rc >= 0) {
         run_commit_hooks(c);

@@ -58,6 +58,12 @@ static void test_hooks(void)
     db_rollback(c);
     CHECK(db_begin(c) == 0 && db_commit(c) == 0 && rolled == 0, "dropped by the rollback");
 
+    int failed = 0;
+    CHECK(db_begin(c) == 0 && db_on_commit(c, count_hook, &failed) == 0, "register");
+    CHECK(db_exec_fixed(c, "SELECT 1/0") < 0, "a statement fails: the transaction aborts");
+    db_commit(c); /* PostgreSQL answers ROLLBACK */
+    CHECK(failed == 0, "not run by the COMMIT of an aborted transaction");
+
     int many[DB_MAX_COMMIT_HOOKS + 1] = {0};
     CHECK(db_begin(c) == 0, "begin");
     int ok = 1;
