@@ -1,9 +1,11 @@
 /* The audit room as a module: its configuration (the chain key), its init (metrics), its
  * counters, and the API shape of a stored event. The daily verification job is wired in
  * server/wiring/audit_verify.c: the audit room knows no jobs. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "audit/audit.h"
 #include "audit/audit_internal.h"
@@ -64,25 +66,115 @@ static int audit_init(struct qdb_app *app)
     return audit_metrics_register();
 }
 
+/* ---- the sweeper ----
+ * Every writer chains its own event right after its commit (sequence_after_commit). The
+ * sweeper, on its own connection, catches what that missed (the state store blipped right
+ * after a commit, a replica died between COMMIT and the hook): every SWEEP_MS, and at once
+ * when a hook failed. It also counts the rows waiting, for qdb_audit_pending. */
+
+#define SWEEP_MS 1000
+
+static pthread_mutex_t sweeper_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sweeper_wake = PTHREAD_COND_INITIALIZER;
+static struct {
+    pthread_t thread;
+    int running, stopping, kicked; /* under sweeper_lock, but running (start/stop only) */
+} sweeper;
+
+void audit_sweeper_kick(void)
+{
+    pthread_mutex_lock(&sweeper_lock);
+    sweeper.kicked = 1;
+    pthread_cond_signal(&sweeper_wake);
+    pthread_mutex_unlock(&sweeper_lock);
+}
+
+static void sweep(struct db_conn **conn)
+{
+    /* its own application_name: the export test counts the export streams' connections */
+    static struct db_settings st;
+    if (!st.url) {
+        st = audit_settings;
+        st.application_name = "qdb-control-audit-sequencer";
+    }
+    if (!*conn)
+        *conn = db_conn_open(&st);
+    if (!*conn || db_conn_check(*conn) != 0)
+        return; /* the state store is down: its outage is logged by the platform */
+    int n = audit_sequence(*conn);
+    if (n > 0)
+        log_info("audit: the sweeper chained %d events a post-commit hook had left", n);
+    int64_t pending = 0;
+    if (audit_store_pending_count(*conn, &pending) == 1)
+        audit_metrics_pending(pending);
+}
+
+static void *sweeper_main(void *arg)
+{
+    (void)arg;
+    struct db_conn *conn = NULL;
+    pthread_mutex_lock(&sweeper_lock);
+    while (!sweeper.stopping) {
+        if (!sweeper.kicked) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += SWEEP_MS / 1000;
+            pthread_cond_timedwait(&sweeper_wake, &sweeper_lock, &ts);
+        }
+        if (sweeper.stopping)
+            break;
+        sweeper.kicked = 0;
+        pthread_mutex_unlock(&sweeper_lock);
+        sweep(&conn);
+        pthread_mutex_lock(&sweeper_lock);
+    }
+    pthread_mutex_unlock(&sweeper_lock);
+    /* No last round: a stop must not wait on the state store (it may be the reason for the
+     * stop); what waits is chained by the next sweep of any replica. */
+    db_conn_close(conn);
+    return NULL;
+}
+
+static int audit_start(struct qdb_app *app)
+{
+    (void)app;
+    if (pthread_create(&sweeper.thread, NULL, sweeper_main, NULL) != 0) {
+        log_error("audit: cannot start the sequencing sweeper");
+        return -1;
+    }
+    sweeper.running = 1;
+    return 0;
+}
+
 /* After HTTP stopped every export stream has been told to end; wait for their producer
- * threads (each ends within one page query). */
+ * threads (each ends within one page query). Then the sweeper, after a last round. */
 static void audit_stop(void)
 {
     int left = audit_export_drain(10000);
     if (left)
         log_warn("audit: %d export threads did not end", left);
+    if (sweeper.running) {
+        pthread_mutex_lock(&sweeper_lock);
+        sweeper.stopping = 1;
+        pthread_cond_signal(&sweeper_wake);
+        pthread_mutex_unlock(&sweeper_lock);
+        pthread_join(sweeper.thread, NULL);
+        sweeper.running = 0;
+    }
 }
 
 const struct qdb_module audit_module = {
     .name = "audit",
     .config_load = audit_config_load,
     .init = audit_init,
+    .start = audit_start,
     .stop = audit_stop,
 };
 
 /* ---- metrics ---- */
 
-static atomic_uint_fast64_t events_recorded;
+static atomic_uint_fast64_t events_recorded, events_sequenced;
+static atomic_int_fast64_t events_pending;
 static atomic_uint_fast64_t verify_ok, verify_broken, verify_error;
 static atomic_uint_fast64_t checkpoints_written, checkpoints_refused;
 static atomic_int chain_broken;          /* sticky until a full verification passes */
@@ -91,6 +183,17 @@ static atomic_int_fast64_t first_broken; /* lowest broken seq seen, 0 = none */
 void audit_metrics_event_recorded(void)
 {
     atomic_fetch_add(&events_recorded, 1);
+}
+
+void audit_metrics_sequenced(int n)
+{
+    if (n > 0)
+        atomic_fetch_add(&events_sequenced, (uint_fast64_t)n);
+}
+
+void audit_metrics_pending(int64_t n)
+{
+    atomic_store(&events_pending, n);
 }
 
 void audit_metrics_verified(const struct audit_verify_result *r, int error, int full)
@@ -129,10 +232,18 @@ static void collect(struct buf *out, void *cls)
 {
     (void)cls;
     buf_printf(out,
-               "# HELP qdb_audit_events_recorded_total Audit events written by this replica "
+               "# HELP qdb_audit_events_recorded_total Audit events queued by this replica "
                "(a few may belong to transactions that rolled back).\n"
                "# TYPE qdb_audit_events_recorded_total counter\n"
                "qdb_audit_events_recorded_total %llu\n"
+               "# HELP qdb_audit_events_sequenced_total Audit events this replica chained "
+               "(its own and other replicas' queued ones).\n"
+               "# TYPE qdb_audit_events_sequenced_total counter\n"
+               "qdb_audit_events_sequenced_total %llu\n"
+               "# HELP qdb_audit_pending Committed audit events waiting for their place in "
+               "the chain, as last counted (every second).\n"
+               "# TYPE qdb_audit_pending gauge\n"
+               "qdb_audit_pending %lld\n"
                "# HELP qdb_audit_verify_runs_total Hash chain verifications on this replica "
                "(API and daily job), by result.\n"
                "# TYPE qdb_audit_verify_runs_total counter\n"
@@ -153,6 +264,8 @@ static void collect(struct buf *out, void *cls)
                "qdb_audit_checkpoints_total{result=\"written\"} %llu\n"
                "qdb_audit_checkpoints_total{result=\"refused\"} %llu\n",
                (unsigned long long)atomic_load(&events_recorded),
+               (unsigned long long)atomic_load(&events_sequenced),
+               (long long)atomic_load(&events_pending),
                (unsigned long long)atomic_load(&verify_ok),
                (unsigned long long)atomic_load(&verify_broken),
                (unsigned long long)atomic_load(&verify_error), atomic_load(&chain_broken),

@@ -30,9 +30,15 @@ struct audit_actor {
     const char *token_id;    /* NULL unless api-token */
 };
 
-/* Call audit_record* as the last statement before COMMIT: it locks the chain's head row
- * (audit_chain_head, FOR UPDATE) until the transaction ends, which serializes writers on
- * every replica so the chain never forks; the shorter that lock is held, the better.
+/* Call audit_record* inside the transaction of the change it describes. It queues the
+ * event (an INSERT into audit_pending, migrations/0008) and locks nothing shared, so
+ * writers do not wait on each other's transactions; a rollback leaves nothing. Right after
+ * the COMMIT (a db_on_commit hook, on the same connection, before db_commit returns) the
+ * event is chained: audit_sequence gives every committed pending event its seq, time and
+ * hash under the chain head's lock, in one short transaction. An event is visible to the
+ * readers (list, export, verify, checkpoints), which read audit_event only, once it is
+ * sequenced: normally before the writer's request replies; when that hook fails (the state
+ * store blipped right after the commit) the room's sweeper chains it within about a second.
  * Outside a transaction (BEGIN) it refuses with DB_HARD. before/after are copied, scrubbed
  * and stored in canonical form (see audit_internal.h); the caller keeps its references.
  * audit_record with actor NULL records the system actor ("system"); request_id and
@@ -46,6 +52,12 @@ int audit_record_http(struct db_conn *conn, struct http_request *req,
 /* Record an event made outside HTTP (job runners, schedules). Same return. */
 int audit_record(struct db_conn *conn, const struct audit_actor *actor, const char *request_id,
                  const char *client_addr, const struct audit_entry *e);
+
+/* Chain the committed pending events, oldest first, in transactions of at most 1000
+ * events each, until none is left; call outside a transaction (DB_HARD otherwise). The
+ * post-commit hook and the sweeper call it; so may a test or a command. Returns the
+ * number chained, or a DB_ code (what was chained before it stays chained). */
+int audit_sequence(struct db_conn *conn);
 
 /* ---- verifying the chain ---- */
 

@@ -1,5 +1,6 @@
 /* The audit trail's hash chain: the canonical JSON of an event, the scrubbing of secrets,
- * HMAC-SHA256 with the process key, recording an event under the chain head's lock, and
+ * HMAC-SHA256 with the process key, queueing an event in the writer's transaction and
+ * chaining the queued ones under the chain head's lock right after (sequencing), and
  * recomputing the chain.
  *
  * hash(n) = HMAC-SHA256(key, hash(n-1) as 64 lowercase hex digits || canonical JSON(n)),
@@ -418,6 +419,120 @@ static char *canon_text(const json_t *v, int *fail)
     return buf_take(&b);
 }
 
+/* ---- sequencing ---- */
+
+#define SEQUENCE_BATCH 1000
+
+/* One sequencing transaction: lock the head, take up to SEQUENCE_BATCH committed pending
+ * rows, chain each exactly as record() did before the queue (time = clock_timestamp()
+ * after the lock, so time grows with seq), advance the head once per event (the guard
+ * trigger's rule) and commit. Returns the number chained or a DB_ code (rolled back). */
+static int sequence_batch(struct db_conn *conn)
+{
+    int64_t last_seq = 0;
+    char prev[AUDIT_HASH_HEX + 1], time[40], hash[AUDIT_HASH_HEX + 1];
+    PGresult *pr = NULL;
+    int rc = db_begin(conn);
+    if (rc < 0)
+        return rc;
+    rc = audit_store_lock_head(conn, &last_seq, prev, time);
+    if (rc < 0)
+        goto fail;
+    if (rc == 0) {
+        log_error("audit: the chain head row is missing");
+        rc = DB_HARD;
+        goto fail;
+    }
+    int n = audit_store_pending_take(conn, SEQUENCE_BATCH, &pr);
+    if (n < 0) {
+        rc = n;
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *bt = db_get_str(pr, i, 9), *at = db_get_str(pr, i, 10);
+        json_t *before = bt ? json_loads(bt, JSON_DECODE_ANY, NULL) : NULL;
+        json_t *after = at ? json_loads(at, JSON_DECODE_ANY, NULL) : NULL;
+        struct audit_row row = {
+            .seq = last_seq + 1,
+            .time = time,
+            .actor_subject = db_get_str(pr, i, 1),
+            .actor_name = db_get_str(pr, i, 2),
+            .auth_method = db_get_str(pr, i, 3),
+            .token_id = db_get_str(pr, i, 4),
+            .action = db_get_str(pr, i, 5),
+            .resource_type = db_get_str(pr, i, 6),
+            .resource_id = db_get_str(pr, i, 7),
+            .environment = db_get_str(pr, i, 8),
+            .before = before,
+            .after = after,
+            .request_id = db_get_str(pr, i, 11),
+            .job_id = db_get_int64(pr, i, 12),
+            .client_addr = db_get_str(pr, i, 13),
+            .prev_hash = prev,
+        };
+        /* Hashed from the row as read back through jsonb, as audit_verify will read it. */
+        int bad = (bt && !before) || (at && !after) || audit_chain_hash_row(&row, hash) != 0;
+        json_decref(before);
+        json_decref(after);
+        if (bad) {
+            log_error("audit: pending event %lld (%s) cannot be hashed; the chain waits",
+                      (long long)db_get_int64(pr, i, 0), row.action ? row.action : "?");
+            rc = DB_HARD;
+            goto fail;
+        }
+        row.hash = hash;
+        rc = audit_store_insert(conn, &row, bt, at);
+        if (rc < 0)
+            goto fail;
+        if (rc != 1) {
+            log_error("audit: the chain head did not advance");
+            rc = DB_HARD;
+            goto fail;
+        }
+        last_seq = row.seq;
+        memcpy(prev, hash, sizeof prev);
+    }
+    PQclear(pr);
+    pr = NULL;
+    rc = db_commit(conn);
+    if (rc < 0)
+        return rc;
+    audit_metrics_sequenced(n);
+    return n;
+fail:
+    PQclear(pr);
+    db_rollback(conn);
+    return rc;
+}
+
+int audit_sequence(struct db_conn *conn)
+{
+    if (!audit_key_loaded())
+        return DB_HARD;
+    if (PQtransactionStatus(db_pgconn(conn)) != PQTRANS_IDLE) {
+        log_error("audit: sequencing inside a transaction refused");
+        return DB_HARD;
+    }
+    int total = 0;
+    for (;;) {
+        int n = sequence_batch(conn);
+        if (n < 0)
+            return n;
+        total += n;
+        if (n < SEQUENCE_BATCH)
+            return total;
+    }
+}
+
+/* The hook record() registers: the writer's own event is chained before its request
+ * replies. A failure here cannot undo the writer's commit; the sweeper chains it. */
+static void sequence_after_commit(struct db_conn *conn, void *cls)
+{
+    (void)cls;
+    if (audit_sequence(conn) < 0)
+        audit_sweeper_kick();
+}
+
 static int record(struct db_conn *conn, const struct audit_actor *actor, const char *request_id,
                   const char *client_addr, const struct audit_entry *e)
 {
@@ -451,19 +566,9 @@ static int record(struct db_conn *conn, const struct audit_actor *actor, const c
         goto out;
     }
 
-    int64_t last_seq = 0;
-    char prev[AUDIT_HASH_HEX + 1], time[40], hash[AUDIT_HASH_HEX + 1];
-    rc = audit_store_lock_head(conn, &last_seq, prev, time);
-    if (rc < 0)
-        goto out;
-    if (rc == 0) {
-        log_error("audit: the chain head row is missing");
-        rc = DB_HARD;
-        goto out;
-    }
     struct audit_row row = {
-        .seq = last_seq + 1,
-        .time = time,
+        .seq = 1,
+        .time = "1970-01-01T00:00:00.000000Z",
         .actor_subject = actor->subject,
         .actor_name = actor->name,
         .auth_method = actor->auth_method,
@@ -477,22 +582,22 @@ static int record(struct db_conn *conn, const struct audit_actor *actor, const c
         .request_id = request_id,
         .job_id = e->job_id,
         .client_addr = client_addr,
-        .prev_hash = prev,
+        .prev_hash = genesis_hash,
     };
+    /* Hashed once here with a stand-in seq, time and link, only to refuse now, with the
+     * writer's transaction, what the sequencer could never chain (invalid UTF-8 in a
+     * field): a queued event that cannot be hashed would stop the chain for everyone. */
+    char hash[AUDIT_HASH_HEX + 1];
     if (audit_chain_hash_row(&row, hash) != 0) {
         log_error("audit: cannot hash %s (invalid UTF-8 in a field?)", e->action);
         rc = DB_HARD;
         goto out;
     }
-    row.hash = hash;
-    rc = audit_store_insert(conn, &row, before_text, after_text);
+    rc = audit_store_pending_add(conn, &row, before_text, after_text);
     if (rc < 0)
         goto out;
-    if (rc != 1) {
-        log_error("audit: the chain head did not advance");
-        rc = DB_HARD;
-        goto out;
-    }
+    if (db_on_commit(conn, sequence_after_commit, NULL) != 0)
+        audit_sweeper_kick(); /* no slot left for the hook: the sweeper chains it soon */
     audit_metrics_event_recorded();
     rc = 0;
 out:
@@ -687,6 +792,11 @@ int audit_verify(struct db_conn *conn, const struct audit_verify_opts *o,
     int full = 0, trusted = o->from_seq <= 1, bounded = 0;
     if (!audit_key_loaded())
         return DB_HARD;
+    /* Chain what is committed but still queued first: a job enqueued with its event can
+     * start before the enqueuer's post-commit hook chained that event, and should cover
+     * it. Failing that, the chain as it stands is verified. */
+    if (PQtransactionStatus(db_pgconn(conn)) == PQTRANS_IDLE)
+        (void)audit_sequence(conn);
     int64_t from_seq = o->from_seq, to_seq = o->to_seq, head_seq = 0;
     char head_hash[AUDIT_HASH_HEX + 1], prev[AUDIT_HASH_HEX + 1];
     int rc = audit_store_head(conn, &head_seq, head_hash);

@@ -113,6 +113,18 @@ int audit_store_hash_of(struct db_conn *conn, int64_t seq, char hash[AUDIT_HASH_
 int audit_store_range(struct db_conn *conn, int64_t from_seq, int64_t to_seq, int limit,
                       PGresult **res);
 
+/* Queue an event for the sequencer (migrations/0008): r's fields but seq, time, prev_hash
+ * and hash; before/after as canonical text or NULL. Returns 1 or a DB_ code. */
+int audit_store_pending_add(struct db_conn *conn, const struct audit_row *r, const char *before,
+                            const char *after);
+/* Remove and return the oldest `limit` committed pending rows, by id: columns id,
+ * actor_subject, actor_name, auth_method, token_id, action, resource_type, resource_id,
+ * environment, before::text, after::text, request_id, job_id, client_addr. Caller PQclears
+ * *res. */
+int audit_store_pending_take(struct db_conn *conn, int limit, PGresult **res);
+/* How many rows wait (committed ones only). */
+int audit_store_pending_count(struct db_conn *conn, int64_t *count);
+
 /* The newest checkpoints with seq <= max_seq, newest first, at most `limit`: columns seq,
  * hash, verified_at (AUDIT_TIME_SQL), checked, mac. Caller PQclears *res. */
 int audit_store_checkpoints(struct db_conn *conn, int64_t max_seq, int limit, PGresult **res);
@@ -162,8 +174,14 @@ enum audit_col {
 json_t *audit_row_json(const PGresult *res, int row);
 
 /* ---- counters for /metrics ---- */
-/* One event written (its transaction may still roll back). */
+/* One event queued (its transaction may still roll back). */
 void audit_metrics_event_recorded(void);
+/* n events chained by a sequencing transaction of this replica. */
+void audit_metrics_sequenced(int n);
+/* The pending rows the sweeper last counted. */
+void audit_metrics_pending(int64_t n);
+/* A post-commit sequencing failed: wake the sweeper now (no-op when it is not running). */
+void audit_sweeper_kick(void);
 /* A verification ended: error (it could not finish) or its result; `full` when it covered
  * the whole chain, which alone clears a break seen before. */
 void audit_metrics_verified(const struct audit_verify_result *r, int error, int full);

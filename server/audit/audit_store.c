@@ -203,3 +203,63 @@ int audit_store_checkpoint_put(struct db_conn *conn, int64_t seq, const char *ha
     db_param_text(&p, mac);
     return db_execp(conn, &q_checkpoint_put, &p, NULL);
 }
+
+/* ---- the queue of events waiting for the chain (migrations/0008_audit_pending.sql) ---- */
+
+static struct db_stmt q_pending_add = DB_STMT(
+    "audit_pending_add", 13,
+    "INSERT INTO audit_pending (actor_subject, actor_name, auth_method, token_id, action, "
+    "resource_type, resource_id, environment, before, after, request_id, job_id, client_addr) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11, $12::bigint, $13)");
+
+int audit_store_pending_add(struct db_conn *conn, const struct audit_row *r, const char *before,
+                            const char *after)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, r->actor_subject);
+    db_param_text(&p, r->actor_name);
+    db_param_text(&p, r->auth_method);
+    db_param_text(&p, r->token_id);
+    db_param_text(&p, r->action);
+    db_param_text(&p, r->resource_type);
+    db_param_text(&p, r->resource_id);
+    db_param_text(&p, r->environment);
+    db_param_text(&p, before);
+    db_param_text(&p, after);
+    db_param_text(&p, r->request_id);
+    db_param_int_or_null(&p, r->job_id, r->job_id == 0);
+    db_param_text(&p, r->client_addr);
+    return db_execp(conn, &q_pending_add, &p, NULL);
+}
+
+/* Taken and removed in one statement, in the sequencer's transaction (under the head's
+ * lock): a rollback puts them back. Only rows whose writers committed are visible, so an
+ * open writer's row waits for a later round and blocks nobody. */
+static struct db_stmt q_pending_take = DB_STMT(
+    "audit_pending_take", 1,
+    "WITH d AS (DELETE FROM audit_pending WHERE id IN "
+    "(SELECT id FROM audit_pending ORDER BY id LIMIT $1::int) RETURNING *) "
+    "SELECT id, actor_subject, actor_name, auth_method, token_id, action, resource_type, "
+    "resource_id, environment, before::text, after::text, request_id, job_id, client_addr "
+    "FROM d ORDER BY id");
+
+int audit_store_pending_take(struct db_conn *conn, int limit, PGresult **res)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, limit);
+    return db_execp(conn, &q_pending_take, &p, res);
+}
+
+static struct db_stmt q_pending_count =
+    DB_STMT("audit_pending_count", 0, "SELECT count(*) FROM audit_pending");
+
+int audit_store_pending_count(struct db_conn *conn, int64_t *count)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    PGresult *res = NULL;
+    int rc = db_execp(conn, &q_pending_count, &p, &res);
+    if (rc == 1)
+        *count = db_get_int64(res, 0, 0);
+    PQclear(res);
+    return rc;
+}

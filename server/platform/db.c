@@ -18,6 +18,11 @@
 #define DB_MAX_STMTS 1024
 static atomic_int next_slot = 1;
 
+struct commit_hook {
+    void (*fn)(struct db_conn *c, void *cls);
+    void *cls;
+};
+
 struct db_conn {
     PGconn *pg;
     struct db_settings settings; /* borrowed strings; copied struct */
@@ -27,6 +32,9 @@ struct db_conn {
     char sqlstate[6];
     char errmsg[256];
     struct db_conn *next_free;
+    /* Post-commit hooks of the open transaction (db_on_commit). */
+    struct commit_hook hooks[DB_MAX_COMMIT_HOOKS];
+    int nhooks;
 };
 
 struct db_pool {
@@ -284,6 +292,7 @@ static int stmt_slot(struct db_stmt *st)
 
 static void conn_disconnect(struct db_conn *c)
 {
+    c->nhooks = 0; /* a reset connection has no transaction left to follow */
     if (c->pg)
         PQfinish(c->pg);
     c->pg = NULL;
@@ -638,11 +647,43 @@ int db_begin(struct db_conn *c)
     return db_exec_fixed(c, "BEGIN") < 0 ? (c->broken ? DB_RETRY : DB_HARD) : 0;
 }
 
+int db_on_commit(struct db_conn *c, void (*fn)(struct db_conn *c, void *cls), void *cls)
+{
+    for (int i = 0; i < c->nhooks; i++)
+        if (c->hooks[i].fn == fn && c->hooks[i].cls == cls)
+            return 0;
+    if (c->nhooks >= DB_MAX_COMMIT_HOOKS)
+        return -1;
+    c->hooks[c->nhooks].fn = fn;
+    c->hooks[c->nhooks].cls = cls;
+    c->nhooks++;
+    return 0;
+}
+
+/* The hooks are taken off the connection before any runs: a hook may run transactions of
+ * its own on it, whose commits must not run them again. */
+static void run_commit_hooks(struct db_conn *c)
+{
+    int n = c->nhooks;
+    if (!n)
+        return;
+    struct commit_hook run[DB_MAX_COMMIT_HOOKS];
+    memcpy(run, c->hooks, sizeof run[0] * (size_t)n);
+    c->nhooks = 0;
+    for (int i = 0; i < n; i++)
+        run[i].fn(c, run[i].cls);
+}
+
 int db_commit(struct db_conn *c)
 {
+    if (c->pg && PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+        c->nhooks = 0; /* this COMMIT answers "ROLLBACK": nothing commits */
     int rc = db_exec_fixed(c, "COMMIT");
-    if (rc >= 0)
+    if (rc >= 0) {
+        run_commit_hooks(c);
         return 0;
+    }
+    c->nhooks = 0; /* nothing committed, or nothing known: nothing to follow up */
     if (c->broken) {
         /* The COMMIT may or may not have reached the server: never retry it blindly. */
         log_error("connection lost during COMMIT; outcome unknown");
@@ -653,6 +694,7 @@ int db_commit(struct db_conn *c)
 
 void db_rollback(struct db_conn *c)
 {
+    c->nhooks = 0;
     if (c->pg && !c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         (void)db_exec_fixed(c, "ROLLBACK");
 }
@@ -844,6 +886,7 @@ void db_release(struct db_pool *p, struct db_conn *c)
 {
     if (!c)
         return;
+    c->nhooks = 0; /* the next user's transactions are its own */
     if (c->pg && !c->broken) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
         if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)

@@ -153,6 +153,16 @@ int db_begin(struct db_conn *conn);    /* BEGIN */
 int db_commit(struct db_conn *conn);   /* COMMIT; DB_RETRY on serialization failure */
 void db_rollback(struct db_conn *conn); /* ROLLBACK, errors ignored */
 
+/* Run fn(conn, cls) once, right after the open transaction on `conn` commits: by db_commit
+ * (so db_tx's final, successful commit), outside any transaction, on the same connection,
+ * before db_commit returns. For work that must follow a commit but not be part of it (the
+ * audit room chains the events its transaction queued). Registering the same fn and cls
+ * twice in one transaction is a no-op. Dropped unrun by db_rollback (so by a db_tx attempt
+ * that is retried), by a COMMIT that fails, and when the connection is released or reset.
+ * Returns 0, or -1 when DB_MAX_COMMIT_HOOKS distinct hooks are already registered. */
+#define DB_MAX_COMMIT_HOOKS 8
+int db_on_commit(struct db_conn *conn, void (*fn)(struct db_conn *conn, void *cls), void *cls);
+
 /* Run fn(conn, cls) inside BEGIN ... COMMIT on `conn`, retrying the whole transaction up to
  * 5 times with a short randomized backoff when fn or COMMIT returns DB_RETRY. fn returns
  * >= 0 to commit, or a negative value to roll back; that value is returned. When fn returns

@@ -1,7 +1,8 @@
 /* The hash chain under concurrent writers: 4 writers for 10 s through 2 server processes on
  * one database (plus one writer in this process through audit_record, some of whose
  * transactions roll back). The chain must verify, seq must have no gaps, time must grow
- * with seq, and every acknowledged mutation must have exactly one event. */
+ * with seq, every acknowledged mutation must have exactly one event, and none may be left
+ * in the sequencer's queue (audit_pending). */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
@@ -169,6 +170,8 @@ int main(void)
               th_sql_long(url, "SELECT min(seq) FROM audit_event", NULL) == 1,
           "seq 1..%ld without gaps", n);
     CHECK(th_sql_long(url, "SELECT last_seq FROM audit_chain_head", NULL) == n, "head at %ld", n);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM audit_pending", NULL) == 0,
+          "no event left waiting for the sequencer");
     CHECK(th_sql_long(url,
                       "SELECT count(*) FROM (SELECT time < lag(time) OVER (ORDER BY seq) "
                       "AS back FROM audit_event) x WHERE back",

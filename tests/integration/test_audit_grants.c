@@ -1,6 +1,7 @@
 /* deploy/postgres/grants.sql does what it says: applied around a migrate run as qdb_owner,
  * the service role qdb_app can serve and append to the audit trail but cannot UPDATE,
- * DELETE or TRUNCATE it, move the chain head, or disable the triggers. */
+ * DELETE or TRUNCATE it, move the chain head, or disable the triggers; on the sequencer's
+ * queue (audit_pending) it may insert, read and delete, but not edit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,21 @@ int main(void)
           "disable triggers");
     CHECK(as_role("qdb_app", db, "DELETE FROM audit_chain_head", "permission denied") == 0,
           "head delete");
+    th_step("qdb_app queues, reads and removes events of the sequencer's queue, nothing more");
+    CHECK(as_role("qdb_app", db,
+                  "INSERT INTO audit_pending (actor_subject, auth_method, action, resource_type) "
+                  "VALUES ('g', 'system', 'test.grant', 'test')",
+                  NULL) == 1,
+          "pending insert");
+    CHECK(as_role("qdb_app", db, "SELECT count(*) FROM audit_pending", NULL) == 1,
+          "pending select");
+    CHECK(as_role("qdb_app", db, "UPDATE audit_pending SET action = 'x'", "permission denied") == 0,
+          "pending update refused: a queued event is never edited");
+    CHECK(as_role("qdb_app", db, "TRUNCATE audit_pending", "permission denied") == 0,
+          "pending truncate refused");
+    CHECK(as_role("qdb_app", db, "DELETE FROM audit_pending WHERE action = 'test.grant'", NULL) ==
+              1,
+          "pending delete (the sequencer removes what it chained)");
     CHECK(as_role("qdb_app", db, "UPDATE schema_migrations SET checksum = 'x'",
                   "permission denied") == 0,
           "migrations are the owner's");
