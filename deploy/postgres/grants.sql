@@ -72,7 +72,7 @@ BEGIN
         REVOKE ALL ON audit_chain_head FROM qdb_app;
         GRANT SELECT, UPDATE ON audit_chain_head TO qdb_app;
     END IF;
-    -- Events waiting for the sequencer (migrations/0008): a queue, not the trail. Writers
+    -- Events waiting for the sequencer (migrations/0007): a queue, not the trail. Writers
     -- insert, the sequencer reads and deletes what it chained; nobody edits a queued event.
     IF to_regclass('public.audit_pending') IS NOT NULL THEN
         REVOKE ALL ON audit_pending FROM qdb_app;

@@ -31,7 +31,7 @@ struct audit_actor {
 };
 
 /* Call audit_record* inside the transaction of the change it describes. It queues the
- * event (an INSERT into audit_pending, migrations/0008) and locks nothing shared, so
+ * event (an INSERT into audit_pending, migrations/0007) and locks nothing shared, so
  * writers do not wait on each other's transactions; a rollback leaves nothing. Right after
  * the COMMIT (a db_on_commit hook, on the same connection, before db_commit returns) the
  * event is chained: audit_sequence gives every committed pending event its seq, time and

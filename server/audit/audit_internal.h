@@ -113,7 +113,7 @@ int audit_store_hash_of(struct db_conn *conn, int64_t seq, char hash[AUDIT_HASH_
 int audit_store_range(struct db_conn *conn, int64_t from_seq, int64_t to_seq, int limit,
                       PGresult **res);
 
-/* Queue an event for the sequencer (migrations/0008): r's fields but seq, time, prev_hash
+/* Queue an event for the sequencer (migrations/0007): r's fields but seq, time, prev_hash
  * and hash; before/after as canonical text or NULL. Returns 1 or a DB_ code. */
 int audit_store_pending_add(struct db_conn *conn, const struct audit_row *r, const char *before,
                             const char *after);

@@ -204,7 +204,7 @@ int audit_store_checkpoint_put(struct db_conn *conn, int64_t seq, const char *ha
     return db_execp(conn, &q_checkpoint_put, &p, NULL);
 }
 
-/* ---- the queue of events waiting for the chain (migrations/0008_audit_pending.sql) ---- */
+/* ---- the queue of events waiting for the chain (migrations/0007_audit_pending.sql) ---- */
 
 static struct db_stmt q_pending_add = DB_STMT(
     "audit_pending_add", 13,

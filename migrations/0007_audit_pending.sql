@@ -1,4 +1,4 @@
--- 0008 audit: events waiting for their place in the chain (server/audit/).
+-- 0007 audit: events waiting for their place in the chain (server/audit/).
 --
 -- Until now every writer locked audit_chain_head FOR UPDATE in its own transaction and held
 -- it until its COMMIT, so writers queued behind each other's whole transactions (statement
