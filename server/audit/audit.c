@@ -47,7 +47,7 @@ static int audit_config_load(void)
         return config_error("QDB_AUDIT_HMAC_KEY_FILE",
                             "required: the file holding the audit hash chain key (as a Vault "
                             "agent mounts it; deploy/local/run.sh generates one)");
-    if (audit_key_load(path) != 0)
+    if (audit_key_load(path) != 0 || audit_outbox_config_load() != 0)
         return -1;
     return config_int("QDB_AUDIT_VERIFY_MAX_EVENTS", 20000, 1, 1000000000L,
                       &verify_settings.max_events) != 0 ||

@@ -4,6 +4,7 @@
 #define QDB_AUDIT_H
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "module.h"
@@ -58,6 +59,36 @@ int audit_record(struct db_conn *conn, const struct audit_actor *actor, const ch
  * post-commit hook and the sweeper call it; so may a test or a command. Returns the
  * number chained, or a DB_ code (what was chained before it stays chained). */
 int audit_sequence(struct db_conn *conn);
+
+/* ---- events to Kafka: the transactional outbox (audit_outbox.c, migrations/0008) ----
+ * A change that other services react to emits one event in its own transaction, beside its
+ * audit record: the row commits or rolls back with the change, and the relay publishes it
+ * to Kafka after the commit (never an event for a change that rolled back, never a
+ * committed change without its event). The event is a CloudEvent 1.0 in structured mode:
+ *   topic   <QDB_KAFKA_TOPIC_PREFIX>.<room>        ("app.controlplane.jobs")
+ *   type    qa.qdb.controlplane.<room>.<verb>      ("qa.qdb.controlplane.jobs.enqueued")
+ *   id      the outbox row's id, stable across retries; time: when it was written
+ *   source  QDB_EVENT_SOURCE; subject: the object, also the Kafka key (one partition each)
+ *   actor, actortype: extension attributes, the actor's subject and auth method
+ *   data    the object as the API shows it, scrubbed as audit's before/after (no secret,
+ *           token or key ever leaves in an event) */
+struct audit_event {
+    const char *room;    /* [a-z][a-z0-9-]*: "jobs", "auth", "flags" */
+    const char *verb;    /* [a-z][a-z0-9_-]*: "enqueued", "revoked", "chain_broken" */
+    const char *subject; /* "jobs/42": non-empty, at most 256 bytes */
+    const json_t *data;  /* borrowed, may be NULL (no data member) */
+};
+
+/* Emit `ev` by `actor` (NULL: the system actor) inside the caller's transaction. Returns 0,
+ * DB_HARD for a call outside a transaction or a malformed room/verb/subject (a bug: logged),
+ * or another DB_ code (the caller rolls back). */
+int audit_event_emit(struct db_conn *conn, const struct audit_actor *actor,
+                     const struct audit_event *ev);
+/* The same with the actor of the request. */
+int audit_event_emit_http(struct db_conn *conn, struct http_request *req,
+                          const struct audit_event *ev);
+/* The topic events of `room` go to ("app.controlplane.jobs"), into out[outlen]. */
+void audit_event_topic(const char *room, char *out, size_t outlen);
 
 /* ---- verifying the chain ---- */
 

@@ -615,7 +615,7 @@ int audit_record(struct db_conn *conn, const struct audit_actor *actor, const ch
     return record(conn, actor ? actor : &system_actor, request_id, client_addr, e);
 }
 
-int audit_record_http(struct db_conn *conn, struct http_request *req, const struct audit_entry *e)
+struct audit_actor audit_actor_of_request(struct http_request *req)
 {
     const struct http_principal *p = http_principal(req);
     struct audit_actor a = {"anonymous", NULL, "none", NULL};
@@ -625,6 +625,12 @@ int audit_record_http(struct db_conn *conn, struct http_request *req, const stru
         a.auth_method = p->method[0] ? p->method : "none";
         a.token_id = p->token_id[0] ? p->token_id : NULL;
     }
+    return a;
+}
+
+int audit_record_http(struct db_conn *conn, struct http_request *req, const struct audit_entry *e)
+{
+    struct audit_actor a = audit_actor_of_request(req);
     const char *addr = http_client_addr(req);
     return record(conn, &a, http_request_id(req), addr && addr[0] ? addr : NULL, e);
 }

@@ -125,6 +125,20 @@ int audit_store_pending_take(struct db_conn *conn, int limit, PGresult **res);
 /* How many rows wait (committed ones only). */
 int audit_store_pending_count(struct db_conn *conn, int64_t *count);
 
+/* The actor of a request as the audit trail and the events name it (strings borrowed from
+ * the request's principal; "anonymous" without one). */
+struct audit_actor audit_actor_of_request(struct http_request *req);
+
+/* QDB_KAFKA_TOPIC_PREFIX and QDB_EVENT_SOURCE (audit_outbox.c), from audit's config_load.
+ * Returns 0 or -1 after config_error. */
+int audit_outbox_config_load(void);
+
+/* Add one event to the outbox (migrations/0008) in the caller's transaction: `event` is the
+ * CloudEvent's JSON text without "id" and "time", which the statement sets from the row.
+ * *id (may be NULL) gets the row's id. Returns 1 or a DB_ code. */
+int audit_store_outbox_add(struct db_conn *conn, const char *topic, const char *key,
+                           const char *event, int64_t *id);
+
 /* The newest checkpoints with seq <= max_seq, newest first, at most `limit`: columns seq,
  * hash, verified_at (AUDIT_TIME_SQL), checked, mac. Caller PQclears *res. */
 int audit_store_checkpoints(struct db_conn *conn, int64_t max_seq, int limit, PGresult **res);

@@ -263,3 +263,32 @@ int audit_store_pending_count(struct db_conn *conn, int64_t *count)
     PQclear(res);
     return rc;
 }
+
+/* ---- the outbox (migrations/0008_outbox.sql) ---- */
+
+/* One statement: the id is drawn first so that the CloudEvent's "id" is the row's id, and
+ * "time" is the row's created_at, both set inside the event here, in the writer's
+ * transaction. */
+static struct db_stmt q_outbox_add = DB_STMT(
+    "audit_outbox_add", 3,
+    "WITH n AS (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id, "
+    "clock_timestamp() AS t) "
+    "INSERT INTO outbox (id, topic, key, event, created_at) "
+    "SELECT n.id, $1, $2, $3::jsonb || jsonb_build_object('id', n.id::text, 'time', "
+    "to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), n.t FROM n "
+    "RETURNING id");
+
+int audit_store_outbox_add(struct db_conn *conn, const char *topic, const char *key,
+                           const char *event, int64_t *id)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    PGresult *res = NULL;
+    db_param_text(&p, topic);
+    db_param_text(&p, key);
+    db_param_text(&p, event);
+    int rc = db_execp(conn, &q_outbox_add, &p, &res);
+    if (rc == 1 && id)
+        *id = db_get_int64(res, 0, 0);
+    PQclear(res);
+    return rc;
+}
