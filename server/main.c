@@ -219,6 +219,9 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
         .nroutes = qdb_routes_count,
         .pool = app->pool,
         .db_wait_ms = cfg->db_connect_timeout_s * 1000,
+        .tls_cert_file = cfg->tls_cert_file,
+        .tls_key_file = cfg->tls_key_file,
+        .trusted_proxies = cfg->trusted_proxies,
     };
     /* readiness is answered from the prober's last check, so /readyz never waits */
     struct db_settings probe_settings = settings_of(cfg);
@@ -228,11 +231,20 @@ static int serve(struct config *cfg, struct qdb_app *app, sigset_t *signals)
     if (!http)
         goto out;
     log_event(LOG_INFO, "listening",
-              json_pack("{s:s,s:i,s:s,s:s}", "host", cfg->listen_host, "port",
-                        (int)http_server_port(http), "version", QDB_VERSION, "instance",
+              json_pack("{s:s,s:i,s:s,s:s,s:s}", "host", cfg->listen_host, "port",
+                        (int)http_server_port(http), "scheme",
+                        cfg->tls_cert_file ? "https" : "http", "version", QDB_VERSION, "instance",
                         app->instance_id));
+    /* SIGHUP reloads the HTTPS certificate and key (a rotated certificate is served to the
+     * next connection; the listener and open connections stay); SIGTERM and SIGINT stop. */
     int sig = 0;
-    sigwait(signals, &sig);
+    for (;;) {
+        sigwait(signals, &sig);
+        if (sig != SIGHUP)
+            break;
+        if (http_server_reload_tls(http) == 1)
+            log_event(LOG_INFO, "SIGHUP ignored: the server is plain HTTP", NULL);
+    }
     log_event(LOG_INFO, "shutting down",
               json_pack("{s:s,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", "timeout_s",
                         cfg->shutdown_timeout_s));
@@ -282,6 +294,7 @@ int main(int argc, char **argv)
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 

@@ -6,7 +6,7 @@ QDB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PG_BIN=/usr/lib/postgresql/15/bin
 
 # Debian packages the product needs to build and run.
-QDB_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libpq-dev
+QDB_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libjansson-dev libpq-dev
   libcurl4-openssl-dev librdkafka-dev libssl-dev libjwt-dev postgresql-15
   postgresql-client-15 openssl ca-certificates curl procps)
 # What the test suite needs on top: promtool, headless Chromium, cppcheck (Node.js 20 and

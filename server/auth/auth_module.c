@@ -85,6 +85,10 @@ static int auth_config_load(void)
         return config_error("QDB_OIDC_CLIENT_ID", "must be 1 to 100 characters");
     if (auth_cfg.ca_file && access(auth_cfg.ca_file, R_OK) != 0)
         return config_error("QDB_OIDC_CA_FILE", "'%s' cannot be read", auth_cfg.ca_file);
+    /* QDB_CA_FILE is the one CA bundle of every outgoing call; QDB_OIDC_CA_FILE, its older
+     * name for the issuer alone, still wins when set. */
+    if (!auth_cfg.ca_file && config_ca_file(&auth_cfg.ca_file) != 0)
+        return -1;
     for (int r = HTTP_VIEWER; r <= HTTP_ADMIN; r++)
         if (!*auth_cfg.role_names[r])
             return config_error(r == HTTP_VIEWER     ? "QDB_AUTH_ROLE_VIEWER"

@@ -1,12 +1,15 @@
 #include "platform/config.h"
 
 #include <errno.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "platform/http_proxy.h"
 
 int config_error(const char *name, const char *fmt, ...)
 {
@@ -142,6 +145,33 @@ int config_parse_listen(const char *s, char *host, unsigned hostlen, uint16_t *p
     return 0;
 }
 
+int config_ca_file(const char **out)
+{
+    config_str("QDB_CA_FILE", NULL, out);
+    if (*out && access(*out, R_OK) != 0)
+        return config_error("QDB_CA_FILE", "'%s' cannot be read", *out);
+    return 0;
+}
+
+int config_db_sslmode(const char *url, char *out, unsigned n)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &err);
+    if (!opts) {
+        PQfreemem(err);
+        return -1;
+    }
+    const char *mode = NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "sslmode") == 0 && o->val && *o->val)
+            mode = o->val;
+    if (!mode)
+        mode = getenv("PGSSLMODE");
+    snprintf(out, n, "%s", mode && *mode ? mode : "prefer");
+    PQconninfoFree(opts);
+    return 0;
+}
+
 static int load_database(struct config *cfg)
 {
     const char *url;
@@ -151,6 +181,18 @@ static int load_database(struct config *cfg)
                                                 "postgresql://qdb@127.0.0.1:5432/qdb_control)");
     if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0)
         return config_error("QDB_DATABASE_URL", "must be a postgresql:// URI");
+    /* Production's database connections are TLS with the server's certificate and name
+     * checked (infrastructure 8.3); anything weaker is a configuration error, said before
+     * a connection is tried. The URL is never echoed: it may hold a password. */
+    char sslmode[32];
+    if (config_db_sslmode(url, sslmode, sizeof sslmode) != 0)
+        return config_error("QDB_DATABASE_URL", "is not a valid libpq URI");
+    if ((cfg->env == CONFIG_ENV_PRODUCTION || cfg->env == CONFIG_ENV_DR) &&
+        strcmp(sslmode, "verify-full") != 0)
+        return config_error("QDB_DATABASE_URL",
+                            "QDB_ENV=%s requires sslmode=verify-full (with sslrootcert=<CA "
+                            "file>), not sslmode=%s",
+                            cfg->env == CONFIG_ENV_DR ? "dr" : "production", sslmode);
     long v;
     if (config_int("QDB_DB_POOL_SIZE", 8, 1, 200, &v) != 0)
         return -1;
@@ -204,6 +246,29 @@ static int load_serve(struct config *cfg)
     if (config_seconds("QDB_SHUTDOWN_TIMEOUT", 10, 0, 3600, &v) != 0)
         return -1;
     cfg->shutdown_timeout_s = (int)v;
+    const char *cert, *key, *proxies;
+    config_str("QDB_TLS_CERT_FILE", NULL, &cert);
+    config_str("QDB_TLS_KEY_FILE", NULL, &key);
+    if (!cert != !key)
+        return config_error(cert ? "QDB_TLS_KEY_FILE" : "QDB_TLS_CERT_FILE",
+                            "is required with %s (HTTPS needs both)",
+                            cert ? "QDB_TLS_CERT_FILE" : "QDB_TLS_KEY_FILE");
+    if (cert && access(cert, R_OK) != 0)
+        return config_error("QDB_TLS_CERT_FILE", "'%s' cannot be read", cert);
+    if (key && access(key, R_OK) != 0)
+        return config_error("QDB_TLS_KEY_FILE", "'%s' cannot be read", key);
+    if (cert && (!(cfg->tls_cert_file = strdup(cert)) || !(cfg->tls_key_file = strdup(key))))
+        return config_error("QDB_TLS_CERT_FILE", "out of memory");
+    config_str("QDB_TRUSTED_PROXIES", NULL, &proxies);
+    if (proxies) {
+        char err[256];
+        struct http_proxies *p = http_proxies_parse(proxies, err, sizeof err);
+        if (!p)
+            return config_error("QDB_TRUSTED_PROXIES", "%s", err);
+        http_proxies_free(p);
+        if (!(cfg->trusted_proxies = strdup(proxies)))
+            return config_error("QDB_TRUSTED_PROXIES", "out of memory");
+    }
     const char *web;
     config_str("QDB_WEB_DIR", "web", &web);
     if (access(web, R_OK | X_OK) != 0)
@@ -225,6 +290,12 @@ int config_load(struct config *cfg, unsigned what)
     cfg->db_outage_log_interval_s = 10;
     cfg->shutdown_timeout_s = 10;
 
+    static const char *const envs[] = {"development", "integration", "staging", "production",
+                                       "dr", NULL};
+    int env = 0;
+    if (config_enum("QDB_ENV", "development", envs, &env) != 0)
+        return -1;
+    cfg->env = (enum config_env)env;
     const char *level;
     config_str("QDB_LOG_LEVEL", "info", &level);
     if (log_level_parse(level, &cfg->log_level) != 0)
@@ -244,6 +315,10 @@ void config_free(struct config *cfg)
 {
     free(cfg->database_url);
     free(cfg->web_dir);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    free(cfg->trusted_proxies);
     cfg->database_url = NULL;
     cfg->web_dir = NULL;
+    cfg->tls_cert_file = cfg->tls_key_file = cfg->trusted_proxies = NULL;
 }

@@ -9,7 +9,18 @@
 
 #include "platform/log.h"
 
+/* QDB_ENV: which environment of the platform (infrastructure 6.1) this process runs in.
+ * Production and DR are held to production's rules (sslmode=verify-full). */
+enum config_env {
+    CONFIG_ENV_DEVELOPMENT = 0,
+    CONFIG_ENV_INTEGRATION,
+    CONFIG_ENV_STAGING,
+    CONFIG_ENV_PRODUCTION,
+    CONFIG_ENV_DR,
+};
+
 struct config {
+    enum config_env env;   /* QDB_ENV */
     char listen_host[256]; /* QDB_LISTEN host part, numeric or a name */
     uint16_t listen_port;  /* QDB_LISTEN port part; 0 picks a free port */
     char *database_url;    /* QDB_DATABASE_URL, required (owned) */
@@ -26,6 +37,9 @@ struct config {
     int http_max_connections;    /* QDB_HTTP_MAX_CONNECTIONS */
     int http_per_ip_connections; /* QDB_HTTP_PER_IP_CONNECTIONS */
     int http_idle_timeout_s;     /* QDB_HTTP_IDLE_TIMEOUT */
+    char *tls_cert_file;         /* QDB_TLS_CERT_FILE (owned) or NULL: plain HTTP */
+    char *tls_key_file;          /* QDB_TLS_KEY_FILE (owned), set with the certificate */
+    char *trusted_proxies;       /* QDB_TRUSTED_PROXIES (owned) or NULL */
 };
 
 /* What a command needs of the platform's settings. */
@@ -50,6 +64,16 @@ int config_enum(const char *name, const char *def, const char *const *choices, i
 int config_seconds(const char *name, long def, long min, long max, long *out);
 /* Print "qdb-control: NAME: reason" on stderr; always returns -1. */
 int config_error(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The CA bundle outgoing HTTPS calls (the issuer, Kafka Connect) verify their peers
+ * against: QDB_CA_FILE, checked readable; *out is NULL when unset (the system's CAs).
+ * Returns 0 or -1 after printing the error line. */
+int config_ca_file(const char **out);
+
+/* The sslmode a libpq URL asks for (its sslmode parameter, else PGSSLMODE, else libpq's
+ * default "prefer"), into out. Returns 0, or -1 when the URL does not parse. Pure but for
+ * PGSSLMODE; exposed for unit tests. */
+int config_db_sslmode(const char *url, char *out, unsigned n);
 
 /* Parse "host:port" or "[v6]:port". Returns 0 or -1. Pure; exposed for unit tests. */
 int config_parse_listen(const char *s, char *host, unsigned hostlen, uint16_t *port);

@@ -21,6 +21,8 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
                                     "Idempotency key reused with a different request"},
     /* audit */
     [QDB_E_AUDIT_BUSY] = {503, "audit-busy", "Audit verification or export busy"},
+    /* deploy */
+    [QDB_E_TOO_MANY_REQUESTS] = {429, "too-many-requests", "Too many requests"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

@@ -27,6 +27,8 @@ enum qdb_error {
     QDB_E_IDEMPOTENCY_CONFLICT, /* 409 same Idempotency-Key, different request */
     /* audit */
     QDB_E_AUDIT_BUSY,         /* 503 too many audit verifications / exports running here */
+    /* deploy */
+    QDB_E_TOO_MANY_REQUESTS,  /* 429 a client's requests in flight past its per-address limit */
 
     QDB_E__COUNT
 };

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "platform/db.h"
+#include "platform/http_proxy.h"
+#include "platform/http_tls.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
 #include "platform/utf8.h"
@@ -66,6 +68,14 @@ struct http_server {
     atomic_int active;   /* requests between the request line and completion */
     atomic_int stopping; /* shutdown has begun */
     struct handler_pool handlers;
+    struct http_tls *tls; /* HTTPS, or NULL for plain HTTP */
+    /* Behind trusted proxies (QDB_TRUSTED_PROXIES; NULL: none, and libmicrohttpd's own
+     * per-address connection limit applies): connections of direct clients are counted in
+     * conn_counts, requests relayed by a proxy in req_counts under the client they stand
+     * for, each up to per_ip. */
+    struct http_proxies *proxies;
+    struct http_addr_counts *conn_counts, *req_counts;
+    unsigned per_ip;
 };
 
 enum phase {
@@ -87,7 +97,9 @@ struct http_request {
     const char *method;
     const char *path; /* decoded, borrowed from libmicrohttpd for the request's life */
     char request_id[129];
-    char client_addr[INET6_ADDRSTRLEN];
+    char client_addr[INET6_ADDRSTRLEN]; /* behind a trusted proxy: the client it relays */
+    int peer_trusted;    /* the peer is a trusted proxy */
+    int forward_counted; /* holds one of req_counts for client_addr */
     enum phase phase;
     const struct http_route *route;
     size_t route_index;
@@ -573,6 +585,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client_addr,
                       sizeof r->client_addr);
+        r->peer_trusted = srv->proxies && http_proxies_trusts_sockaddr(srv->proxies, sa);
     }
     atomic_fetch_add(&srv->active, 1);
     return r;
@@ -580,6 +593,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void request_free(struct http_request *r)
 {
+    if (r->forward_counted)
+        http_addr_give(r->srv->req_counts, r->client_addr);
     if (r->db)
         db_release(r->srv->pool, r->db);
     buf_free(&r->body);
@@ -719,6 +734,27 @@ static int authenticate_blocking(struct http_request *r)
     return -1;
 }
 
+/* A request relayed by a trusted proxy: its client is the one X-Forwarded-For names (see
+ * http_proxy.h), and that client's requests in flight are held to the per-address limit
+ * that direct clients' connections are (a proxy multiplexes many clients over a few
+ * connections, so it is requests that are counted). Returns 0, or -1 after replying 429. */
+static int forwarded_client(struct http_request *r)
+{
+    char client[INET6_ADDRSTRLEN];
+    if (http_proxies_client(r->srv->proxies, http_header(r, "X-Forwarded-For"), client,
+                            sizeof client))
+        snprintf(r->client_addr, sizeof r->client_addr, "%s", client);
+    if (!http_addr_take(r->srv->req_counts, r->client_addr, r->srv->per_ip)) {
+        http_reply_header(r, "Retry-After", "1");
+        http_reply_problem(r, QDB_E_TOO_MANY_REQUESTS,
+                           "too many requests in flight from %s (at most %u)", r->client_addr,
+                           r->srv->per_ip);
+        return -1;
+    }
+    r->forward_counted = 1;
+    return 0;
+}
+
 /* What the headers decide, on the event loop. */
 enum headers_outcome {
     HEADERS_READ_BODY, /* go on: read the body, then run */
@@ -734,6 +770,8 @@ static enum headers_outcome on_headers(struct http_request *r)
     else
         make_request_id(r->request_id);
 
+    if (r->peer_trusted && forwarded_client(r) != 0)
+        return HEADERS_REPLY;
     if (atomic_load(&r->srv->stopping)) {
         http_reply_problem(r, QDB_E_SHUTTING_DOWN, "the server is shutting down");
         return HEADERS_REPLY;
@@ -1125,8 +1163,65 @@ static int check_routes(const struct http_route *routes, size_t n)
     return 0;
 }
 
+/* Behind trusted proxies, the per-address connection limit of direct clients (the
+ * proxies themselves are not limited but by QDB_HTTP_MAX_CONNECTIONS). The accept policy
+ * only looks; the count is taken when libmicrohttpd has made the connection (STARTED) and
+ * given back when it closes, so a connection refused on the way in is never counted. Each
+ * event loop accepts on its own, so under a burst from one address the count can pass the
+ * limit by at most the number of event loops less one. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    struct http_server *srv = cls;
+    char a[INET6_ADDRSTRLEN];
+    if (http_proxies_trusts_sockaddr(srv->proxies, addr) ||
+        http_addr_normalise(addr, a, sizeof a) != 0)
+        return MHD_YES;
+    return http_addr_count(srv->conn_counts, a) < srv->per_ip ? MHD_YES : MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct http_server *srv = cls;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char a[INET6_ADDRSTRLEN];
+    if (!ci || http_addr_normalise(ci->client_addr, a, sizeof a) != 0)
+        return;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        if (http_proxies_trusts_sockaddr(srv->proxies, ci->client_addr))
+            return;
+        http_addr_add(srv->conn_counts, a);
+        *socket_context = srv; /* marks a counted connection */
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context == srv) {
+        http_addr_give(srv->conn_counts, a);
+        *socket_context = NULL;
+    }
+}
+
+int http_server_reload_tls(struct http_server *srv)
+{
+    if (!srv || !srv->tls)
+        return 1;
+    char err[512] = "";
+    if (http_tls_reload(srv->tls, err, sizeof err) != 0) {
+        log_event(LOG_ERROR, "TLS certificate not reloaded; the previous one is still served",
+                  json_pack("{s:s}", "reason", err));
+        return -1;
+    }
+    char subject[256];
+    http_tls_subject(srv->tls, subject, sizeof subject);
+    log_event(LOG_INFO, "TLS certificate reloaded", json_pack("{s:s}", "subject", subject));
+    return 0;
+}
+
 static void server_free(struct http_server *srv)
 {
+    http_tls_free(srv->tls);
+    http_proxies_free(srv->proxies);
+    http_addr_counts_free(srv->conn_counts);
+    http_addr_counts_free(srv->req_counts);
     pthread_cond_destroy(&srv->handlers.wake);
     pthread_mutex_destroy(&srv->handlers.mu);
     free(srv->web_dir);
@@ -1148,6 +1243,22 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
     pthread_cond_init(&srv->handlers.wake, NULL);
     srv->web_dir = strdup(cfg->web_dir ? cfg->web_dir : "web");
     if (!srv->web_dir) {
+        server_free(srv);
+        return NULL;
+    }
+    srv->per_ip = cfg->per_ip_connections;
+    char err[512] = "";
+    if (cfg->tls_cert_file && !(srv->tls = http_tls_new(cfg->tls_cert_file, cfg->tls_key_file,
+                                                          err, sizeof err))) {
+        log_error("HTTPS: %s", err);
+        server_free(srv);
+        return NULL;
+    }
+    if (cfg->trusted_proxies &&
+        (!(srv->proxies = http_proxies_parse(cfg->trusted_proxies, err, sizeof err)) ||
+         !(srv->conn_counts = http_addr_counts_new()) ||
+         !(srv->req_counts = http_addr_counts_new()))) {
+        log_error("trusted proxies: %s", srv->proxies ? "out of memory" : err);
         server_free(srv);
         return NULL;
     }
@@ -1181,19 +1292,38 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
                      MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* The options that depend on the configuration: HTTPS (TLS 1.3 only, the certificate
+     * handed out per handshake so that SIGHUP can replace it) and the per-address limit,
+     * libmicrohttpd's own unless trusted proxies make it ours. */
+    struct MHD_OptionItem extra[5];
+    size_t nextra = 0;
+    if (srv->tls) {
+        flags |= MHD_USE_TLS;
+        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
+                                                  http_tls_callback()};
+        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                                  (void *)HTTP_TLS_PRIORITIES};
+    }
+    if (srv->proxies)
+        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+                                                  (intptr_t)on_connection, srv};
+    else
+        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                                  (intptr_t)cfg->per_ip_connections, NULL};
+    extra[nextra] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     srv->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        flags, cfg->port, srv->proxies ? on_accept : NULL, srv, on_request, srv,
+        MHD_OPTION_ARRAY, extra, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)cfg->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)cfg->per_ip_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
-        log_error("cannot listen on %s:%u (in use, or not an address of this host)", cfg->host,
-                  cfg->port);
+        log_error("cannot listen on %s:%u (in use, not an address of this host%s)", cfg->host,
+                  cfg->port, srv->tls ? ", or TLS refused by libmicrohttpd" : "");
         pool_stop(srv);
         server_free(srv);
         return NULL;

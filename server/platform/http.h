@@ -122,11 +122,19 @@ struct http_server_config {
     size_t nroutes;
     struct db_pool *pool; /* for http_db */
     int db_wait_ms;       /* how long a request waits for a pooled connection */
+    /* HTTPS (http_tls.h): both set, or both NULL for plain HTTP */
+    const char *tls_cert_file, *tls_key_file;
+    /* QDB_TRUSTED_PROXIES (http_proxy.h), already validated; NULL: trust no proxy */
+    const char *trusted_proxies;
 };
 
 /* Start listening. Returns NULL (logged) on failure, and for a route table the router
  * would misread (an unknown method, a malformed pattern, too many path parameters). */
 struct http_server *http_server_start(const struct http_server_config *cfg);
+/* Load the HTTPS certificate and key files again and serve them to the next handshake;
+ * the listener and open connections stay (http_tls.h). Returns 0, 1 when the server is
+ * plain HTTP, -1 when the files did not load (logged; the old certificate stays). */
+int http_server_reload_tls(struct http_server *srv);
 /* The port actually bound. */
 uint16_t http_server_port(const struct http_server *srv);
 /* Stop accepting, let in-flight requests finish for up to timeout_s, then close every
