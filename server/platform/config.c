@@ -172,13 +172,65 @@ int config_db_sslmode(const char *url, char *out, unsigned n)
     return 0;
 }
 
+/* QDB_DATABASE_URL_FILE: the URL (it holds the password) as a file, the way Vault Agent
+ * mounts secrets (infrastructure 6.3), so that it never sits in the environment. One line;
+ * trailing whitespace is dropped. Returns a malloc'd URL, or NULL after the error line. */
+#define DATABASE_URL_FILE_MAX 8192
+static int load_database_url(struct config *cfg, const char *url);
+
+static char *read_url_file(const char *path)
+{
+    static const char var[] = "QDB_DATABASE_URL_FILE";
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        config_error(var, "'%s' cannot be read: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(DATABASE_URL_FILE_MAX + 1);
+    size_t n = buf ? fread(buf, 1, DATABASE_URL_FILE_MAX + 1, f) : 0;
+    int failed = ferror(f);
+    fclose(f);
+    if (!buf || failed || n > DATABASE_URL_FILE_MAX) {
+        config_error(var, "'%s': %s", path,
+                     !buf ? "out of memory" : failed ? "read error" : "longer than 8 KiB");
+        free(buf);
+        return NULL;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                     buf[n - 1] == '\t'))
+        n--;
+    buf[n] = '\0';
+    if (n == 0 || memchr(buf, '\n', n) || memchr(buf, '\0', n)) {
+        config_error(var, "'%s' must hold the URL on one line", path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 static int load_database(struct config *cfg)
 {
-    const char *url;
+    const char *url, *url_file;
     config_str("QDB_DATABASE_URL", NULL, &url);
+    config_str("QDB_DATABASE_URL_FILE", NULL, &url_file);
+    if (url && url_file)
+        return config_error("QDB_DATABASE_URL_FILE", "is set with QDB_DATABASE_URL: set one");
+    char *from_file = url_file ? read_url_file(url_file) : NULL;
+    if (url_file && !from_file)
+        return -1;
+    if (from_file)
+        url = from_file;
+    int rc = load_database_url(cfg, url);
+    free(from_file);
+    return rc;
+}
+
+static int load_database_url(struct config *cfg, const char *url)
+{
     if (!url)
         return config_error("QDB_DATABASE_URL", "is required (a libpq URI, e.g. "
-                                                "postgresql://qdb@127.0.0.1:5432/qdb_control)");
+                                                "postgresql://qdb@127.0.0.1:5432/qdb_control; or "
+                                                "QDB_DATABASE_URL_FILE naming a file that holds it)");
     if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0)
         return config_error("QDB_DATABASE_URL", "must be a postgresql:// URI");
     /* Production's database connections are TLS with the server's certificate and name

@@ -1,6 +1,8 @@
 /* Configuration parsing: listen addresses, durations, integer ranges and enums. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "platform/config.h"
 #include "unit.h"
@@ -109,8 +111,43 @@ static void test_load(void)
     unsetenv("QDB_WEB_DIR");
 }
 
+static void test_url_file(void)
+{
+    struct config cfg;
+    char path[] = "/tmp/qdb-url-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fputs("postgresql://qdb:s3cret@db.internal:5432/qdb_control?sslmode=verify-full\n", f);
+    fclose(f);
+    unsetenv("QDB_DATABASE_URL");
+    setenv("QDB_DATABASE_URL_FILE", path, 1);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE) == 0 && cfg.database_url &&
+               strcmp(cfg.database_url,
+                      "postgresql://qdb:s3cret@db.internal:5432/qdb_control?sslmode=verify-full") == 0,
+           "the URL is read from the file, its newline dropped");
+    config_free(&cfg);
+    setenv("QDB_DATABASE_URL", "postgresql://u@h/db", 1);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE) == -1, "both set is refused");
+    config_free(&cfg);
+    unsetenv("QDB_DATABASE_URL");
+    f = fopen(path, "w");
+    fputs("postgresql://u@h/db\npostgresql://v@h/db\n", f);
+    fclose(f);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE) == -1, "two lines refused");
+    config_free(&cfg);
+    f = fopen(path, "w");
+    fclose(f);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE) == -1, "an empty file refused");
+    config_free(&cfg);
+    unlink(path);
+    EXPECT(config_load(&cfg, CONFIG_DATABASE) == -1, "a missing file refused");
+    config_free(&cfg);
+    unsetenv("QDB_DATABASE_URL_FILE");
+}
+
 int main(void)
 {
+    test_url_file();
     test_listen();
     test_seconds();
     test_env_helpers();
