@@ -9,9 +9,10 @@ PG_BIN=/usr/lib/postgresql/15/bin
 QDB_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libgnutls28-dev libjansson-dev libpq-dev
   libcurl4-openssl-dev librdkafka-dev libssl-dev libjwt-dev postgresql-15
   postgresql-client-15 openssl ca-certificates curl procps)
-# What the test suite needs on top: promtool, headless Chromium, cppcheck (Node.js 20 and
+# What the test suite needs on top: promtool, headless Chromium, cppcheck, yamllint and
+# systemd-analyze for deploy/, readelf for the image check (Node.js 20 and
 # npm come with the machine).
-QDB_TEST_PACKAGES=(prometheus chromium cppcheck clang libclang-rt-14-dev)
+QDB_TEST_PACKAGES=(prometheus chromium cppcheck clang libclang-rt-14-dev yamllint systemd binutils)
 
 qdb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 qdb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
