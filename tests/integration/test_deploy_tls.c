@@ -417,14 +417,16 @@ static void test_postgres_tls(void)
     if (started == 0) {
         long ssl = th_sql_long(plain,
                                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
-                               "WHERE application_name = 'qdb-control' AND ssl "
+                               "WHERE application_name LIKE 'qdb%' AND ssl "
                                "AND version = 'TLSv1.3'",
                                NULL);
         long clear = th_sql_long(plain,
                                  "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING "
-                                 "(pid) WHERE application_name = 'qdb-control' AND NOT ssl",
+                                 "(pid) WHERE application_name LIKE 'qdb%' AND NOT ssl",
                                  NULL);
-        CHECK(ssl >= 1 && clear == 0, "its connections are TLS 1.3 (%ld) and none in clear (%ld)",
+        CHECK(ssl >= 4 && clear == 0,
+              "its connections (pool, prober, workers, listener) are TLS 1.3 (%ld) and none in "
+              "clear (%ld)",
               ssl, clear);
         struct th_resp r;
         CHECK(th_get(&s, "/readyz", NULL, &r) == 0 && r.status == 200, "ready");
