@@ -192,12 +192,14 @@ static char *read_url_file(const char *path)
     fclose(f);
     if (!buf || failed || n > DATABASE_URL_FILE_MAX) {
         config_error(var, "'%s': %s", path,
-                     !buf ? "out of memory" : failed ? "read error" : "longer than 8 KiB");
+                     !buf     ? "out of memory"
+                     : failed ? "read error"
+                              : "longer than 8 KiB");
         free(buf);
         return NULL;
     }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-                     buf[n - 1] == '\t'))
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
         n--;
     buf[n] = '\0';
     if (n == 0 || memchr(buf, '\n', n) || memchr(buf, '\0', n)) {
@@ -228,9 +230,10 @@ static int load_database(struct config *cfg)
 static int load_database_url(struct config *cfg, const char *url)
 {
     if (!url)
-        return config_error("QDB_DATABASE_URL", "is required (a libpq URI, e.g. "
-                                                "postgresql://qdb@127.0.0.1:5432/qdb_control; or "
-                                                "QDB_DATABASE_URL_FILE naming a file that holds it)");
+        return config_error("QDB_DATABASE_URL",
+                            "is required (a libpq URI, e.g. "
+                            "postgresql://qdb@127.0.0.1:5432/qdb_control; or "
+                            "QDB_DATABASE_URL_FILE naming a file that holds it)");
     if (strncmp(url, "postgresql://", 13) != 0 && strncmp(url, "postgres://", 11) != 0)
         return config_error("QDB_DATABASE_URL", "must be a postgresql:// URI");
     /* Production's database connections are TLS with the server's certificate and name
@@ -342,8 +345,8 @@ int config_load(struct config *cfg, unsigned what)
     cfg->db_outage_log_interval_s = 10;
     cfg->shutdown_timeout_s = 10;
 
-    static const char *const envs[] = {"development", "integration", "staging", "production",
-                                       "dr", NULL};
+    static const char *const envs[] = {"development", "integration", "staging",
+                                       "production",  "dr",          NULL};
     int env = 0;
     if (config_enum("QDB_ENV", "development", envs, &env) != 0)
         return -1;

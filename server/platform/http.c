@@ -98,8 +98,8 @@ struct http_request {
     const char *path; /* decoded, borrowed from libmicrohttpd for the request's life */
     char request_id[129];
     char client_addr[INET6_ADDRSTRLEN]; /* behind a trusted proxy: the client it relays */
-    int peer_trusted;    /* the peer is a trusted proxy */
-    int forward_counted; /* holds one of req_counts for client_addr */
+    int peer_trusted;                   /* the peer is a trusted proxy */
+    int forward_counted;                /* holds one of req_counts for client_addr */
     enum phase phase;
     const struct http_route *route;
     size_t route_index;
@@ -1248,8 +1248,8 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
     }
     srv->per_ip = cfg->per_ip_connections;
     char err[512] = "";
-    if (cfg->tls_cert_file && !(srv->tls = http_tls_new(cfg->tls_cert_file, cfg->tls_key_file,
-                                                          err, sizeof err))) {
+    if (cfg->tls_cert_file &&
+        !(srv->tls = http_tls_new(cfg->tls_cert_file, cfg->tls_key_file, err, sizeof err))) {
         log_error("HTTPS: %s", err);
         server_free(srv);
         return NULL;
@@ -1299,27 +1299,27 @@ struct http_server *http_server_start(const struct http_server_config *cfg)
     size_t nextra = 0;
     if (srv->tls) {
         flags |= MHD_USE_TLS;
-        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0,
-                                                  http_tls_callback()};
-        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                                  (void *)HTTP_TLS_PRIORITIES};
+        extra[nextra++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, http_tls_callback()};
+        extra[nextra++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)HTTP_TLS_PRIORITIES};
     }
     if (srv->proxies)
-        extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
-                                                  (intptr_t)on_connection, srv};
+        extra[nextra++] =
+            (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, srv};
     else
         extra[nextra++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                                                   (intptr_t)cfg->per_ip_connections, NULL};
     extra[nextra] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     srv->daemon = MHD_start_daemon(
-        flags, cfg->port, srv->proxies ? on_accept : NULL, srv, on_request, srv,
-        MHD_OPTION_ARRAY, extra, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)cfg->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)HTTP_CONNECTION_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+        flags, cfg->port, srv->proxies ? on_accept : NULL, srv, on_request, srv, MHD_OPTION_ARRAY,
+        extra, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+        srv, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!srv->daemon) {
         log_error("cannot listen on %s:%u (in use, not an address of this host%s)", cfg->host,

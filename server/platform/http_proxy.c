@@ -120,8 +120,7 @@ struct http_proxies *http_proxies_parse(const char *list, char *err, size_t errl
             if (errno || end == slash + 1 || *end)
                 bits = -2;
         }
-        if (parse_addr(item, &c.net) != 0 || bits < -1 ||
-            bits > (long)(c.net.len * 8)) {
+        if (parse_addr(item, &c.net) != 0 || bits < -1 || bits > (long)(c.net.len * 8)) {
             snprintf(err, errlen, "'%s%s%s' is not an address or CIDR block", item,
                      slash ? "/" : "", slash ? slash + 1 : "");
             goto fail;
@@ -278,7 +277,7 @@ static int take_locked(struct http_addr_counts *c, const char *addr, unsigned li
         (*e)->n++;
         return 1;
     }
-    if (strlen(addr) >= sizeof (*e)->addr)
+    if (strlen(addr) >= sizeof(*e)->addr)
         return 0;
     struct count_entry *fresh = calloc(1, sizeof *fresh);
     if (!fresh)

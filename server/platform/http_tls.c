@@ -77,8 +77,8 @@ static struct tls_generation *generation_load(const char *cert_file, const char 
     unsigned n = TLS_CHAIN_MAX;
     rc = gnutls_pcert_list_import_x509_raw(g->certs, &n, &cert, GNUTLS_X509_FMT_PEM, 0);
     if (rc < 0 || n == 0) {
-        snprintf(err, errlen, "%s is not a PEM certificate chain (of at most %d): %s",
-                 cert_file, TLS_CHAIN_MAX, rc < 0 ? gnutls_strerror(rc) : "empty");
+        snprintf(err, errlen, "%s is not a PEM certificate chain (of at most %d): %s", cert_file,
+                 TLS_CHAIN_MAX, rc < 0 ? gnutls_strerror(rc) : "empty");
         goto fail;
     }
     g->ncerts = n;
@@ -90,8 +90,8 @@ static struct tls_generation *generation_load(const char *cert_file, const char 
         goto fail;
     }
     if (!key_matches(g->key, g->certs[0].pubkey)) {
-        snprintf(err, errlen, "the key in %s does not belong to the certificate in %s",
-                 key_file, cert_file);
+        snprintf(err, errlen, "the key in %s does not belong to the certificate in %s", key_file,
+                 cert_file);
         goto fail;
     }
     gnutls_x509_crt_t crt;
@@ -148,8 +148,7 @@ void *http_tls_callback(void)
     return (void *)tls_retrieve;
 }
 
-struct http_tls *http_tls_new(const char *cert_file, const char *key_file, char *err,
-                              size_t errlen)
+struct http_tls *http_tls_new(const char *cert_file, const char *key_file, char *err, size_t errlen)
 {
     pthread_mutex_lock(&tls_instance_mu);
     int taken = tls_instance != NULL;

@@ -77,7 +77,8 @@ static int get_status(const struct th_server *s, const char *source, const char 
     if (fd < 0)
         return -1;
     char req[512];
-    snprintf(req, sizeof req, "GET /api/v1/jobs HTTP/1.1\r\nHost: t\r\n%s%s%sConnection: close\r\n\r\n",
+    snprintf(req, sizeof req,
+             "GET /api/v1/jobs HTTP/1.1\r\nHost: t\r\n%s%s%sConnection: close\r\n\r\n",
              xff ? "X-Forwarded-For: " : "", xff ? xff : "", xff ? "\r\n" : "");
     send_all(fd, req);
     char buf[4096];
@@ -119,8 +120,7 @@ static void test_direct_only(const char *url)
     int a = hold_request(&s, "127.0.0.1", NULL), b = hold_request(&s, "127.0.0.1", NULL);
     CHECK(a >= 0 && b >= 0, "two connections");
     CHECK(refused_connection(&s, "127.0.0.1"), "the third from the same address is closed");
-    CHECK(get_status(&s, "127.0.0.2", "203.0.113.1", NULL, 0) == 401,
-          "another address is served");
+    CHECK(get_status(&s, "127.0.0.2", "203.0.113.1", NULL, 0) == 401, "another address is served");
     close(a);
     close(b);
     th_server_stop(&s);
@@ -129,8 +129,7 @@ static void test_direct_only(const char *url)
 static void test_trusted(const char *url)
 {
     th_step("trusted proxy: its connections are not limited per address");
-    const char *env[] = {"QDB_HTTP_PER_IP_CONNECTIONS=2", "QDB_TRUSTED_PROXIES=127.0.0.1/32",
-                         NULL};
+    const char *env[] = {"QDB_HTTP_PER_IP_CONNECTIONS=2", "QDB_TRUSTED_PROXIES=127.0.0.1/32", NULL};
     struct th_server s;
     if (th_server_start(&s, url, env, 1) != 0) {
         CHECK(0, "started");

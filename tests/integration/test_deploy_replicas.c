@@ -17,9 +17,10 @@ int main(void)
     CHECK(up, "all three are ready");
     if (up) {
         long applied = th_sql_long(url, "SELECT count(*) FROM schema_migrations", NULL);
-        long distinct = th_sql_long(url, "SELECT count(DISTINCT version) FROM schema_migrations", NULL);
-        CHECK(applied > 0 && applied == distinct, "each migration applied once (%ld rows, %ld versions)",
-              applied, distinct);
+        long distinct =
+            th_sql_long(url, "SELECT count(DISTINCT version) FROM schema_migrations", NULL);
+        CHECK(applied > 0 && applied == distinct,
+              "each migration applied once (%ld rows, %ld versions)", applied, distinct);
         int served = 0;
         for (int i = 0; i < 6; i++)
             served += th_status(th_replicas_next(&r), "GET", "/readyz", NULL) == 200;

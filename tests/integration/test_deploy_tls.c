@@ -131,8 +131,7 @@ static int wait_https_ready(const struct th_server *s, const char *ca)
 static char *token_for(uint16_t port, const char *ca, const char *role)
 {
     char body[160];
-    snprintf(body, sizeof body, "{\"sub\":\"test-%s\",\"name\":\"T\",\"role\":\"%s\"}", role,
-             role);
+    snprintf(body, sizeof body, "{\"sub\":\"test-%s\",\"name\":\"T\",\"role\":\"%s\"}", role, role);
     struct call r;
     call(port, "https", "/dev-issuer/token", ca, CURL_SSLVERSION_TLSv1_3, NULL, body, &r);
     json_t *j = json_loads(r.body, 0, NULL);
@@ -194,14 +193,15 @@ static void test_https(void)
     struct call r;
     call(s.port, "https", "/healthz", ca, CURL_SSLVERSION_TLSv1_3 | CURL_SSLVERSION_MAX_TLSv1_3,
          NULL, NULL, &r);
-    CHECK(r.rc == CURLE_OK && r.status == 200, "a TLS 1.3 client is served: %s", curl_easy_strerror(r.rc));
+    CHECK(r.rc == CURLE_OK && r.status == 200, "a TLS 1.3 client is served: %s",
+          curl_easy_strerror(r.rc));
     CHECK(strstr(r.subject, "first") != NULL, "the first certificate: %s", r.subject);
     call(s.port, "https", "/healthz", ca, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2,
          NULL, NULL, &r);
     CHECK(r.rc != CURLE_OK && r.status == 0, "a TLS 1.2 client is refused (%s)",
           curl_easy_strerror(r.rc));
-    call(s.port, "https", "/healthz", ca, CURL_SSLVERSION_TLSv1 | CURL_SSLVERSION_MAX_TLSv1_1,
-         NULL, NULL, &r);
+    call(s.port, "https", "/healthz", ca, CURL_SSLVERSION_TLSv1 | CURL_SSLVERSION_MAX_TLSv1_1, NULL,
+         NULL, &r);
     CHECK(r.rc != CURLE_OK && r.status == 0, "a TLS 1.0/1.1 client is refused (%s)",
           curl_easy_strerror(r.rc));
     call(s.port, "https", "/healthz", other_ca, CURL_SSLVERSION_TLSv1_3, NULL, NULL, &r);
@@ -336,12 +336,13 @@ static void test_config_errors(void)
     const char *serve[] = {"serve", NULL};
     const char *only_cert[] = {dburl, cert_env, "QDB_AUTH_MODE=dev", th_audit_key_env(), NULL};
     int rc = th_run_binary(serve, only_cert, err, sizeof err);
-    CHECK(rc == 2 && strstr(err, "QDB_TLS_KEY_FILE: is required"), "a certificate without a key: %d %s",
-          rc, err);
+    CHECK(rc == 2 && strstr(err, "QDB_TLS_KEY_FILE: is required"),
+          "a certificate without a key: %d %s", rc, err);
     char bad_key[400];
     snprintf(bad_key, sizeof bad_key, "QDB_TLS_KEY_FILE=%s/second.key", dir);
-    const char *mismatch[] = {dburl, cert_env, bad_key, "QDB_AUTH_MODE=dev", "QDB_LISTEN=127.0.0.1:0",
-                              th_audit_key_env(), NULL};
+    const char *mismatch[] = {
+        dburl, cert_env, bad_key, "QDB_AUTH_MODE=dev", "QDB_LISTEN=127.0.0.1:0", th_audit_key_env(),
+        NULL};
     rc = th_run_binary(serve, mismatch, err, sizeof err);
     CHECK(rc != 0 && strstr(err, "does not belong to the certificate"),
           "a key of another certificate: %d %s", rc, err);
@@ -351,14 +352,16 @@ static void test_config_errors(void)
     snprintf(weak, sizeof weak, "QDB_DATABASE_URL=%s?sslmode=require", url);
     const char *prod_weak[] = {weak, "QDB_ENV=production", NULL};
     rc = th_run_binary(migrate, prod_weak, err, sizeof err);
-    CHECK(rc == 2 && strstr(err, "QDB_DATABASE_URL: QDB_ENV=production requires "
-                                 "sslmode=verify-full") && strstr(err, "not sslmode=require"),
+    CHECK(rc == 2 &&
+              strstr(err, "QDB_DATABASE_URL: QDB_ENV=production requires "
+                          "sslmode=verify-full") &&
+              strstr(err, "not sslmode=require"),
           "production refuses sslmode=require: %d %s", rc, err);
     CHECK(!strstr(err, "postgresql://"), "the URL is not echoed");
     const char *prod_none[] = {dburl, "QDB_ENV=production", "PGSSLMODE=", NULL};
     rc = th_run_binary(migrate, prod_none, err, sizeof err);
-    CHECK(rc == 2 && strstr(err, "not sslmode=prefer"), "production refuses the default: %d %s",
-          rc, err);
+    CHECK(rc == 2 && strstr(err, "not sslmode=prefer"), "production refuses the default: %d %s", rc,
+          err);
     const char *dr_weak[] = {weak, "QDB_ENV=dr", NULL};
     rc = th_run_binary(migrate, dr_weak, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "QDB_ENV=dr requires"), "so does dr: %d %s", rc, err);
@@ -386,7 +389,8 @@ static void test_postgres_tls(void)
              dir, pg.dir, dir, pg.dir, pg.dir) == 0,
           "certificate in the data folder");
     if (getuid() == 0)
-        CHECK(sh("chown postgres:postgres %s/data/server.crt %s/data/server.key", pg.dir, pg.dir) == 0,
+        CHECK(sh("chown postgres:postgres %s/data/server.crt %s/data/server.key", pg.dir, pg.dir) ==
+                  0,
               "owned by postgres");
     char *admin = th_pg_private_db(&pg, "postgres");
     PGresult *res = th_sql(admin, "ALTER SYSTEM SET ssl = on", NULL);

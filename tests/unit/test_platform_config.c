@@ -123,7 +123,8 @@ static void test_url_file(void)
     setenv("QDB_DATABASE_URL_FILE", path, 1);
     EXPECT(config_load(&cfg, CONFIG_DATABASE) == 0 && cfg.database_url &&
                strcmp(cfg.database_url,
-                      "postgresql://qdb:s3cret@db.internal:5432/qdb_control?sslmode=verify-full") == 0,
+                      "postgresql://qdb:s3cret@db.internal:5432/qdb_control?sslmode=verify-full") ==
+                   0,
            "the URL is read from the file, its newline dropped");
     config_free(&cfg);
     setenv("QDB_DATABASE_URL", "postgresql://u@h/db", 1);

@@ -12,8 +12,8 @@
 static void test_parse(void)
 {
     char err[256];
-    struct http_proxies *p = http_proxies_parse("10.0.0.0/8, 192.168.1.7 fd00::/8,127.0.0.1/32",
-                                                err, sizeof err);
+    struct http_proxies *p =
+        http_proxies_parse("10.0.0.0/8, 192.168.1.7 fd00::/8,127.0.0.1/32", err, sizeof err);
     EXPECT(p != NULL, "a mixed list parses: %s", err);
     EXPECT(http_proxies_trusts(p, "10.1.2.3"), "inside 10/8");
     EXPECT(!http_proxies_trusts(p, "11.0.0.1"), "outside 10/8");
@@ -33,11 +33,13 @@ static void test_parse(void)
     http_proxies_free(p);
 
     struct http_proxies *odd = http_proxies_parse("10.0.0.0/12", err, sizeof err);
-    EXPECT(odd && http_proxies_trusts(odd, "10.15.255.255") && !http_proxies_trusts(odd, "10.16.0.0"),
+    EXPECT(odd && http_proxies_trusts(odd, "10.15.255.255") &&
+               !http_proxies_trusts(odd, "10.16.0.0"),
            "a prefix that is not a whole byte");
     http_proxies_free(odd);
-    const char *bad[] = {"", " , ", "10.0.0.0/33", "10.0.0.0/x", "10.0.0.0/", "fd00::/129",
-                         "example.com", "10.0.0.0/8,bogus", "::ffff:10.0.0.0/90"};
+    const char *bad[] = {
+        "",           " , ",         "10.0.0.0/33",      "10.0.0.0/x",        "10.0.0.0/",
+        "fd00::/129", "example.com", "10.0.0.0/8,bogus", "::ffff:10.0.0.0/90"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
         struct http_proxies *b = http_proxies_parse(bad[i], err, sizeof err);
@@ -50,7 +52,8 @@ static void test_forwarded(void)
 {
     char err[256], out[64];
     struct http_proxies *p = http_proxies_parse("10.0.0.0/8", err, sizeof err);
-    EXPECT(http_proxies_client(p, "203.0.113.9", out, sizeof out) && strcmp(out, "203.0.113.9") == 0,
+    EXPECT(http_proxies_client(p, "203.0.113.9", out, sizeof out) &&
+               strcmp(out, "203.0.113.9") == 0,
            "one hop");
     EXPECT(http_proxies_client(p, "1.1.1.1, 203.0.113.9, 10.0.0.5", out, sizeof out) &&
                strcmp(out, "203.0.113.9") == 0,
