@@ -368,6 +368,22 @@ static void test_config_errors(void)
     const char *staging[] = {weak, "QDB_ENV=staging", NULL};
     rc = th_run_binary(migrate, staging, err, sizeof err);
     CHECK(rc != 2 || !strstr(err, "verify-full"), "staging takes its own choice: %d %s", rc, err);
+    th_step("QDB_DATABASE_URL_FILE: the URL from a file, as Vault mounts it");
+    char url_file[300], url_file_env[400];
+    snprintf(url_file, sizeof url_file, "%s/database-url", dir);
+    FILE *f = fopen(url_file, "w");
+    if (f) {
+        fprintf(f, "%s\n", url);
+        fclose(f);
+    }
+    snprintf(url_file_env, sizeof url_file_env, "QDB_DATABASE_URL_FILE=%s", url_file);
+    const char *from_file[] = {url_file_env, NULL};
+    rc = th_run_binary(migrate, from_file, err, sizeof err);
+    CHECK(rc == 0, "migrate reads the URL from the file: %d %s", rc, err);
+    const char *both[] = {url_file_env, dburl, NULL};
+    rc = th_run_binary(migrate, both, err, sizeof err);
+    CHECK(rc == 2 && strstr(err, "QDB_DATABASE_URL_FILE: is set with QDB_DATABASE_URL"),
+          "both at once are refused: %d %s", rc, err);
     const char *bad_env[] = {dburl, "QDB_ENV=prod", NULL};
     rc = th_run_binary(migrate, bad_env, err, sizeof err);
     CHECK(rc == 2 && strstr(err, "QDB_ENV: 'prod' is not one of"), "an unknown QDB_ENV: %s", err);
