@@ -27,6 +27,9 @@ enum qdb_error {
     QDB_E_IDEMPOTENCY_CONFLICT, /* 409 same Idempotency-Key, different request */
     /* audit */
     QDB_E_AUDIT_BUSY,         /* 503 too many audit verifications / exports running here */
+    /* flags */
+    QDB_E_PRECONDITION_FAILED,   /* 412 If-Match names another version */
+    QDB_E_PRECONDITION_REQUIRED, /* 428 a production write without If-Match */
 
     QDB_E__COUNT
 };
