@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,14 +33,25 @@ const char *flags_errcode_name(enum flags_errcode e)
 
 /* ---- the bucket ---- */
 
+/* SHA-256 fetched once: EVP_sha256() in EVP_DigestInit_ex fetches it from the provider
+ * store (under its lock) on every call, on the hot path. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 uint32_t flags_bucket(const char *flag_key, const char *salt, const char *targeting_key)
 {
+    pthread_once(&sha256_once, sha256_fetch);
     /* The digest is over flagKey ":" salt ":" targetingKey, fed in pieces so that no
      * buffer bounds the targeting key. */
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+    if (!ctx || EVP_DigestInit_ex(ctx, sha256_md ? sha256_md : EVP_sha256(), NULL) != 1 ||
         EVP_DigestUpdate(ctx, flag_key, strlen(flag_key)) != 1 ||
         EVP_DigestUpdate(ctx, ":", 1) != 1 || EVP_DigestUpdate(ctx, salt, strlen(salt)) != 1 ||
         EVP_DigestUpdate(ctx, ":", 1) != 1 ||
