@@ -45,5 +45,10 @@ void flags_api_segments_delete(struct http_request *req);
 void flags_api_change_requests_list(struct http_request *req);
 void flags_api_change_requests_approve(struct http_request *req);
 void flags_api_change_requests_reject(struct http_request *req);
+/* Scheduled rollouts: POST/GET /api/v1/flags/{key}/rollouts, POST .../{id}/cancel, abort. */
+void flags_api_rollouts_create(struct http_request *req);
+void flags_api_rollouts_list(struct http_request *req);
+void flags_api_rollouts_cancel(struct http_request *req);
+void flags_api_rollouts_abort(struct http_request *req);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "flags/flags_internal.h"
+#include "flags/flags_jobs.h"
 #include "flags/flags_store.h"
 #include "platform/config.h"
 #include "platform/log.h"
@@ -45,7 +46,7 @@ static int flags_init(struct qdb_app *app)
 {
     listen_db = (struct db_settings){app->cfg->database_url, app->cfg->db_statement_timeout_ms,
                                      app->cfg->db_connect_timeout_s, "qdb-flags"};
-    if (flags_events_init() != 0)
+    if (flags_events_init() != 0 || flags_jobs_register() != 0)
         return -1;
     return metrics_register(collect, NULL);
 }

@@ -512,6 +512,78 @@ static int cr_reject_fail(struct call *c, long *status)
     return 0;
 }
 
+/* A rollout that stays active: its one step is in the year 2999. Its id into out. */
+static int pending_rollout(char *key, size_t kn, char *out, size_t n)
+{
+    if (new_flag(key, kn) != 0)
+        return -1;
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/flags/%s/rollouts", key);
+    json_t *j = setup("POST", path,
+                      "{\"environment\":\"staging\",\"steps\":[{\"at\":\"2999-01-01T00:00:00Z\","
+                      "\"percentage\":10}]}");
+    if (!j)
+        return -1;
+    id_of(j, out, n);
+    json_decref(j);
+    return 0;
+}
+
+static int rollout_create_ok(struct call *c, struct expect *e)
+{
+    char key[128];
+    *e = (struct expect){"rollout.create", "rollout", "", 201};
+    if (new_flag(key, sizeof key) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s/rollouts", key);
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"staging\",\"steps\":[{\"at\":\"2999-01-01T00:00:00Z\","
+             "\"percentage\":10},{\"at\":\"2999-01-02T00:00:00Z\",\"percentage\":50}]}");
+    return 0;
+}
+static int rollout_create_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollouts");
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"staging\",\"steps\":[{\"at\":\"not a time\",\"percentage\":10}]}");
+    *status = 400;
+    return 0;
+}
+
+static int rollout_cancel_ok(struct call *c, struct expect *e)
+{
+    char key[128];
+    *e = (struct expect){"rollout.cancel", "rollout", "", 200};
+    if (pending_rollout(key, sizeof key, e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%.100s/rollouts/%.24s/cancel", key,
+             e->resource_id);
+    return 0;
+}
+static int rollout_cancel_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollouts/999999/cancel");
+    *status = 404;
+    return 0;
+}
+
+static int rollout_abort_ok(struct call *c, struct expect *e)
+{
+    char key[128];
+    *e = (struct expect){"rollout.abort", "rollout", "", 200};
+    if (pending_rollout(key, sizeof key, e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%.100s/rollouts/%.24s/abort", key,
+             e->resource_id);
+    return 0;
+}
+static int rollout_abort_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollouts/999999/abort");
+    *status = 404;
+    return 0;
+}
+
 static const struct recipe recipes[] = {
     {"POST", "/api/v1/tokens", NULL, token_create_ok, token_create_fail},
     {"DELETE", "/api/v1/tokens/{id}", NULL, token_revoke_ok, token_revoke_fail},
@@ -530,6 +602,11 @@ static const struct recipe recipes[] = {
      flag_configure_fail},
     {"POST", "/api/v1/flags/{key}/rollback", NULL, flag_rollback_ok, flag_rollback_fail},
     {"POST", "/api/v1/flags/{key}/promote", NULL, flag_promote_ok, flag_promote_fail},
+    {"POST", "/api/v1/flags/{key}/rollouts", NULL, rollout_create_ok, rollout_create_fail},
+    {"POST", "/api/v1/flags/{key}/rollouts/{id}/cancel", NULL, rollout_cancel_ok,
+     rollout_cancel_fail},
+    {"POST", "/api/v1/flags/{key}/rollouts/{id}/abort", NULL, rollout_abort_ok,
+     rollout_abort_fail},
     {"POST", "/api/v1/segments", NULL, segment_create_ok, segment_create_fail},
     {"PUT", "/api/v1/segments/{name}", NULL, segment_update_ok, segment_update_fail},
     {"DELETE", "/api/v1/segments/{name}", NULL, segment_delete_ok, segment_delete_fail},

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -523,6 +524,88 @@ static void four_eyes(void)
     free(admin_b);
 }
 
+/* An RFC 3339 time `secs` from now. */
+static void time_from_now(int secs, char *out, size_t n)
+{
+    time_t t = time(NULL) + secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The staging split's first percentage of a flag (-1 when it has none). */
+static double staging_split(const char *key)
+{
+    PGresult *res = th_sql(url,
+                           "SELECT COALESCE((config->'split'->0->>'percentage')::float8, -1) "
+                           "FROM flag_env WHERE flag_key = $1 AND environment = 'staging'",
+                           key, NULL);
+    double v = res && PQntuples(res) == 1 ? strtod(PQgetvalue(res, 0, 0), NULL) : -2;
+    PQclear(res);
+    return v;
+}
+
+static void rollouts(void)
+{
+    th_step("a scheduled rollout: a step due now applies at once, the next at its time");
+    const char *key = "qdb.guarantee.digital-signing";
+    long v0 = flag_version(key);
+    char past[40], soon[40], later[40], body[512];
+    time_from_now(-60, past, sizeof past);
+    time_from_now(2, soon, sizeof soon);
+    time_from_now(3600, later, sizeof later);
+    snprintf(body, sizeof body,
+             "{\"environment\":\"staging\",\"comment\":\"wave 2\",\"steps\":[{\"at\":\"%s\","
+             "\"percentage\":10},{\"at\":\"%s\",\"percentage\":20},{\"at\":\"%s\","
+             "\"percentage\":100}]}",
+             past, soon, later);
+    struct th_resp r;
+    req(&a, "POST", "/api/v1/flags/qdb.guarantee.digital-signing/rollouts", operator_, NULL, body,
+        &r);
+    long id = (long)json_integer_value(json_object_get(r.json, "id"));
+    CHECK(r.status == 201 && id > 0, "rollout: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    req(&a, "POST", "/api/v1/flags/qdb.guarantee.digital-signing/rollouts", operator_, NULL, body,
+        &r);
+    CHECK(r.status == 409, "one active rollout per flag and environment: %ld", r.status);
+    th_resp_free(&r);
+    double pct = -1;
+    for (int i = 0; i < 300 && pct != 10; i++) {
+        pct = staging_split(key);
+        if (pct != 10)
+            th_sleep_ms(50);
+    }
+    CHECK(pct == 10, "the past step applied: %g", pct);
+    for (int i = 0; i < 400 && pct != 20; i++) {
+        pct = staging_split(key);
+        if (pct != 20)
+            th_sleep_ms(50);
+    }
+    CHECK(pct == 20, "the step two seconds ahead applied: %g", pct);
+    CHECK(flag_version(key) == v0 + 2, "each step a version (%ld)", flag_version(key) - v0);
+    char v[64];
+    ofrep_value(&a, viewer, "staging", key, "{\"targetingKey\":\"user-1\"}", v, sizeof v);
+    CHECK(strcmp(v, "true") == 0 || strcmp(v, "false") == 0, "split served: %s", v);
+
+    th_step("abort restores the configuration from before the rollout; the last step never runs");
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/flags/%s/rollouts/%ld/abort", key, id);
+    req(&a, "POST", path, operator_, NULL, NULL, &r);
+    CHECK(r.status == 200 &&
+              strcmp(json_string_value(json_object_get(r.json, "state")) ?: "", "aborted") == 0,
+          "abort: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    CHECK(staging_split(key) == -1, "no split after the abort");
+    CHECK(th_sql_long(url,
+                      "SELECT count(*) FROM flag_version WHERE flag_key = $1 AND action IN "
+                      "('rollout', 'rollout_abort')",
+                      key, NULL) == 3,
+          "two steps and the abort are versions");
+    req(&a, "POST", path, operator_, NULL, NULL, &r);
+    CHECK(r.status == 409, "aborted once: %ld", r.status);
+    th_resp_free(&r);
+}
+
 static void events_row(void)
 {
     th_step("each change emits one flags event in the outbox");
@@ -554,6 +637,7 @@ int main(void)
     bulk_etag();
     replicas();
     four_eyes();
+    rollouts();
     events_row();
     CHECK(th_server_stop(&a) == 0, "a stops cleanly");
     CHECK(th_server_stop(&b) == 0, "b stops cleanly");
