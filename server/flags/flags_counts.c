@@ -33,8 +33,10 @@ static void add(const char *env, const char *flag, const char *variant, uint64_t
     json_array_set_new(e, 1, json_integer(json_integer_value(json_array_get(e, 1)) + (json_int_t)n));
 }
 
-static void harvest(const struct flags_env *env)
+static void harvest(const struct flags_env *cenv)
 {
+    struct flags_env *env = (struct flags_env *)cenv; /* counters only */
+    flags_bulk_cache_count(env);
     for (size_t i = 0; i < env->nflags; i++) {
         struct flags_flag *f = &env->flags[i];
         for (int v = 0; v < f->nvariants; v++) {

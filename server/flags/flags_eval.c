@@ -3,8 +3,6 @@
  * rules it applies are documented in flags_internal.h. */
 #include <ctype.h>
 #include <errno.h>
-#include <openssl/evp.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,34 +31,19 @@ const char *flags_errcode_name(enum flags_errcode e)
 
 /* ---- the bucket ---- */
 
-/* SHA-256 fetched once: EVP_sha256() in EVP_DigestInit_ex fetches it from the provider
- * store (under its lock) on every call, on the hot path. */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void sha256_fetch(void)
-{
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-}
-
 uint32_t flags_bucket(const char *flag_key, const char *salt, const char *targeting_key)
 {
-    pthread_once(&sha256_once, sha256_fetch);
-    /* The digest is over flagKey ":" salt ":" targetingKey, fed in pieces so that no
-     * buffer bounds the targeting key. */
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (!ctx || EVP_DigestInit_ex(ctx, sha256_md ? sha256_md : EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(ctx, flag_key, strlen(flag_key)) != 1 ||
-        EVP_DigestUpdate(ctx, ":", 1) != 1 || EVP_DigestUpdate(ctx, salt, strlen(salt)) != 1 ||
-        EVP_DigestUpdate(ctx, ":", 1) != 1 ||
-        EVP_DigestUpdate(ctx, targeting_key, strlen(targeting_key)) != 1 ||
-        EVP_DigestFinal_ex(ctx, md, &n) != 1 || n < 4) {
-        EVP_MD_CTX_free(ctx);
-        return 0;
-    }
-    EVP_MD_CTX_free(ctx);
+    /* the digest is over flagKey ":" salt ":" targetingKey, fed in pieces so that no buffer
+     * bounds the targeting key */
+    struct flags_sha256 h;
+    unsigned char md[32];
+    flags_sha256_init(&h);
+    flags_sha256_update(&h, flag_key, strlen(flag_key));
+    flags_sha256_update(&h, ":", 1);
+    flags_sha256_update(&h, salt, strlen(salt));
+    flags_sha256_update(&h, ":", 1);
+    flags_sha256_update(&h, targeting_key, strlen(targeting_key));
+    flags_sha256_final(&h, md);
     uint32_t v = ((uint32_t)md[0] << 24) | ((uint32_t)md[1] << 16) | ((uint32_t)md[2] << 8) |
                  (uint32_t)md[3];
     return v % FLAGS_BUCKETS;
@@ -310,12 +293,14 @@ static void flag_clear(struct flags_flag *f)
 {
     free(f->key);
     free(f->key_json);
+    free(f->head);
     free(f->salt);
     for (int i = 0; i < f->nvariants; i++) {
         free(f->variants[i].name);
         json_decref(f->variants[i].value);
         free(f->variants[i].value_json);
         free(f->variants[i].name_json);
+        free(f->variants[i].tail);
     }
     free(f->variants);
     for (int i = 0; i < f->nrules; i++) {
@@ -372,7 +357,20 @@ static int flag_build(const struct flags_env *env, const json_t *doc, struct fla
         json_decref(ns);
         if (!fv->name || !fv->value || !fv->value_json || !fv->name_json)
             goto fail;
+        struct buf t;
+        buf_init(&t, 0);
+        if (buf_printf(&t, "\"value\":%s,\"variant\":%s,\"metadata\":{\"version\":%lld}}",
+                       fv->value_json, fv->name_json, (long long)f->version) != 0)
+            goto fail;
+        fv->tail_len = t.len;
+        fv->tail = buf_take(&t);
     }
+    struct buf hb;
+    buf_init(&hb, 0);
+    if (buf_printf(&hb, "{\"key\":%s,\"reason\":\"", f->key_json) != 0)
+        goto fail;
+    f->head_len = hb.len;
+    f->head = buf_take(&hb);
     f->enabled = json_is_true(json_object_get(cfg, "enabled"));
     f->default_variant =
         variant_index(f, json_string_value(json_object_get(cfg, "default_variant")));
@@ -448,6 +446,14 @@ void flags_env_free(struct flags_env *env)
     for (size_t i = 0; i < env->nsegments; i++)
         segment_clear(&env->segments[i]);
     free(env->segments);
+    int n = atomic_load(&env->ncache);
+    for (int i = 0; i < n; i++) {
+        free(env->cache[i]->req);
+        free(env->cache[i]->body);
+        free(env->cache[i]->variants);
+        free(env->cache[i]);
+    }
+    pthread_mutex_destroy(&env->cache_mu);
     free(env);
 }
 
@@ -458,6 +464,8 @@ struct flags_env *flags_env_build(const char *name, const json_t *doc)
         return NULL;
     snprintf(env->name, sizeof env->name, "%s", name);
     atomic_init(&env->refs, 1);
+    atomic_init(&env->ncache, 0);
+    pthread_mutex_init(&env->cache_mu, NULL);
     const json_t *segs = json_object_get(doc, "segments");
     size_t ns = json_array_size(segs);
     env->segments = calloc(ns ? ns : 1, sizeof *env->segments);
@@ -750,6 +758,14 @@ int flags_render_result(struct buf *out, const struct flags_flag *f, const struc
                           f->key_json, flags_errcode_name(r->error),
                           r->detail ? r->detail : "evaluation failed");
     const struct flags_variant *v = &f->variants[r->variant];
+    if (!r->prereq_failed) { /* the common case: three copies of pre-rendered pieces */
+        const char *reason = flags_reason_name(r->reason);
+        if (buf_append(out, f->head, f->head_len) != 0 ||
+            buf_append(out, reason, strlen(reason)) != 0 || buf_append(out, "\",", 2) != 0 ||
+            buf_append(out, v->tail, v->tail_len) != 0)
+            return -1;
+        return 0;
+    }
     int rc = buf_printf(out, "{\"key\":%s,\"value\":", f->key_json);
     rc |= buf_puts(out, v->value_json);
     rc |= buf_printf(out, ",\"reason\":\"%s\",\"variant\":%s,\"metadata\":{\"version\":%lld",
@@ -763,4 +779,86 @@ int flags_render_result(struct buf *out, const struct flags_flag *f, const struc
     }
     rc |= buf_puts(out, "}}");
     return rc ? -1 : 0;
+}
+
+/* ---- the bulk answers cache ---- */
+
+const struct flags_bulk_entry *flags_bulk_cache_find(struct flags_env *env, const char *req,
+                                                     size_t len)
+{
+    if (!req || len > FLAGS_BULK_CACHE_REQ_MAX)
+        return NULL;
+    uint64_t key = flags_hash64(req, len);
+    int n = atomic_load_explicit(&env->ncache, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        const struct flags_bulk_entry *e = env->cache[i];
+        if (e->key == key && e->req_len == len && memcmp(e->req, req, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+void flags_bulk_cache_put(struct flags_env *env, const char *req, size_t len, const char *body,
+                          size_t body_len, const char *etag, const uint16_t *variants)
+{
+    if (!req || len > FLAGS_BULK_CACHE_REQ_MAX ||
+        atomic_load(&env->ncache) >= FLAGS_BULK_CACHE)
+        return;
+    struct flags_bulk_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return;
+    e->key = flags_hash64(req, len);
+    e->req = malloc(len ? len : 1);
+    e->body = malloc(body_len ? body_len : 1);
+    e->variants = calloc(env->nflags ? env->nflags : 1, sizeof *e->variants);
+    if (!e->req || !e->body || !e->variants) {
+        free(e->req);
+        free(e->body);
+        free(e->variants);
+        free(e);
+        return;
+    }
+    memcpy(e->req, req, len);
+    e->req_len = len;
+    memcpy(e->body, body, body_len);
+    e->body_len = body_len;
+    memcpy(e->variants, variants, env->nflags * sizeof *e->variants);
+    snprintf(e->etag, sizeof e->etag, "%s", etag);
+    atomic_init(&e->hits, 0);
+    pthread_mutex_lock(&env->cache_mu);
+    int n = atomic_load(&env->ncache);
+    int dup = 0;
+    for (int i = 0; i < n; i++)
+        dup |= env->cache[i]->key == e->key && env->cache[i]->req_len == len &&
+               memcmp(env->cache[i]->req, req, len) == 0;
+    if (!dup && n < FLAGS_BULK_CACHE) {
+        env->cache[n] = e;
+        atomic_store_explicit(&env->ncache, n + 1, memory_order_release);
+        e = NULL;
+    }
+    pthread_mutex_unlock(&env->cache_mu);
+    if (e) {
+        free(e->req);
+        free(e->body);
+        free(e->variants);
+        free(e);
+    }
+}
+
+void flags_bulk_cache_count(struct flags_env *env)
+{
+    int n = atomic_load_explicit(&env->ncache, memory_order_acquire);
+    for (int i = 0; i < n; i++) {
+        struct flags_bulk_entry *e = env->cache[i];
+        uint64_t hits = atomic_exchange_explicit(&e->hits, 0, memory_order_relaxed);
+        if (!hits)
+            continue;
+        for (size_t k = 0; k < env->nflags; k++) {
+            struct flags_flag *f = &env->flags[k];
+            if (e->variants[k] == UINT16_MAX)
+                atomic_fetch_add_explicit(&f->errors, hits, memory_order_relaxed);
+            else
+                atomic_fetch_add_explicit(&f->counts[e->variants[k]], hits, memory_order_relaxed);
+        }
+    }
 }

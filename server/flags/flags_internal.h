@@ -34,6 +34,7 @@
 #define QDB_FLAGS_INTERNAL_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -125,6 +126,16 @@ int flags_segment_check(const json_t *seg, char *field, size_t fieldlen, char *e
 
 /* ---- the bucket (pure) ---- */
 uint32_t flags_bucket(const char *flag_key, const char *salt, const char *targeting_key);
+/* SHA-256 without allocation (flags_sha256.c). */
+struct flags_sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    unsigned char buf[64];
+    size_t used;
+};
+void flags_sha256_init(struct flags_sha256 *s);
+void flags_sha256_update(struct flags_sha256 *s, const void *data, size_t n);
+void flags_sha256_final(struct flags_sha256 *s, unsigned char out[32]);
 
 /* ---- semantic versions (pure) ---- */
 /* Compare two semantic versions (an optional leading 'v'; build metadata ignored; the
@@ -164,6 +175,9 @@ struct flags_variant {
     json_t *value;    /* owned */
     char *value_json; /* owned: compact JSON text of value, for fast replies */
     char *name_json;  /* owned: name as a JSON string literal */
+    /* owned: the end of its OFREP answer, "value":V,"variant":N,"metadata":{...}} */
+    char *tail;
+    size_t tail_len;
 };
 
 /* Evaluation counters per variant: bumped with relaxed atomics on the hot path, harvested
@@ -171,6 +185,8 @@ struct flags_variant {
 struct flags_flag {
     char *key;      /* owned */
     char *key_json; /* owned: key as a JSON string literal */
+    char *head;     /* owned: the start of its OFREP answer, {"key":K,"reason":" */
+    size_t head_len;
     enum flags_type type;
     char *salt;
     int archived;
@@ -194,6 +210,25 @@ struct flags_segment {
     json_t *included, *excluded; /* owned arrays of strings (targeting keys) */
 };
 
+/* A bulk answer remembered for one request body: the answer is a pure function of the
+ * snapshot and the context, so a snapshot keeps the answers to the first
+ * FLAGS_BULK_CACHE distinct bodies it is asked (static-context clients poll with the same
+ * context) and serves them, and their 304s, without evaluating again. Entries are
+ * immutable once published and live as long as their snapshot; their evaluations are
+ * counted through `hits` (harvested per variant with the snapshot's counts). */
+#define FLAGS_BULK_CACHE 64
+#define FLAGS_BULK_CACHE_REQ_MAX 4096
+struct flags_bulk_entry {
+    uint64_t key;
+    char *req; /* the request body */
+    size_t req_len;
+    char *body; /* the answer */
+    size_t body_len;
+    char etag[24];
+    uint16_t *variants; /* per flag: the variant served, UINT16_MAX for an error */
+    atomic_uint_fast64_t hits;
+};
+
 /* One environment's immutable snapshot: flags sorted by key. Shared by readers through a
  * reference count (flags_snapshot.c). */
 struct flags_env {
@@ -204,7 +239,20 @@ struct flags_env {
     size_t nsegments;
     char config_etag[24]; /* hash of the environment's configuration, for SSE and lists */
     atomic_int refs;
+    /* the bulk answers cache: entries [0, ncache) are published; inserts under cache_mu */
+    struct flags_bulk_entry *cache[FLAGS_BULK_CACHE];
+    atomic_int ncache;
+    pthread_mutex_t cache_mu;
+    atomic_size_t bulk_size_hint; /* the last bulk answer's size, to size the next buffer */
 };
+/* The cached answer to this request body, or NULL. Lock-free. */
+const struct flags_bulk_entry *flags_bulk_cache_find(struct flags_env *env, const char *req,
+                                                     size_t len);
+/* Remember an answer (copied); does nothing when the cache is full or the body too big. */
+void flags_bulk_cache_put(struct flags_env *env, const char *req, size_t len, const char *body,
+                          size_t body_len, const char *etag, const uint16_t *variants);
+/* Add the cache's hits to the flags' per-variant counts (for the harvest). */
+void flags_bulk_cache_count(struct flags_env *env);
 
 /* Build an environment's snapshot from the store's document
  * {"flags": [{key, type, variants, salt, archived, version, config}], "segments":

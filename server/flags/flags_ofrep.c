@@ -140,6 +140,17 @@ static void reply_tagged(struct http_request *req, struct buf *b)
     http_reply_data_take(req, 200, "application/json", buf_take(b), len);
 }
 
+/* Reply with a cached answer: 304 when If-None-Match names its ETag. */
+static void reply_cached(struct http_request *req, const struct flags_bulk_entry *e)
+{
+    http_reply_header(req, "ETag", e->etag);
+    const char *inm = http_header(req, "If-None-Match");
+    if (inm && (strstr(inm, e->etag) || strcmp(inm, "*") == 0))
+        http_reply_empty(req, 304);
+    else
+        http_reply_data(req, 200, "application/json", e->body, e->body_len);
+}
+
 void flags_ofrep_evaluate_bulk(struct http_request *req)
 {
     char env[40];
@@ -149,23 +160,46 @@ void flags_ofrep_evaluate_bulk(struct http_request *req)
     struct flags_env *e = environment_snapshot(req, env);
     if (!e)
         return;
+    size_t raw_len = 0;
+    const char *raw = http_body_raw(req, &raw_len);
+    struct flags_bulk_entry *hit = (struct flags_bulk_entry *)flags_bulk_cache_find(e, raw, raw_len);
+    if (hit) {
+        atomic_fetch_add_explicit(&hit->hits, 1, memory_order_relaxed);
+        reply_cached(req, hit);
+        flags_env_release(e);
+        return;
+    }
     struct buf b;
     buf_init(&b, BULK_MAX);
-    int rc = buf_puts(&b, "{\"flags\":[");
+    size_t hint = atomic_load_explicit(&e->bulk_size_hint, memory_order_relaxed);
+    if (hint > 256 && hint < BULK_MAX) { /* one allocation instead of a dozen doublings */
+        b.data = malloc(hint + 256);
+        b.cap = b.data ? hint + 256 : 0;
+    }
+    uint16_t *variants = calloc(e->nflags ? e->nflags : 1, sizeof *variants);
+    int rc = variants ? buf_puts(&b, "{\"flags\":[") : -1;
     for (size_t i = 0; i < e->nflags && rc == 0; i++) {
         struct flags_result r;
         flags_evaluate(e, &e->flags[i], ctx, &r);
+        variants[i] = r.variant < 0 ? UINT16_MAX : (uint16_t)r.variant;
         if (i)
-            rc |= buf_puts(&b, ",");
+            rc |= buf_append(&b, ",", 1);
         rc |= flags_render_result(&b, &e->flags[i], &r);
     }
     rc |= buf_puts(&b, "]}");
-    flags_env_release(e);
     if (rc != 0) {
+        flags_env_release(e);
+        free(variants);
         buf_free(&b);
         http_reply_problem(req, QDB_E_INTERNAL, "the answer is too large");
         return;
     }
+    atomic_store_explicit(&e->bulk_size_hint, b.len, memory_order_relaxed);
+    char etag[24];
+    snprintf(etag, sizeof etag, "\"%016llx\"", (unsigned long long)flags_hash64(b.data, b.len));
+    flags_bulk_cache_put(e, raw, raw_len, b.data, b.len, etag, variants);
+    free(variants);
+    flags_env_release(e);
     reply_tagged(req, &b);
 }
 

@@ -137,7 +137,7 @@ int flags_snapshot_reload(struct db_conn *conn)
             if (strcmp(S.names[j], names[i]) == 0)
                 prev = S.envs[j];
         if (!prev || strcmp(prev->config_etag, fresh[i]->config_etag) != 0) {
-            snprintf(changed[nchanged], sizeof changed[0], "%s", names[i]);
+            memcpy(changed[nchanged], names[i], sizeof changed[0]);
             snprintf(etags[nchanged], sizeof etags[0], "%s", fresh[i]->config_etag);
             nchanged++;
         }

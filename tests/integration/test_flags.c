@@ -423,6 +423,21 @@ static void bulk_etag(void)
     req(&a, "POST", "/ofrep/v1/evaluate/flags?environment=development", viewer, inm, body, &r);
     CHECK(r.status == 304 && r.len == 0, "304: %ld", r.status);
     th_resp_free(&r);
+    th_step("evaluations are counted, remembered answers too, and exported");
+    const char *series = "qdb_flag_evaluations_total{environment=\"development\","
+                         "flag=\"qdb.financing.enabled\",variant=\"on\"}";
+    long before = th_metric(&a, series);
+    for (int i = 0; i < 5; i++) {
+        req(&a, "POST", "/ofrep/v1/evaluate/flags?environment=development", viewer, inm, body, &r);
+        th_resp_free(&r);
+    }
+    long after = before;
+    for (int i = 0; i < 100 && after < before + 5; i++) {
+        after = th_metric(&a, series);
+        if (after < before + 5)
+            th_sleep_ms(50);
+    }
+    CHECK(after >= before + 5, "five more evaluations counted: %ld -> %ld", before, after);
     long v = flag_version("qdb.advisory.enabled");
     char ifm[64];
     snprintf(ifm, sizeof ifm, "If-Match: \"%ld\"", v);

@@ -5,6 +5,7 @@
  * configuration checks that refuse bad input. */
 #include <jansson.h>
 #include <libgen.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,17 @@ static void bucket_vectors(void)
                                   json_string_value(json_object_get(v, "targetingKey")));
         json_int_t want = json_integer_value(json_object_get(v, "bucket"));
         EXPECT(b == (uint32_t)want, "vector %zu: bucket %u, want %lld", i, b, (long long)want);
+        const char *in = json_string_value(json_object_get(v, "input"));
+        struct flags_sha256 h;
+        unsigned char md[32];
+        char hex[65];
+        flags_sha256_init(&h);
+        flags_sha256_update(&h, in, strlen(in));
+        flags_sha256_final(&h, md);
+        for (int k = 0; k < 32; k++)
+            snprintf(hex + 2 * k, 3, "%02x", md[k]);
+        EXPECT(strcmp(hex, json_string_value(json_object_get(v, "sha256"))) == 0,
+               "vector %zu: sha256 %s", i, hex);
         n++;
     }
     EXPECT(n >= 8, "%d vectors", n);
@@ -346,6 +358,28 @@ static void refusals(void)
     json_decref(d);
 }
 
+/* SHA-256 over lengths around the block and padding edges, against OpenSSL. */
+static void sha256_lengths(void)
+{
+    unsigned char data[300];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 7 + 3);
+    int bad = 0;
+    for (size_t n = 0; n <= sizeof data; n++) {
+        unsigned char mine[32], ref[32];
+        unsigned int rn = 0;
+        struct flags_sha256 h;
+        flags_sha256_init(&h);
+        /* in two pieces, to cross the buffer */
+        flags_sha256_update(&h, data, n / 3);
+        flags_sha256_update(&h, data + n / 3, n - n / 3);
+        flags_sha256_final(&h, mine);
+        EVP_Digest(data, n, ref, &rn, EVP_sha256(), NULL);
+        bad += memcmp(mine, ref, 32) != 0;
+    }
+    EXPECT(bad == 0, "%d lengths differ from OpenSSL", bad);
+}
+
 static void rendering(void)
 {
     struct flags_env *e = env_of(
@@ -358,7 +392,7 @@ static void rendering(void)
     struct buf b;
     buf_init(&b, 0);
     flags_render_result(&b, f, &r);
-    EXPECT(strcmp(b.data, "{\"key\":\"s.flag\",\"value\":\"x\\\"y\",\"reason\":\"STATIC\","
+    EXPECT(strcmp(b.data, "{\"key\":\"s.flag\",\"reason\":\"STATIC\",\"value\":\"x\\\"y\","
                           "\"variant\":\"a\",\"metadata\":{\"version\":2}}") == 0,
            "rendered %s", b.data);
     json_t *parsed = json_loads(b.data, 0, NULL);
@@ -378,6 +412,7 @@ int main(void)
     segments_and_prerequisites();
     splits();
     refusals();
+    sha256_lengths();
     rendering();
     return unit_done();
 }
