@@ -35,8 +35,11 @@ qdb_pg_createdb "$PG_PORT" qdb_bench
 openssl rand -hex 32 > "$WORK/audit-key"
 DB=postgresql://postgres@127.0.0.1:$PG_PORT/qdb_bench
 
+# Every connection comes from 127.0.0.1: wrk holds CONNS of them, and the propagation
+# check needs more than the default 64 per address.
 start_replica() { # port log
   QDB_DATABASE_URL=$DB QDB_LISTEN=127.0.0.1:$1 QDB_WEB_DIR=$QDB_ROOT/web QDB_AUTH_MODE=dev \
+    QDB_HTTP_PER_IP_CONNECTIONS=$((CONNS + 64)) \
     QDB_AUDIT_HMAC_KEY_FILE=$WORK/audit-key QDB_WORKERS=1 \
     "$QDB_ROOT/build-bench/qdb-control" serve 2>"$2" &
 }
@@ -179,7 +182,7 @@ curl -sf -o /dev/null -XPUT -H 'Content-Type: application/json' -H "Authorizatio
   "http://127.0.0.1:$QDB2_PORT/api/v1/flags/qdb.guarantee.enabled/environments/production"
 seen=""
 for _ in $(seq 1000); do
-  if curl -sf -XPOST -H 'Content-Type: application/json' -H "Authorization: Bearer $svc" -d "$CTX" \
+  if curl -sf --max-time 2 -XPOST -H 'Content-Type: application/json' -H "Authorization: Bearer $svc" -d "$CTX" \
        "$QDB/ofrep/v1/evaluate/flags/qdb.guarantee.enabled" | grep -q '"value":true'; then
     seen=$(( ($(date +%s%N) - t0) / 1000000 )); break
   fi
@@ -200,3 +203,5 @@ printf 'targets: req/s ratio >= 0.6, p99 <= 2x nginx, no errors\n'
 printf 'qdb-control resident memory: %s\n' "$(IFS=';'; echo "${rss[*]}")"
 printf 'a change on replica 2 served by replica 1 (under bulk load) after: %s ms (target < 1000)\n' "${seen:-never}"
 printf 'wrk: %s connections, %s s, 2 threads, on %s cores\n' "$CONNS" "$DURATION" "$(nproc)"
+# reloads slower than 500 ms, or a lost listener, would explain a late change
+grep -h "slow snapshot reload\|listener lost" "$WORK/qdb.log" "$WORK/qdb2.log" | head -5 || true

@@ -507,9 +507,23 @@ struct flags_env *flags_env_build(const char *name, const json_t *doc)
                                                                   "key")) ?: ""));
     }
     qsort(env->flags, env->nflags, sizeof *env->flags, flag_cmp);
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS);
-    uint64_t h = text ? flags_hash64(text, strlen(text)) : 0;
-    free(text);
+    /* The configuration's ETag from the versions it holds (each change bumps one), not
+     * from its text: hashing megabytes of JSON would slow every reload. */
+    struct buf vb;
+    buf_init(&vb, 0);
+    for (size_t i = 0; i < json_array_size(flags); i++) {
+        const json_t *fj = json_array_get(flags, i);
+        buf_printf(&vb, "%s:%lld:%lld;", json_string_value(json_object_get(fj, "key")) ?: "",
+                   (long long)json_integer_value(json_object_get(fj, "version")),
+                   (long long)json_integer_value(json_object_get(fj, "flag_version")));
+    }
+    for (size_t i = 0; i < ns; i++) {
+        const json_t *sj = json_array_get(segs, i);
+        buf_printf(&vb, "s:%s:%lld;", json_string_value(json_object_get(sj, "name")) ?: "",
+                   (long long)json_integer_value(json_object_get(sj, "version")));
+    }
+    uint64_t h = flags_hash64(vb.data ? vb.data : "", vb.len);
+    buf_free(&vb);
     snprintf(env->config_etag, sizeof env->config_etag, "\"%016llx\"", (unsigned long long)h);
     return env;
 fail:

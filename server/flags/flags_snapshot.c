@@ -99,6 +99,7 @@ size_t flags_snapshot_env_names(const char **out, size_t max)
 
 int flags_snapshot_reload(struct db_conn *conn)
 {
+    long long t0 = mono_ms();
     pthread_mutex_lock(&S.reload_mu);
     json_t *doc = NULL;
     int rc = flags_store_snapshot(conn, &doc);
@@ -154,8 +155,12 @@ int flags_snapshot_reload(struct db_conn *conn)
         flags_env_release(old[j]);
     atomic_store(&S.ready, 1);
     atomic_fetch_add(&S.reloads, 1);
-    atomic_store(&S.last_reload_ms, mono_ms());
+    long long t1 = mono_ms();
+    atomic_store(&S.last_reload_ms, t1);
     pthread_mutex_unlock(&S.reload_mu);
+    if (t1 - t0 >= 500) /* a slow reload delays every replica's view of a change */
+        log_event(LOG_WARN, "flags: slow snapshot reload",
+                  json_pack("{s:i,s:i}", "ms", (int)(t1 - t0), "environments", (int)n));
     for (size_t i = 0; i < nchanged; i++)
         flags_events_changed(changed[i], etags[i]);
     return 0;

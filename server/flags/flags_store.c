@@ -11,11 +11,13 @@ static struct db_stmt q_snapshot = DB_STMT(
     "SELECT COALESCE(json_object_agg(e.name, json_build_object("
     "  'flags', COALESCE((SELECT json_agg(json_build_object('key', f.key, 'type', f.type,"
     "      'variants', f.variants, 'salt', f.salt, 'archived', f.archived,"
-    "      'version', fe.version, 'config', fe.config) ORDER BY f.key)"
+    "      'version', fe.version, 'flag_version', f.version, 'config', fe.config)"
+    "      ORDER BY f.key)"
     "    FROM flag f JOIN flag_env fe ON fe.flag_key = f.key AND fe.environment = e.name"
     "    WHERE NOT f.archived), '[]'::json),"
     "  'segments', (SELECT COALESCE(json_agg(json_build_object('name', s.name,"
-    "      'conditions', s.conditions, 'included', s.included, 'excluded', s.excluded)"
+    "      'conditions', s.conditions, 'included', s.included, 'excluded', s.excluded,"
+    "      'version', s.version)"
     "      ORDER BY s.name), '[]'::json) FROM flag_segment s))), '{}'::json)::text "
     "FROM environment e");
 

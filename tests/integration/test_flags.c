@@ -3,7 +3,9 @@
  * promotion, safe writes (412 for concurrent writers, 428 for production), bad input that
  * changes nothing, four eyes on production, Server-Sent Events, and two replicas: a change
  * on one is served by the other within a second. */
+#include <curl/curl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -621,6 +623,75 @@ static void rollouts(void)
     th_resp_free(&r);
 }
 
+struct stream {
+    char token[8192];
+    char buf[8192];
+    size_t len;
+    atomic_int open, seen;
+};
+
+static size_t on_stream(char *p, size_t size, size_t n, void *cls)
+{
+    struct stream *st = cls;
+    size_t k = size * n;
+    atomic_store(&st->open, 1);
+    if (st->len + k < sizeof st->buf) {
+        memcpy(st->buf + st->len, p, k);
+        st->len += k;
+        st->buf[st->len] = '\0';
+    }
+    if (strstr(st->buf, "event: flags-changed") && strstr(st->buf, "\"etag\"")) {
+        atomic_store(&st->seen, 1);
+        return 0; /* done: end the transfer */
+    }
+    return k;
+}
+
+static void *stream_main(void *cls)
+{
+    struct stream *st = cls;
+    CURL *c = curl_easy_init();
+    char u[256], auth[8300];
+    snprintf(u, sizeof u, "%s/api/v1/flags/events?environment=integration", a.base);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", st->token);
+    struct curl_slist *h = curl_slist_append(NULL, auth);
+    curl_easy_setopt(c, CURLOPT_URL, u);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_stream);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, st);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_stream);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, st);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_perform(c);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+static void sse(void)
+{
+    th_step("Server-Sent Events push the environment's new ETag after a change");
+    static struct stream st;
+    snprintf(st.token, sizeof st.token, "%s", viewer);
+    pthread_t t;
+    pthread_create(&t, NULL, stream_main, &st);
+    for (int i = 0; i < 200 && !atomic_load(&st.open); i++)
+        th_sleep_ms(25);
+    CHECK(atomic_load(&st.open), "the stream opened");
+    /* the stream is registered with the hub by the time its headers are out */
+    long v = flag_version("qdb.financing.enabled");
+    char ifm[64];
+    snprintf(ifm, sizeof ifm, "If-Match: \"%ld\"", v);
+    struct th_resp r;
+    req(&a, "PUT", "/api/v1/flags/qdb.financing.enabled/environments/integration", operator_, ifm,
+        "{\"enabled\":false,\"default_variant\":\"on\",\"off_variant\":\"off\"}", &r);
+    CHECK(r.status == 200, "change: %ld", r.status);
+    th_resp_free(&r);
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&st.seen), "an event with the new ETag: %.300s", st.buf);
+}
+
 static void events_row(void)
 {
     th_step("each change emits one flags event in the outbox");
@@ -653,6 +724,7 @@ int main(void)
     replicas();
     four_eyes();
     rollouts();
+    sse();
     events_row();
     CHECK(th_server_stop(&a) == 0, "a stops cleanly");
     CHECK(th_server_stop(&b) == 0, "b stops cleanly");
