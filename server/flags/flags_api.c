@@ -252,27 +252,14 @@ void flags_api_create(struct http_request *req)
     t.type = flags_type_names[type];
     json_t *def = json_pack("{s:s,s:s,s:O,s:s}", "key", t.key, "type", t.type, "variants",
                             t.variants, "salt", t.salt);
+    if (t.tags)
+        json_object_set(def, "tags", t.tags);
     char field[128], err[256];
     int bad = flags_definition_check(def, field, sizeof field, err, sizeof err);
     json_decref(def);
     if (bad) {
         http_reply_invalid(req, field, "%s", err);
         return;
-    }
-    if (t.tags) {
-        size_t i;
-        json_t *tg;
-        if (json_array_size(t.tags) > 50) {
-            http_reply_invalid(req, "tags", "at most 50 tags");
-            return;
-        }
-        json_array_foreach(t.tags, i, tg)
-        {
-            if (!json_is_string(tg) || !flags_name_valid(json_string_value(tg))) {
-                http_reply_invalid(req, "tags", "a tag is 1 to 64 of A-Z a-z 0-9 _ . -");
-                return;
-            }
-        }
     }
     json_t *tags = t.tags ? json_incref(t.tags) : json_array();
     t.tags = tags;

@@ -121,6 +121,15 @@ int flags_definition_check(const json_t *def, char *field, size_t fieldlen, char
     const json_t *salt = json_object_get(def, "salt");
     if (salt && !(json_is_string(salt) && salt_valid(json_string_value(salt))))
         FAIL("salt", "salt is 0 to 64 of A-Z a-z 0-9 _ -");
+    const json_t *tags = json_object_get(def, "tags");
+    if (tags && (!json_is_array(tags) || json_array_size(tags) > 50))
+        FAIL("tags", "tags is a list of at most 50 tags");
+    size_t i;
+    json_array_foreach((json_t *)tags, i, v)
+    {
+        if (!json_is_string(v) || !flags_name_valid(json_string_value(v)))
+            FAIL("tags", "a tag is 1 to 64 of A-Z a-z 0-9 _ . -");
+    }
     return 0;
 }
 
