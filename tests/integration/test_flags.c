@@ -692,6 +692,57 @@ static void sse(void)
     CHECK(atomic_load(&st.seen), "an event with the new ETag: %.300s", st.buf);
 }
 
+static int listed(const json_t *list, const char *key)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(list, "items"), i, f)
+    {
+        if (strcmp(json_string_value(json_object_get(f, "key")) ?: "", key) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void stale_and_counts(void)
+{
+    th_step("evaluation counts reach the store (flushed every second here)");
+    long rows = 0;
+    for (int i = 0; i < 100 && rows <= 0; i++) {
+        rows = th_sql_long(url,
+                           "SELECT count(*) FROM flag_eval_count WHERE environment = "
+                           "'development' AND flag_key = 'qdb.financing.enabled'",
+                           NULL);
+        if (rows <= 0)
+            th_sleep_ms(100);
+    }
+    CHECK(rows > 0, "flag_eval_count rows: %ld", rows);
+
+    th_step("stale: unchanged 30 days while serving one value, or never evaluated for 30 days");
+    PQclear(th_sql(url,
+                   "UPDATE flag_env SET updated_at = now() - interval '40 days' WHERE flag_key = "
+                   "'qdb.guarantee.enabled' AND environment = 'dr'",
+                   NULL));
+    PQclear(th_sql(url,
+                   "UPDATE flag SET created_at = now() - interval '40 days' WHERE key = "
+                   "'qdb.cross-portal.related-items'",
+                   NULL));
+    struct th_resp r;
+    th_get(&a, "/api/v1/flags?environment=dr&stale=true", viewer, &r);
+    CHECK(r.status == 200 && listed(r.json, "qdb.guarantee.enabled"),
+          "off for 40 days: stale: %.300s", r.body);
+    CHECK(listed(r.json, "qdb.cross-portal.related-items"), "never evaluated for 40 days: stale");
+    CHECK(!listed(r.json, "qdb.financing.enabled"), "a fresh flag is not stale");
+    th_resp_free(&r);
+    th_get(&a, "/api/v1/flags?environment=development&stale=true", viewer, &r);
+    CHECK(r.status == 200 && !listed(r.json, "qdb.guarantee.enabled"),
+          "only in the environment named");
+    th_resp_free(&r);
+    th_get(&a, "/api/v1/flags?stale=maybe", viewer, &r);
+    CHECK(th_is_problem(&r, 400), "stale is a boolean: %ld", r.status);
+    th_resp_free(&r);
+}
+
 static void events_row(void)
 {
     th_step("each change emits one flags event in the outbox");
@@ -705,8 +756,9 @@ static void events_row(void)
 int main(void)
 {
     url = th_db_create("flags");
+    const char *env_a[] = {"QDB_FLAGS_COUNTS_FLUSH_INTERVAL=1", NULL};
     const char *env_b[] = {"QDB_FLAGS_PROD_APPROVAL=1", NULL};
-    if (th_server_start(&a, url, NULL, 1) != 0 || th_server_start(&b, url, env_b, 1) != 0) {
+    if (th_server_start(&a, url, env_a, 1) != 0 || th_server_start(&b, url, env_b, 1) != 0) {
         CHECK(0, "servers start");
         return th_done();
     }
@@ -725,6 +777,7 @@ int main(void)
     four_eyes();
     rollouts();
     sse();
+    stale_and_counts();
     events_row();
     CHECK(th_server_stop(&a) == 0, "a stops cleanly");
     CHECK(th_server_stop(&b) == 0, "b stops cleanly");
