@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/auth.h"
 #include "flags/flags_internal.h"
 #include "platform/http_sse.h"
 #include "platform/queryspec.h"
@@ -80,7 +81,7 @@ void flags_api_events(struct http_request *req)
         {"environment", QSPEC_STRING, 1, 1, 32, NULL, &env, NULL},
         QSPEC_END,
     };
-    if (qspec_parse(req, q) != 0)
+    if (qspec_parse(req, q) != 0 || auth_require_environment(req, env) != 0)
         return;
     struct flags_env *e = flags_snapshot_acquire(env);
     if (!e) {
