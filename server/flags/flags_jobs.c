@@ -121,7 +121,10 @@ static int step_fn(struct db_conn *c, void *cls)
     int last = 1;
     size_t i;
     json_t *x;
-    json_array_foreach(ns, i, x) last &= json_object_get(x, "applied_at") != NULL;
+    json_array_foreach(ns, i, x)
+    {
+        last &= json_object_get(x, "applied_at") != NULL;
+    }
     json_t *after = NULL;
     rc = flags_store_rollout_set(c, t->rollout_id, last ? "completed" : "active", ns, &after);
     json_decref(after);

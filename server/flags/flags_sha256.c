@@ -87,11 +87,10 @@ void flags_sha256_update(struct flags_sha256 *s, const void *data, size_t n)
 void flags_sha256_final(struct flags_sha256 *s, unsigned char out[32])
 {
     uint64_t bits = s->len * 8;
-    unsigned char pad = 0x80;
-    flags_sha256_update(s, &pad, 1);
-    unsigned char zero = 0;
-    while (s->used != 56)
-        flags_sha256_update(s, &zero, 1);
+    /* 0x80, zeros up to 56 bytes into a block, then the length in bits */
+    unsigned char pad[128] = {0x80};
+    size_t padlen = s->used < 56 ? 56 - s->used : 120 - s->used;
+    flags_sha256_update(s, pad, padlen);
     unsigned char be[8];
     for (int i = 0; i < 8; i++)
         be[i] = (unsigned char)(bits >> (56 - 8 * i));

@@ -167,7 +167,9 @@ int flags_check_config(struct db_conn *c, const json_t *doc, const char *environ
             graph = json_object();
         json_t *mine = json_array();
         json_array_foreach(pre, i, p)
+        {
             json_array_append(mine, json_object_get(p, "flag"));
+        }
         json_object_set_new(graph, key, mine);
         int cycle = reaches(graph, key, key, 0);
         json_decref(graph);
