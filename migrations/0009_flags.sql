@@ -125,17 +125,29 @@ CREATE FUNCTION flag_doc(f flag) RETURNS jsonb LANGUAGE sql STABLE AS $$
 $$;
 
 -- Every replica evaluates from an in-memory snapshot; a change to what it holds is
--- announced on flag_changes (one notification per transaction: PostgreSQL folds equal
--- payloads of one transaction), and each replica's listener reloads.
+-- announced on flag_changes and each replica's listener reloads. A configuration's change
+-- names its environment (the listener rebuilds only that one); a change to a definition or
+-- a segment, which every environment shares, says '*' (rebuild all). PostgreSQL folds equal
+-- payloads of one transaction, so an import of a thousand flags is one notification.
 CREATE FUNCTION flag_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('flag_changes', '');
+    IF TG_TABLE_NAME = 'flag_env' AND TG_LEVEL = 'ROW' THEN
+        IF TG_OP = 'DELETE' THEN
+            PERFORM pg_notify('flag_changes', OLD.environment);
+        ELSE
+            PERFORM pg_notify('flag_changes', NEW.environment);
+        END IF;
+    ELSE
+        PERFORM pg_notify('flag_changes', '*');
+    END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER flag_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flag
     FOR EACH STATEMENT EXECUTE FUNCTION flag_notify();
-CREATE TRIGGER flag_env_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flag_env
+CREATE TRIGGER flag_env_changed AFTER INSERT OR UPDATE OR DELETE ON flag_env
+    FOR EACH ROW EXECUTE FUNCTION flag_notify();
+CREATE TRIGGER flag_env_truncated AFTER TRUNCATE ON flag_env
     FOR EACH STATEMENT EXECUTE FUNCTION flag_notify();
 CREATE TRIGGER flag_segment_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON flag_segment
     FOR EACH STATEMENT EXECUTE FUNCTION flag_notify();

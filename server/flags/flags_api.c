@@ -97,6 +97,14 @@ static int production_guard(struct http_request *req, const char *env, int has_i
     return 0;
 }
 
+/* Reload this replica's snapshot right after a commit (environment NULL: every one), so
+ * that the writer's replica serves the change before it replies. */
+static void reload_env_after_commit(struct db_conn *c, const char *environment)
+{
+    if ((environment ? flags_snapshot_reload_env(c, environment) : flags_snapshot_reload(c)) != 0)
+        log_warn("flags: reload after a change failed; the listener will reload");
+}
+
 static void reload_after_commit(struct db_conn *c)
 {
     if (flags_snapshot_reload(c) != 0)
@@ -636,7 +644,7 @@ static void run_env_change(struct http_request *req, struct env_tx *t)
         http_reply_json(req, 202, t->request);
         return;
     }
-    reload_after_commit(c);
+    reload_env_after_commit(c, t->ch.environment);
     set_etag(req, t->ch.result);
     http_reply_json(req, 200, t->ch.result);
 }
@@ -1000,7 +1008,7 @@ void flags_api_import(struct http_request *req)
         reply_write_error(req, rc, &t.ch);
         return;
     }
-    reload_after_commit(c);
+    reload_env_after_commit(c, t.env);
     http_reply_json(req, 200, json_pack("{s:s,s:o}", "environment", t.env, "changed", t.changed));
 }
 
@@ -1145,7 +1153,7 @@ static void decide(struct http_request *req, int approve)
         return;
     }
     if (approve)
-        reload_after_commit(c);
+        reload_env_after_commit(c, json_string_value(json_object_get(t.result, "environment")));
     http_reply_json(req, 200, t.result);
 }
 

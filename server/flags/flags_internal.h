@@ -293,6 +293,8 @@ void flags_env_release(struct flags_env *env);
 /* Load every environment's snapshot from the store on `conn` and swap them in. Serialized
  * (one reload at a time). Returns 0 or a DB_ code. */
 int flags_snapshot_reload(struct db_conn *conn);
+/* The same for one environment (a change to its configurations only). */
+int flags_snapshot_reload_env(struct db_conn *conn, const char *environment);
 /* Whether the snapshots are loaded (at least once). */
 int flags_snapshot_ready(void);
 /* Names of the loaded environments (static storage until stop). */

@@ -106,7 +106,7 @@ static int flags_command(struct qdb_app *app, int argc, char **argv)
     }
     struct db_conn *c = db_acquire(app->pool, 5000);
     json_t *all = NULL;
-    int rc = c ? flags_store_snapshot(c, &all) : DB_RETRY;
+    int rc = c ? flags_store_snapshot(c, env, &all) : DB_RETRY;
     if (c)
         db_release(app->pool, c);
     json_t *envdoc = json_object_get(all, env);

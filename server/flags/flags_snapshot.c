@@ -97,12 +97,14 @@ size_t flags_snapshot_env_names(const char **out, size_t max)
     return n;
 }
 
-int flags_snapshot_reload(struct db_conn *conn)
+/* Load the environment `only` (NULL: every one) and swap it in; with every one, an
+ * environment no longer in the store is dropped. */
+static int reload(struct db_conn *conn, const char *only)
 {
     long long t0 = mono_ms();
     pthread_mutex_lock(&S.reload_mu);
     json_t *doc = NULL;
-    int rc = flags_store_snapshot(conn, &doc);
+    int rc = flags_store_snapshot(conn, only, &doc);
     if (rc < 0 || !json_is_object(doc)) {
         atomic_fetch_add(&S.reload_failures, 1);
         pthread_mutex_unlock(&S.reload_mu);
@@ -110,7 +112,6 @@ int flags_snapshot_reload(struct db_conn *conn)
         return rc < 0 ? rc : DB_HARD;
     }
     struct flags_env *fresh[MAX_ENVS] = {0};
-    char names[MAX_ENVS][40];
     size_t n = 0;
     const char *name;
     json_t *v;
@@ -121,10 +122,8 @@ int flags_snapshot_reload(struct db_conn *conn)
             break;
         }
         fresh[n] = flags_env_build(name, v);
-        if (!fresh[n])
-            continue;
-        snprintf(names[n], sizeof names[n], "%s", name);
-        n++;
+        if (fresh[n])
+            n++;
     }
     json_decref(doc);
     struct flags_env *old[MAX_ENVS] = {0};
@@ -133,23 +132,42 @@ int flags_snapshot_reload(struct db_conn *conn)
     size_t nchanged = 0, nold = 0;
     pthread_mutex_lock(&S.mu);
     for (size_t i = 0; i < n; i++) {
-        const struct flags_env *prev = NULL;
-        for (size_t j = 0; j < S.nenvs; j++)
-            if (strcmp(S.names[j], names[i]) == 0)
-                prev = S.envs[j];
+        size_t j = 0;
+        while (j < S.nenvs && strcmp(S.names[j], fresh[i]->name) != 0)
+            j++;
+        struct flags_env *prev = j < S.nenvs ? S.envs[j] : NULL;
         if (!prev || strcmp(prev->config_etag, fresh[i]->config_etag) != 0) {
-            memcpy(changed[nchanged], names[i], sizeof changed[0]);
-            snprintf(etags[nchanged], sizeof etags[0], "%s", fresh[i]->config_etag);
+            memcpy(changed[nchanged], fresh[i]->name, sizeof changed[0]);
+            memcpy(etags[nchanged], fresh[i]->config_etag, sizeof etags[0]);
             nchanged++;
         }
+        if (prev)
+            old[nold++] = prev;
+        else if (S.nenvs < MAX_ENVS)
+            j = S.nenvs++;
+        else {
+            old[nold++] = fresh[i]; /* no room: never served */
+            continue;
+        }
+        S.envs[j] = fresh[i];
+        memcpy(S.names[j], fresh[i]->name, sizeof S.names[j]);
     }
-    for (size_t j = 0; j < S.nenvs; j++)
-        old[nold++] = S.envs[j];
-    for (size_t i = 0; i < n; i++) {
-        S.envs[i] = fresh[i];
-        memcpy(S.names[i], names[i], sizeof names[i]);
+    if (!only) { /* a full load: environments gone from the store go too */
+        size_t k = 0;
+        for (size_t j = 0; j < S.nenvs; j++) {
+            int kept = 0;
+            for (size_t i = 0; i < n && !kept; i++)
+                kept = S.envs[j] == fresh[i];
+            if (kept) {
+                S.envs[k] = S.envs[j];
+                memmove(S.names[k], S.names[j], sizeof S.names[k]);
+                k++;
+            } else {
+                old[nold++] = S.envs[j];
+            }
+        }
+        S.nenvs = k;
     }
-    S.nenvs = n;
     pthread_mutex_unlock(&S.mu);
     for (size_t j = 0; j < nold; j++)
         flags_env_release(old[j]);
@@ -160,10 +178,20 @@ int flags_snapshot_reload(struct db_conn *conn)
     pthread_mutex_unlock(&S.reload_mu);
     if (t1 - t0 >= 500) /* a slow reload delays every replica's view of a change */
         log_event(LOG_WARN, "flags: slow snapshot reload",
-                  json_pack("{s:i,s:i}", "ms", (int)(t1 - t0), "environments", (int)n));
+                  json_pack("{s:i,s:s}", "ms", (int)(t1 - t0), "environment", only ? only : "*"));
     for (size_t i = 0; i < nchanged; i++)
         flags_events_changed(changed[i], etags[i]);
     return 0;
+}
+
+int flags_snapshot_reload(struct db_conn *conn)
+{
+    return reload(conn, NULL);
+}
+
+int flags_snapshot_reload_env(struct db_conn *conn, const char *environment)
+{
+    return reload(conn, environment);
 }
 
 void flags_snapshot_free_all(void)
@@ -251,15 +279,35 @@ static void *listener_main(void *arg)
             lost(&c, "connection lost");
             continue;
         }
-        int heard = 0;
+        /* one batch: the environments named, or everything once anything says '*' */
+        int heard = 0, all = 0;
+        char envs[MAX_ENVS][40];
+        size_t nenv = 0;
         PGnotify *n;
         while ((n = PQnotifies(pg)) != NULL) {
             heard++;
+            const char *p = n->extra;
+            if (!p || !*p || strcmp(p, "*") == 0 || strlen(p) >= sizeof envs[0])
+                all = 1;
+            else {
+                size_t k = 0;
+                while (k < nenv && strcmp(envs[k], p) != 0)
+                    k++;
+                if (k == nenv && nenv < MAX_ENVS)
+                    snprintf(envs[nenv++], sizeof envs[0], "%s", p);
+                else if (k == nenv)
+                    all = 1;
+            }
             PQfreemem(n);
         }
         if (heard) {
             atomic_fetch_add(&S.notifications, (unsigned long)heard);
-            if (flags_snapshot_reload(c) != 0)
+            int rc = 0;
+            if (all)
+                rc = flags_snapshot_reload(c);
+            for (size_t k = 0; !all && k < nenv && rc == 0; k++)
+                rc = flags_snapshot_reload_env(c, envs[k]);
+            if (rc != 0)
                 lost(&c, "reload failed");
         }
     }

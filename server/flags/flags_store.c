@@ -7,7 +7,7 @@
     ", 'updated_at', " DB_TIME_JSON("f.updated_at") ")"
 
 static struct db_stmt q_snapshot = DB_STMT(
-    "flags_snapshot", 0,
+    "flags_snapshot", 1,
     "SELECT COALESCE(json_object_agg(e.name, json_build_object("
     "  'flags', COALESCE((SELECT json_agg(json_build_object('key', f.key, 'type', f.type,"
     "      'variants', f.variants, 'salt', f.salt, 'archived', f.archived,"
@@ -19,11 +19,13 @@ static struct db_stmt q_snapshot = DB_STMT(
     "      'conditions', s.conditions, 'included', s.included, 'excluded', s.excluded,"
     "      'version', s.version)"
     "      ORDER BY s.name), '[]'::json) FROM flag_segment s))), '{}'::json)::text "
-    "FROM environment e");
+    "FROM environment e WHERE $1::text IS NULL OR e.name = $1");
 
-int flags_store_snapshot(struct db_conn *c, json_t **out)
+int flags_store_snapshot(struct db_conn *c, const char *environment, json_t **out)
 {
-    return db_exec_json(c, &q_snapshot, NULL, out);
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, environment);
+    return db_execp_json(c, &q_snapshot, &p, out);
 }
 
 static struct db_stmt q_get = DB_STMT("flags_get", 1,

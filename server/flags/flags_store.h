@@ -9,8 +9,9 @@
 
 #include "platform/db.h"
 
-/* {env: {"flags": [...], "segments": [...]}} for every environment (the snapshot). */
-int flags_store_snapshot(struct db_conn *c, json_t **out);
+/* {env: {"flags": [...], "segments": [...]}} for every environment (environment NULL) or
+ * for that one (the snapshot). */
+int flags_store_snapshot(struct db_conn *c, const char *environment, json_t **out);
 
 /* The flag document (flag_doc + created_at, updated_at). */
 int flags_store_get(struct db_conn *c, const char *key, json_t **doc);

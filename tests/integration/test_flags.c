@@ -483,6 +483,27 @@ static void replicas(void)
     }
     fprintf(stderr, "   replica b served the change after %.0f ms\n", seen);
     CHECK(seen >= 0 && seen < 1000, "b served it after %.0f ms", seen);
+
+    th_step("a definition change (every environment) reaches the other replica too");
+    req(&a, "PATCH", "/api/v1/flags/qdb.migration.legacy-login-banner", admin, NULL,
+        "{\"archived\":true}", &r);
+    CHECK(r.status == 200, "archive on a: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    t0 = th_now_ms();
+    seen = -1;
+    while (th_now_ms() - t0 < 10000) {
+        ofrep_value(&b, viewer_any, "production", key, NULL, v, sizeof v);
+        if (strcmp(v, "FLAG_NOT_FOUND") == 0) {
+            seen = th_now_ms() - t0;
+            break;
+        }
+        th_sleep_ms(10);
+    }
+    CHECK(seen >= 0 && seen < 1000, "b stopped serving the archived flag after %.0f ms", seen);
+    req(&a, "PATCH", "/api/v1/flags/qdb.migration.legacy-login-banner", admin, NULL,
+        "{\"archived\":false}", &r);
+    CHECK(r.status == 200, "unarchive: %ld", r.status);
+    th_resp_free(&r);
 }
 
 static void four_eyes(void)
