@@ -2,6 +2,7 @@
 
 #include "audit/audit.h"
 #include "auth/auth.h"
+#include "flags/flags.h"
 #include "jobs/jobs.h"
 #include "platform/environment.h"
 #include "platform/health.h"
@@ -53,6 +54,47 @@ const struct http_route qdb_routes[] = {
     {"POST", "/api/v1/schedules", jobs_api_schedules_create, HTTP_OPERATOR, HTTP_BODY_JSON},
     {"PATCH", "/api/v1/schedules/{name}", jobs_api_schedules_update, HTTP_OPERATOR,
      HTTP_BODY_JSON},
+
+    /* flags: OFREP evaluation from the in-memory snapshot, on the event loop */
+    {"POST", "/ofrep/v1/evaluate/flags/{key}", flags_ofrep_evaluate_one, HTTP_VIEWER,
+     HTTP_BODY_JSON | HTTP_INLINE},
+    {"POST", "/ofrep/v1/evaluate/flags", flags_ofrep_evaluate_bulk, HTTP_VIEWER,
+     HTTP_BODY_JSON | HTTP_INLINE},
+    {"GET", "/ofrep/v1/configuration", flags_ofrep_configuration, HTTP_VIEWER, HTTP_INLINE},
+    /* flags: management; the fixed paths before /{key} (the router takes the first match) */
+    {"GET", "/api/v1/flags", flags_api_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/flags", flags_api_create, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"GET", "/api/v1/flags/export", flags_api_export, HTTP_VIEWER, HTTP_INLINE},
+    {"POST", "/api/v1/flags/import", flags_api_import, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"POST", "/api/v1/flags/diff", flags_api_diff, HTTP_VIEWER, HTTP_BODY_JSON | HTTP_INLINE},
+    {"GET", "/api/v1/flags/events", flags_api_events, HTTP_VIEWER, HTTP_INLINE},
+    {"GET", "/api/v1/flags/{key}", flags_api_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/flags/{key}", flags_api_update, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/flags/{key}", flags_api_delete, HTTP_ADMIN, 0},
+    /* production needs admin: checked in the handler (the route serves every environment) */
+    {"PUT", "/api/v1/flags/{key}/environments/{env}", flags_api_put_environment, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"GET", "/api/v1/flags/{key}/versions", flags_api_versions, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/flags/{key}/rollback", flags_api_rollback, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"POST", "/api/v1/flags/{key}/promote", flags_api_promote, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"GET", "/api/v1/flags/{key}/rollouts", flags_api_rollouts_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/flags/{key}/rollouts", flags_api_rollouts_create, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"POST", "/api/v1/flags/{key}/rollouts/{id}/cancel", flags_api_rollouts_cancel,
+     HTTP_OPERATOR, 0},
+    {"POST", "/api/v1/flags/{key}/rollouts/{id}/abort", flags_api_rollouts_abort, HTTP_OPERATOR,
+     0},
+    {"GET", "/api/v1/segments", flags_api_segments_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/segments", flags_api_segments_create, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"GET", "/api/v1/segments/{name}", flags_api_segments_get, HTTP_VIEWER, 0},
+    {"PUT", "/api/v1/segments/{name}", flags_api_segments_update, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/segments/{name}", flags_api_segments_delete, HTTP_OPERATOR, 0},
+    {"GET", "/api/v1/change-requests", flags_api_change_requests_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/change-requests/{id}/approve", flags_api_change_requests_approve,
+     HTTP_ADMIN, 0},
+    {"POST", "/api/v1/change-requests/{id}/reject", flags_api_change_requests_reject,
+     HTTP_ADMIN, 0},
 };
 
 const size_t qdb_routes_count = sizeof qdb_routes / sizeof qdb_routes[0];

@@ -32,9 +32,10 @@ cleanup() {
 trap cleanup EXIT
 
 qdb_build "$WORK/build" -DCMAKE_BUILD_TYPE=Debug -DQDB_SANITIZE=ON -DQDB_TESTS=ON
-# A second tree with ThreadSanitizer for the threaded integration tests (HTTP, auth, jobs);
+# A second tree with ThreadSanitizer for the threaded integration tests (HTTP, auth, jobs,
+# flags);
 # QDB_TEST_TSAN=0 skips it.
-TSAN_TESTS=${QDB_TEST_TSAN_REGEX:-'^integration/test_(platform|auth_dev|auth_oidc|jobs_api|jobs_replicas)$'}
+TSAN_TESTS=${QDB_TEST_TSAN_REGEX:-'^integration/test_(platform|auth_dev|auth_oidc|jobs_api|jobs_replicas|flags)$'}
 if [ "${QDB_TEST_TSAN:-1}" = 1 ]; then
   qdb_build "$WORK/tsan" -DCMAKE_BUILD_TYPE=Debug -DQDB_SANITIZE=thread -DQDB_TESTS=ON
 fi

@@ -23,6 +23,11 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
     [QDB_E_AUDIT_BUSY] = {503, "audit-busy", "Audit verification or export busy"},
     /* deploy */
     [QDB_E_TOO_MANY_REQUESTS] = {429, "too-many-requests", "Too many requests"},
+    /* flags */
+    [QDB_E_PRECONDITION_FAILED] = {412, "precondition-failed",
+                                   "The resource changed since the version named"},
+    [QDB_E_PRECONDITION_REQUIRED] = {428, "precondition-required",
+                                     "This change needs If-Match"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

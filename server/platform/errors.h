@@ -29,6 +29,9 @@ enum qdb_error {
     QDB_E_AUDIT_BUSY,         /* 503 too many audit verifications / exports running here */
     /* deploy */
     QDB_E_TOO_MANY_REQUESTS,  /* 429 a client's requests in flight past its per-address limit */
+    /* flags */
+    QDB_E_PRECONDITION_FAILED,   /* 412 If-Match names another version */
+    QDB_E_PRECONDITION_REQUIRED, /* 428 a production write without If-Match */
 
     QDB_E__COUNT
 };

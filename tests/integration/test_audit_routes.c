@@ -17,6 +17,7 @@
 static char *url;
 static struct th_server srv;
 static char *tokens[4]; /* by role: [1] viewer, [2] operator, [3] admin */
+static char *other_admin; /* a second admin (flags change requests need two) */
 static int seq;
 #define MAX_SECRETS 16
 static char *secrets[MAX_SECRETS]; /* API token secrets the successful calls returned */
@@ -34,7 +35,7 @@ struct call {
 
 /* What the successful call must record. */
 struct expect {
-    const char *action;
+    const char *action; /* NULL: a read that a non-GET route serves (no event at all) */
     const char *resource_type;
     char resource_id[128]; /* "" = take "id" (or "name") from the reply */
     long status;           /* the successful status */
@@ -252,6 +253,337 @@ static int schedule_update_fail(struct call *c, long *status)
     return 0;
 }
 
+/* ---- recipes: flags ---- */
+
+/* A fresh flag (boolean, disabled everywhere); its key into out. Returns 0 or -1. */
+static int new_flag(char *out, size_t n)
+{
+    snprintf(out, n, "rt.flag-%d-%d", (int)getpid(), seq++);
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"key\":\"%s\",\"type\":\"boolean\",\"variants\":{\"on\":true,\"off\":false}}", out);
+    json_t *j = setup("POST", "/api/v1/flags", body);
+    json_decref(j);
+    return j ? 0 : -1;
+}
+
+static int flag_create_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.create", "flag", "", 201};
+    snprintf(e->resource_id, sizeof e->resource_id, "rt.created-%d-%d", (int)getpid(), seq++);
+    snprintf(c->body, sizeof c->body,
+             "{\"key\":\"%s\",\"type\":\"boolean\",\"variants\":{\"on\":true,\"off\":false}}",
+             e->resource_id);
+    return 0;
+}
+static int flag_create_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"key\":\"Bad Key\",\"type\":\"boolean\",\"variants\":{\"on\":true}}");
+    *status = 400;
+    return 0;
+}
+
+static int flag_import_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.import", "flag_import", "staging", 200};
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"staging\",\"flags\":{\"qdb.advisory.enabled\":%s}}",
+             seq % 2 ? "true" : "false");
+    return 0;
+}
+static int flag_import_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"staging\",\"flags\":{\"qdb.no-such.flag\":true}}");
+    *status = 400;
+    return 0;
+}
+
+static int flag_diff_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){NULL, NULL, "", 200}; /* a read: no audit event */
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"production\",\"flags\":{\"qdb.financing.enabled\":true}}");
+    return 0;
+}
+static int flag_diff_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body, "{\"environment\":\"nowhere\",\"flags\":{}}");
+    *status = 400;
+    return 0;
+}
+
+static int flag_update_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.update", "flag", "", 200};
+    if (new_flag(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"description\":\"changed\"}");
+    return 0;
+}
+static int flag_update_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/no.such.flag");
+    snprintf(c->body, sizeof c->body, "{\"description\":\"changed\"}");
+    *status = 404;
+    return 0;
+}
+
+static int flag_delete_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.delete", "flag", "", 204};
+    if (new_flag(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s", e->resource_id);
+    return 0;
+}
+static int flag_delete_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/no.such.flag");
+    *status = 404;
+    return 0;
+}
+
+static int flag_configure_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.configure", "flag", "", 200};
+    if (new_flag(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s/environments/staging", e->resource_id);
+    snprintf(c->body, sizeof c->body,
+             "{\"enabled\":true,\"default_variant\":\"on\",\"off_variant\":\"off\"}");
+    return 0;
+}
+static int flag_configure_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path,
+             "/api/v1/flags/qdb.advisory.enabled/environments/staging");
+    snprintf(c->body, sizeof c->body,
+             "{\"enabled\":true,\"default_variant\":\"on\",\"off_variant\":\"off\",\"rules\":"
+             "[{\"conditions\":[{\"attribute\":\"a\",\"operator\":\"resembles\",\"value\":1}],"
+             "\"variant\":\"on\"}]}");
+    *status = 400;
+    return 0;
+}
+
+static int flag_rollback_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.rollback", "flag", "", 200};
+    if (new_flag(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s/rollback", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"environment\":\"staging\",\"version\":1}");
+    return 0;
+}
+static int flag_rollback_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollback");
+    snprintf(c->body, sizeof c->body, "{\"environment\":\"staging\",\"version\":99999}");
+    *status = 400;
+    return 0;
+}
+
+static int flag_promote_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"flag.promote", "flag", "", 200};
+    if (new_flag(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s/promote", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"from\":\"development\",\"to\":\"integration\"}");
+    return 0;
+}
+static int flag_promote_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/promote");
+    snprintf(c->body, sizeof c->body, "{\"from\":\"staging\",\"to\":\"staging\"}");
+    *status = 400;
+    return 0;
+}
+
+static int segment_create_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"segment.create", "segment", "", 201};
+    snprintf(e->resource_id, sizeof e->resource_id, "rt-seg-%d", seq++);
+    snprintf(c->body, sizeof c->body, "{\"name\":\"%s\",\"included\":[\"u1\"]}", e->resource_id);
+    return 0;
+}
+static int segment_create_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body, "{\"name\":\"bad name\"}");
+    *status = 400;
+    return 0;
+}
+
+static int new_segment(char *out, size_t n)
+{
+    snprintf(out, n, "rt-seg-%d-%d", (int)getpid(), seq++);
+    char body[160];
+    snprintf(body, sizeof body, "{\"name\":\"%s\"}", out);
+    json_t *j = setup("POST", "/api/v1/segments", body);
+    json_decref(j);
+    return j ? 0 : -1;
+}
+
+static int segment_update_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"segment.update", "segment", "", 200};
+    if (new_segment(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/segments/%s", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"excluded\":[\"u2\"]}");
+    return 0;
+}
+static int segment_update_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/segments/no-such-segment");
+    snprintf(c->body, sizeof c->body, "{\"excluded\":[]}");
+    *status = 404;
+    return 0;
+}
+
+static int segment_delete_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"segment.delete", "segment", "", 204};
+    if (new_segment(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/segments/%s", e->resource_id);
+    return 0;
+}
+static int segment_delete_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/segments/no-such-segment");
+    *status = 404;
+    return 0;
+}
+
+/* A pending change request made by another admin (the server runs with
+ * QDB_FLAGS_PROD_APPROVAL=1); its id into out. */
+static int pending_change_request(char *out, size_t n)
+{
+    char key[128];
+    if (new_flag(key, sizeof key) != 0 || !other_admin)
+        return -1;
+    char path[256], auth[4096];
+    snprintf(path, sizeof path, "/api/v1/flags/%s/environments/production", key);
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s", other_admin);
+    const char *h[] = {auth, "Content-Type: application/json", "If-Match: \"1\"", NULL};
+    const char *body = "{\"enabled\":true,\"default_variant\":\"on\",\"off_variant\":\"off\"}";
+    struct th_resp r;
+    if (th_http(&srv, "PUT", path, h, body, strlen(body), &r) != 0)
+        return -1;
+    int ok = r.status == 202;
+    if (ok)
+        id_of(r.json, out, n);
+    else
+        fprintf(stderr, "change request set-up: %ld %s\n", r.status, r.body);
+    th_resp_free(&r);
+    return ok ? 0 : -1;
+}
+
+static int cr_approve_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"change_request.approve", "change_request", "", 200};
+    if (pending_change_request(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/change-requests/%s/approve", e->resource_id);
+    return 0;
+}
+static int cr_approve_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/change-requests/999999/approve");
+    *status = 404;
+    return 0;
+}
+
+static int cr_reject_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"change_request.reject", "change_request", "", 200};
+    if (pending_change_request(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/change-requests/%s/reject", e->resource_id);
+    return 0;
+}
+static int cr_reject_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/change-requests/999999/reject");
+    *status = 404;
+    return 0;
+}
+
+/* A rollout that stays active: its one step is in the year 2999. Its id into out. */
+static int pending_rollout(char *key, size_t kn, char *out, size_t n)
+{
+    if (new_flag(key, kn) != 0)
+        return -1;
+    char path[256];
+    snprintf(path, sizeof path, "/api/v1/flags/%s/rollouts", key);
+    json_t *j = setup("POST", path,
+                      "{\"environment\":\"staging\",\"steps\":[{\"at\":\"2999-01-01T00:00:00Z\","
+                      "\"percentage\":10}]}");
+    if (!j)
+        return -1;
+    id_of(j, out, n);
+    json_decref(j);
+    return 0;
+}
+
+static int rollout_create_ok(struct call *c, struct expect *e)
+{
+    char key[128];
+    *e = (struct expect){"rollout.create", "rollout", "", 201};
+    if (new_flag(key, sizeof key) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%s/rollouts", key);
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"staging\",\"steps\":[{\"at\":\"2999-01-01T00:00:00Z\","
+             "\"percentage\":10},{\"at\":\"2999-01-02T00:00:00Z\",\"percentage\":50}]}");
+    return 0;
+}
+static int rollout_create_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollouts");
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"staging\",\"steps\":[{\"at\":\"not a time\",\"percentage\":10}]}");
+    *status = 400;
+    return 0;
+}
+
+static int rollout_cancel_ok(struct call *c, struct expect *e)
+{
+    char key[128];
+    *e = (struct expect){"rollout.cancel", "rollout", "", 200};
+    if (pending_rollout(key, sizeof key, e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%.100s/rollouts/%.24s/cancel", key,
+             e->resource_id);
+    return 0;
+}
+static int rollout_cancel_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollouts/999999/cancel");
+    *status = 404;
+    return 0;
+}
+
+static int rollout_abort_ok(struct call *c, struct expect *e)
+{
+    char key[128];
+    *e = (struct expect){"rollout.abort", "rollout", "", 200};
+    if (pending_rollout(key, sizeof key, e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/%.100s/rollouts/%.24s/abort", key,
+             e->resource_id);
+    return 0;
+}
+static int rollout_abort_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/flags/qdb.advisory.enabled/rollouts/999999/abort");
+    *status = 404;
+    return 0;
+}
+
 static const struct recipe recipes[] = {
     {"POST", "/api/v1/tokens", NULL, token_create_ok, token_create_fail},
     {"DELETE", "/api/v1/tokens/{id}", NULL, token_revoke_ok, token_revoke_fail},
@@ -261,6 +593,25 @@ static const struct recipe recipes[] = {
     {"POST", "/api/v1/jobs/{id}/retry", NULL, job_retry_ok, job_retry_fail},
     {"POST", "/api/v1/schedules", NULL, schedule_create_ok, schedule_create_fail},
     {"PATCH", "/api/v1/schedules/{name}", NULL, schedule_update_ok, schedule_update_fail},
+    {"POST", "/api/v1/flags", NULL, flag_create_ok, flag_create_fail},
+    {"POST", "/api/v1/flags/import", NULL, flag_import_ok, flag_import_fail},
+    {"POST", "/api/v1/flags/diff", NULL, flag_diff_ok, flag_diff_fail},
+    {"PATCH", "/api/v1/flags/{key}", NULL, flag_update_ok, flag_update_fail},
+    {"DELETE", "/api/v1/flags/{key}", NULL, flag_delete_ok, flag_delete_fail},
+    {"PUT", "/api/v1/flags/{key}/environments/{env}", NULL, flag_configure_ok,
+     flag_configure_fail},
+    {"POST", "/api/v1/flags/{key}/rollback", NULL, flag_rollback_ok, flag_rollback_fail},
+    {"POST", "/api/v1/flags/{key}/promote", NULL, flag_promote_ok, flag_promote_fail},
+    {"POST", "/api/v1/flags/{key}/rollouts", NULL, rollout_create_ok, rollout_create_fail},
+    {"POST", "/api/v1/flags/{key}/rollouts/{id}/cancel", NULL, rollout_cancel_ok,
+     rollout_cancel_fail},
+    {"POST", "/api/v1/flags/{key}/rollouts/{id}/abort", NULL, rollout_abort_ok,
+     rollout_abort_fail},
+    {"POST", "/api/v1/segments", NULL, segment_create_ok, segment_create_fail},
+    {"PUT", "/api/v1/segments/{name}", NULL, segment_update_ok, segment_update_fail},
+    {"DELETE", "/api/v1/segments/{name}", NULL, segment_delete_ok, segment_delete_fail},
+    {"POST", "/api/v1/change-requests/{id}/approve", NULL, cr_approve_ok, cr_approve_fail},
+    {"POST", "/api/v1/change-requests/{id}/reject", NULL, cr_reject_ok, cr_reject_fail},
 };
 
 /* ---- the walk ---- */
@@ -326,6 +677,11 @@ static void check_route(const char *method, const char *path, const char *route_
     if (secret && nsecrets < MAX_SECRETS)
         secrets[nsecrets++] = strdup(secret);
     th_resp_free(&r);
+    if (!e.action) {
+        CHECK(events_with(rid) == 0, "%s %s: a read left %ld events", method, path,
+              events_with(rid));
+        goto failing;
+    }
     CHECK(events_with(rid) == 1, "%s %s: %ld events, want exactly 1", method, path,
           events_with(rid));
     PGresult *ev = th_sql(url,
@@ -346,6 +702,7 @@ static void check_route(const char *method, const char *path, const char *route_
     }
     PQclear(ev);
 
+failing:;
     struct call f = {method, "", "", NULL};
     snprintf(f.path, sizeof f.path, "%s", path);
     long want_fail = 0;
@@ -365,13 +722,23 @@ static void check_route(const char *method, const char *path, const char *route_
 int main(void)
 {
     url = th_db_create("auditrt");
-    if (th_server_start(&srv, url, NULL, 1) != 0) {
+    const char *env[] = {"QDB_FLAGS_PROD_APPROVAL=1", NULL};
+    if (th_server_start(&srv, url, env, 1) != 0) {
         CHECK(0, "server start");
         return th_done();
     }
     for (int i = 1; i < 4; i++) {
         tokens[i] = th_dev_token(&srv, role_names[i]);
         CHECK(tokens[i] != NULL, "token for %s", role_names[i]);
+    }
+    {
+        struct th_resp r;
+        th_post_json(&srv, "/dev-issuer/token", NULL, "{\"sub\":\"other-admin\",\"role\":\"admin\"}",
+                     &r);
+        const char *t = json_string_value(json_object_get(r.json, "access_token"));
+        other_admin = t ? strdup(t) : NULL;
+        th_resp_free(&r);
+        CHECK(other_admin != NULL, "a second admin's token");
     }
     json_t *routes = route_table();
     CHECK(json_is_array(routes) && json_array_size(routes) > 0, "route table");
@@ -423,6 +790,7 @@ int main(void)
     CHECK(th_server_stop(&srv) == 0, "clean stop");
     for (int k = 1; k < 4; k++)
         free(tokens[k]);
+    free(other_admin);
     th_db_drop(url);
     free(url);
     return th_done();
