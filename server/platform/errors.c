@@ -21,6 +21,11 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
                                     "Idempotency key reused with a different request"},
     /* audit */
     [QDB_E_AUDIT_BUSY] = {503, "audit-busy", "Audit verification or export busy"},
+    /* inventory */
+    [QDB_E_INVENTORY_INVALID] = {422, "inventory-invalid", "The change breaks an inventory rule"},
+    [QDB_E_TARGET_NOT_CONFIGURED] = {409, "target-not-configured",
+                                     "The environment has no such target"},
+    [QDB_E_TARGET_UNAVAILABLE] = {502, "target-unavailable", "A target system did not answer"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

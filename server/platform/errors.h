@@ -27,6 +27,10 @@ enum qdb_error {
     QDB_E_IDEMPOTENCY_CONFLICT, /* 409 same Idempotency-Key, different request */
     /* audit */
     QDB_E_AUDIT_BUSY,         /* 503 too many audit verifications / exports running here */
+    /* inventory */
+    QDB_E_INVENTORY_INVALID,  /* 422 the change breaks an inventory rule; extension: field */
+    QDB_E_TARGET_NOT_CONFIGURED, /* 409 the environment has no such target */
+    QDB_E_TARGET_UNAVAILABLE, /* 502 a target (Kafka, PostgreSQL, Connect) did not answer */
 
     QDB_E__COUNT
 };
