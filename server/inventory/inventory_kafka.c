@@ -149,7 +149,12 @@ static rd_kafka_event_t *admin_wait(rd_kafka_queue_t *q, const char *what, int t
         return NULL;
     }
     if (rd_kafka_event_error(ev)) {
-        snprintf(err, errlen, "%s: %s", what, rd_kafka_event_error_string(ev));
+        /* a broker without the Admin API (librdkafka's mock cluster among them) never
+         * answers: librdkafka reports a local timeout waiting for the controller */
+        snprintf(err, errlen, "%s: %s%s", what, rd_kafka_event_error_string(ev),
+                 rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT
+                     ? " (the brokers did not answer the admin request)"
+                     : "");
         rd_kafka_event_destroy(ev);
         return NULL;
     }

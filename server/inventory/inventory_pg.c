@@ -280,6 +280,12 @@ int inv_pg_provision(const struct inventory_pg_endpoint *ep, const json_t *doc, 
     const char *name = json_string_value(json_object_get(doc, "name"));
     const char *owner = json_string_value(json_object_get(doc, "owner"));
     *changed = 0;
+    /* a reference that does not resolve is a configuration error: retrying will not help */
+    char probe[1024];
+    if (ep->admin_secret[0] &&
+        inventory_secret_resolve(ep->admin_secret, probe, sizeof probe, err, errlen) != 0)
+        return -2;
+    inventory_secret_wipe(probe, sizeof probe);
     PGconn *pg = inventory_pg_connect(ep, "postgres", inv_target_timeout_ms() / 1000, err, errlen);
     if (!pg)
         return -1;
