@@ -71,9 +71,11 @@ static void plan_databases(struct db_conn *c, const char *env, const json_t *env
     json_decref(items);
 }
 
-static void plan_topics(struct db_conn *c, const char *env, const json_t *kafka, int64_t cap,
-                        json_t *plan, int *rc)
+/* Returns 1 when Kafka answered, 0 when not (the lag is then not asked for). */
+static int plan_topics(struct db_conn *c, const char *env, const json_t *kafka, int64_t cap,
+                       json_t *plan, int *rc)
 {
+    int answered = 0;
     json_t *items = NULL, *have = NULL, *configs = NULL, *names = json_array();
     *rc = inv_store_list(c, "topic", &items);
     if (*rc <= 0)
@@ -81,9 +83,10 @@ static void plan_topics(struct db_conn *c, const char *env, const json_t *kafka,
     char err[512] = "";
     int timeout = inv_target_timeout_ms();
     if (inv_kafka_topics(kafka, timeout, &have, err, sizeof err) != 0) {
-        warn(plan, "topics: not compared, Kafka did not answer: %s", err);
+        warn(plan, "topics and consumer group lag: not compared, Kafka did not answer: %s", err);
         goto out;
     }
+    answered = 1;
     size_t i;
     json_t *t;
     json_array_foreach(items, i, t)
@@ -147,6 +150,7 @@ out:
     json_decref(have);
     json_decref(configs);
     json_decref(names);
+    return answered;
 }
 
 static void plan_connectors(struct db_conn *c, const char *env, const char *url, json_t *plan,
@@ -227,15 +231,16 @@ int inv_plan_build(struct db_conn *c, const char *env, json_t **out)
     json_t *kafka = json_object_get(targets, "kafka");
     json_t *connect = json_object_get(targets, "kafka_connect");
     plan_databases(c, env, json_object_get(targets, "postgres"), plan, &rc);
+    int kafka_up = 0;
     if (rc >= 0 && kafka)
-        plan_topics(c, env, kafka, cap, plan, &rc);
+        kafka_up = plan_topics(c, env, kafka, cap, plan, &rc);
     else if (rc >= 0)
         warn(plan, "topics: the environment has no kafka target");
     if (rc >= 0 && connect)
         plan_connectors(c, env, json_string_value(json_object_get(connect, "url")), plan, &rc);
     else if (rc >= 0)
         warn(plan, "connectors: the environment has no kafka_connect target");
-    if (rc >= 0 && kafka)
+    if (rc >= 0 && kafka_up)
         plan_lag(c, kafka, plan, &rc);
     json_decref(targets);
     if (rc < 0) {
