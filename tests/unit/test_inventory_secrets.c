@@ -39,9 +39,9 @@ int main(void)
     inventory_secret_wipe(out, sizeof out);
     EXPECT(out[0] == 0 && out[5] == 0, "wiped");
 
-    static const char *const refused[] = {
-        "hunter2", "file:relative/x", "file:/etc/passwd", "env:HOME", "env:qdb_unit_s_x",
-        "vault:secret/x", NULL};
+    static const char *const refused[] = {"hunter2",  "file:relative/x",  "file:/etc/passwd",
+                                          "env:HOME", "env:qdb_unit_s_x", "vault:secret/x",
+                                          NULL};
     for (int i = 0; refused[i]; i++)
         EXPECT(inventory_secret_ref_valid(refused[i], err, sizeof err) == 0 &&
                    !strstr(err, refused[i] + (strncmp(refused[i], "file:", 5) ? 0 : 5)),
@@ -61,8 +61,7 @@ int main(void)
     EXPECT(inventory_secret_resolve("env:QDB_UNIT_S_PG", out, sizeof out, err, sizeof err) == 0 &&
                strcmp(out, "env-value") == 0,
            "env: resolved");
-    EXPECT(inventory_secret_resolve("env:QDB_UNIT_S_NONE", out, sizeof out, err, sizeof err) ==
-               -1,
+    EXPECT(inventory_secret_resolve("env:QDB_UNIT_S_NONE", out, sizeof out, err, sizeof err) == -1,
            "an unset variable");
 
     EXPECT(inv_name_is_kafka("cdc.advisory_main.users") && !inv_name_is_kafka("..") &&
