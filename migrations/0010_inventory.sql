@@ -148,3 +148,15 @@ CREATE TABLE inventory_drift_state (
     differences integer NOT NULL,
     checked_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The last lag the scheduled lag check measured per environment and group: every replica
+-- renders qdb_kafka_consumer_lag (and qdb_inventory_drift, from inventory_drift_state)
+-- from these, refreshed by a thread of its own, so a scrape never queries and every replica
+-- shows the same figures whichever ran the check.
+CREATE TABLE inventory_lag (
+    environment text NOT NULL REFERENCES environment (name),
+    consumer_group text NOT NULL,
+    lag bigint NOT NULL CHECK (lag >= 0),
+    measured_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (environment, consumer_group)
+);

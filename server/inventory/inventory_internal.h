@@ -61,6 +61,9 @@ int inv_store_put(struct db_conn *c, const char *kind, const json_t *doc, int up
 /* Insert or update (import); *created 1 when it was new. */
 int inv_store_upsert(struct db_conn *c, const char *kind, const json_t *doc, int *created);
 int inv_store_delete(struct db_conn *c, const char *kind, const char *name);
+int inv_store_lag_put(struct db_conn *c, const char *env, const char *group, int64_t lag);
+/* {"drift": {env: n}, "lag": {env: {group: n}}} */
+int inv_store_gauges(struct db_conn *c, json_t **out);
 int inv_store_drift_swap(struct db_conn *c, const char *env, int64_t differences,
                          int64_t *previous);
 
@@ -119,6 +122,9 @@ int inv_plan_build(struct db_conn *c, const char *env, json_t **out);
 extern const struct jobs_kind inv_kind_provision_database, inv_kind_provision_topic,
     inv_kind_provision_connector, inv_kind_drift_check, inv_kind_lag_check;
 int inv_jobs_init(void);
+/* The gauge refresher: a thread with its own state-store connection (settings copied). */
+int inv_gauges_start(const struct db_settings *dbs);
+void inv_gauges_stop(void);
 void inv_jobs_stop(void);
 
 /* settings (inventory_module.c) */

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "audit/audit.h"
 #include "inventory/inventory_internal.h"
@@ -70,6 +71,73 @@ static void collect(struct buf *out, void *cls)
         }
     }
     pthread_mutex_unlock(&gauge_lock);
+}
+
+/* Every replica's figures come from the state store (whichever replica ran the checks),
+ * read every few seconds on a thread and connection of its own. */
+static struct {
+    pthread_t thread;
+    pthread_cond_t cond;
+    int running, stopping;
+    struct db_settings dbs;
+} refresher = {.cond = PTHREAD_COND_INITIALIZER};
+
+static void *refresh_main(void *arg)
+{
+    (void)arg;
+    struct db_conn *c = NULL;
+    pthread_mutex_lock(&gauge_lock);
+    while (!refresher.stopping) {
+        pthread_mutex_unlock(&gauge_lock);
+        json_t *g = NULL;
+        if (!c)
+            c = db_conn_open(&refresher.dbs);
+        else if (db_conn_check(c) != 0) {
+            db_conn_close(c);
+            c = NULL;
+        }
+        if (c && inv_store_gauges(c, &g) > 0) {
+            pthread_mutex_lock(&gauge_lock);
+            json_decref(drift_gauge);
+            json_decref(lag_gauge);
+            drift_gauge = json_incref(json_object_get(g, "drift"));
+            lag_gauge = json_incref(json_object_get(g, "lag"));
+            pthread_mutex_unlock(&gauge_lock);
+        }
+        json_decref(g);
+        pthread_mutex_lock(&gauge_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        while (!refresher.stopping &&
+               pthread_cond_timedwait(&refresher.cond, &gauge_lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&gauge_lock);
+    db_conn_close(c);
+    return NULL;
+}
+
+int inv_gauges_start(const struct db_settings *dbs)
+{
+    refresher.dbs = *dbs;
+    refresher.stopping = 0;
+    if (pthread_create(&refresher.thread, NULL, refresh_main, NULL) != 0)
+        return -1;
+    refresher.running = 1;
+    return 0;
+}
+
+void inv_gauges_stop(void)
+{
+    if (!refresher.running)
+        return;
+    pthread_mutex_lock(&gauge_lock);
+    refresher.stopping = 1;
+    pthread_cond_broadcast(&refresher.cond);
+    pthread_mutex_unlock(&gauge_lock);
+    pthread_join(refresher.thread, NULL);
+    refresher.running = 0;
 }
 
 /* ---- the end of a provisioning run: log, audit, event ---- */
@@ -476,6 +544,8 @@ static enum jobs_outcome lag_run(struct jobs_ctx *ctx, json_t *args, json_t **re
             }
             json_int_t total = json_integer_value(json_object_get(lag, "total"));
             gauge_set(&lag_gauge, env, name, total);
+            if (inv_store_lag_put(c, env, name, total) < 0)
+                jobs_log(ctx, "warn", "%s/%s: the lag could not be stored", env, name);
             json_object_set_new(per, name, json_integer(total));
             json_decref(lag);
             if (jobs_heartbeat(ctx) != 0) {

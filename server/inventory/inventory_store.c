@@ -302,3 +302,36 @@ int inv_store_drift_swap(struct db_conn *c, const char *env, int64_t differences
     PQclear(res);
     return rc;
 }
+
+/* ---- gauges ---- */
+
+static struct db_stmt q_lag_put = DB_STMT(
+    "inv_lag_put", 3,
+    "INSERT INTO inventory_lag (environment, consumer_group, lag) VALUES ($1, $2, $3::bigint) "
+    "ON CONFLICT (environment, consumer_group) DO UPDATE SET lag = $3::bigint, "
+    "measured_at = now()");
+
+int inv_store_lag_put(struct db_conn *c, const char *env, const char *group, int64_t lag)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, env);
+    db_param_text(&p, group);
+    db_param_int(&p, lag);
+    return db_execp(c, &q_lag_put, &p, NULL);
+}
+
+/* Lag rows of groups no longer in the inventory are left out (a deleted group stops being
+ * reported). */
+static struct db_stmt q_gauges = DB_STMT(
+    "inv_gauges", 0,
+    "SELECT json_build_object("
+    "'drift', (SELECT coalesce(json_object_agg(environment, differences), '{}') "
+    "FROM inventory_drift_state), "
+    "'lag', (SELECT coalesce(json_object_agg(environment, g), '{}') FROM (SELECT l.environment, "
+    "json_object_agg(l.consumer_group, l.lag) AS g FROM inventory_lag l JOIN "
+    "inventory_consumer_group cg ON cg.name = l.consumer_group GROUP BY l.environment) x))");
+
+int inv_store_gauges(struct db_conn *c, json_t **out)
+{
+    return db_exec_json(c, &q_gauges, NULL, out);
+}

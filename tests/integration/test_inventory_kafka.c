@@ -413,6 +413,15 @@ int main(void)
                     "qdb_kafka_consumer_lag{environment=\"development\",group=\"lag-group\"}") ==
               100,
           "qdb_kafka_consumer_lag is 100");
+    th_step("another replica shows the same gauge, read from the state store");
+    struct th_server srv2 = {0};
+    CHECK(th_server_start(&srv2, url, env, 1) == 0, "second replica starts");
+    const char *series = "qdb_kafka_consumer_lag{environment=\"development\",group=\"lag-group\"}";
+    double gauge_until = th_now_ms() + 20000;
+    while (th_metric(&srv2, series) != 100 && th_now_ms() < gauge_until)
+        th_sleep_ms(200);
+    CHECK(th_metric(&srv2, series) == 100, "the second replica's qdb_kafka_consumer_lag is 100");
+    CHECK(th_server_stop(&srv2) == 0, "second replica stops cleanly");
     plan = plan_of(&srv, viewer);
     CHECK(plan &&
               has_warning(plan, "consumer group lag-group is 100 messages behind (threshold 10)"),
