@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "auth/auth.h"
 #include "inventory/inventory_internal.h"
 #include "platform/buf.h"
 #include "platform/environment.h"
@@ -150,7 +151,7 @@ void inventory_api_environment_patch(struct http_request *req)
     if (!c)
         return;
     const char *env = env_param(req, c);
-    if (!env)
+    if (!env || auth_require_environment(req, env) != 0)
         return;
     json_t *merged = NULL;
     if (targets) {
@@ -433,6 +434,11 @@ void inventory_api_databases_create(struct http_request *req)
         json_decref(doc);
         return;
     }
+    if (rc == 0 && auth_require_environment(
+                       req, json_string_value(json_object_get(doc, "environment"))) != 0) {
+        json_decref(doc);
+        return;
+    }
     if (rc == 0)
         rc = db_tx(c, db_change_fn, &t);
     db_reply(req, &t, rc);
@@ -467,6 +473,11 @@ void inventory_api_databases_patch(struct http_request *req)
             http_reply_db_error(req, rc);
         else
             http_reply_problem(req, QDB_E_NOT_FOUND, "no database %lld", (long long)id);
+        return;
+    }
+    if (auth_require_environment(req, json_string_value(json_object_get(cur, "environment"))) !=
+        0) {
+        json_decref(cur);
         return;
     }
     const char *k;
@@ -515,8 +526,16 @@ void inventory_api_databases_delete(struct http_request *req)
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
         return;
+    json_t *cur = NULL;
+    int rc = inv_store_db_get(c, id, &cur);
+    if (rc > 0 && auth_require_environment(
+                      req, json_string_value(json_object_get(cur, "environment"))) != 0) {
+        json_decref(cur);
+        return;
+    }
+    json_decref(cur);
     struct db_tx t = {.req = req, .op = 2, .id = id};
-    int rc = db_tx(c, db_change_fn, &t);
+    rc = rc < 0 ? rc : db_tx(c, db_change_fn, &t);
     db_reply(req, &t, rc);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "auth/auth.h"
 #include "inventory/inventory_internal.h"
 #include "platform/environment.h"
 #include "platform/jsonspec.h"
@@ -53,6 +54,21 @@ static const char *verb_of(const struct kind_info *k, int op)
         {"connector_created", "connector_updated", "connector_deleted"},
     };
     return v[k == &K_TOPIC ? 0 : k == &K_GROUP ? 1 : 2][op];
+}
+
+/* Topics, groups and connectors are shared by every environment: an API token limited to
+ * some environments may read them but not change them. Replies 403 and returns -1. */
+static int require_unrestricted(struct http_request *req)
+{
+    const struct http_principal *p = http_principal(req);
+    if (p && p->environments) {
+        http_reply_problem(req, QDB_E_FORBIDDEN,
+                           "topics, consumer groups and connectors are shared by every "
+                           "environment: a token limited to some environments cannot change "
+                           "them");
+        return -1;
+    }
+    return 0;
 }
 
 static void list(struct http_request *req, const struct kind_info *k)
@@ -178,7 +194,7 @@ static int has_server_fields(struct http_request *req, json_t *body, int patch)
 static void create(struct http_request *req, const struct kind_info *k)
 {
     json_t *body = http_body(req);
-    if (has_server_fields(req, body, 0))
+    if (has_server_fields(req, body, 0) || require_unrestricted(req) != 0)
         return;
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
@@ -207,7 +223,7 @@ static void patch(struct http_request *req, const struct kind_info *k)
 {
     const char *name = http_param(req, "name");
     json_t *body = http_body(req);
-    if (has_server_fields(req, body, 1))
+    if (has_server_fields(req, body, 1) || require_unrestricted(req) != 0)
         return;
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
@@ -249,6 +265,8 @@ static void delete (struct http_request *req, const struct kind_info *k)
 {
     const char *name = http_param(req, "name");
     struct kind_tx t = {.req = req, .k = k, .op = 2, .name = name};
+    if (require_unrestricted(req) != 0)
+        return;
     if (!inv_name_is_kafka(name)) {
         change_reply(req, &t, INV_E_NOT_FOUND);
         return;
@@ -392,7 +410,7 @@ void inventory_api_import(struct http_request *req)
         {"connectors", JSPEC_ARRAY, 0, 0, 0, NULL, &sets[2], NULL},
         JSPEC_END,
     };
-    if (jspec_parse(req, http_body(req), f, NULL, 0) != 0)
+    if (jspec_parse(req, http_body(req), f, NULL, 0) != 0 || require_unrestricted(req) != 0)
         return;
     if (!sets[0] && !sets[1] && !sets[2]) {
         http_reply_invalid(req, "topics", "give topics, consumer_groups or connectors");

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "audit/audit.h"
+#include "auth/auth.h"
 #include "inventory/inventory_internal.h"
 #include "platform/environment.h"
 #include "platform/jsonspec.h"
@@ -340,7 +341,7 @@ void inventory_api_apply(struct http_request *req)
     if (!c)
         return;
     const char *env = env_of(req, c);
-    if (!env)
+    if (!env || auth_require_environment(req, env) != 0)
         return;
     struct apply_tx t = {.req = req, .env = env};
     int rc = inv_plan_build(c, env, &t.plan);

@@ -132,6 +132,32 @@ int main(void)
         "the reference is shown as written");
     th_resp_free(&r);
 
+    th_step("an API token limited to staging changes staging only, and nothing shared");
+    CHECK(inv_call(&srv, admin, "POST", "/api/v1/tokens",
+                   "{\"name\":\"staging-only\",\"role\":\"admin\",\"environments\":["
+                   "\"staging\"]}",
+                   &r) == 201,
+          "token: %ld %s", r.status, r.body);
+    char *scoped = strdup(json_string_value(json_object_get(r.json, "token")) ?: "");
+    th_resp_free(&r);
+    CHECK(inv_status(&srv, scoped, "PATCH", "/api/v1/environments/development",
+                     "{\"config\":{\"tls\":\"x\"}}") == 403,
+          "not development");
+    CHECK(inv_status(&srv, scoped, "PATCH", "/api/v1/environments/staging",
+                     "{\"config\":{\"tls\":\"Internal CA\"}}") == 200,
+          "staging");
+    CHECK(inv_status(&srv, scoped, "POST", "/api/v1/databases",
+                     "{\"environment\":\"development\",\"name\":\"scoped\","
+                     "\"storage_initial_gb\":1,\"storage_max_gb\":1}") == 403,
+          "no database in development");
+    CHECK(inv_status(&srv, scoped, "POST", "/api/v1/environments/development/apply", "{}") == 403,
+          "no apply in development");
+    CHECK(inv_status(&srv, scoped, "POST", "/api/v1/kafka/topics", "{\"name\":\"scoped.t\"}") ==
+              403,
+          "no topic: topics are shared by every environment");
+    CHECK(inv_status(&srv, scoped, "GET", "/api/v1/kafka/topics", NULL) == 200, "but reads them");
+    free(scoped);
+
     th_step("databases: 422 naming the field, nothing changed");
     long dbs0 = count_rows(url, "SELECT count(*) FROM inventory_database");
     static const struct {
