@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "inventory/inventory_internal.h"
 #include "inventory_helpers.h"
 
 static const char *SECRET_VALUE = "inv-s3cret-Value-91f0c2";
@@ -441,6 +442,34 @@ int main(void)
                       "'qa.qdb.controlplane.inventory.database_provisioned'",
                       path, NULL) >= 2,
           "database_provisioned emitted by the jobs");
+
+    th_step("the door for the backup room: a managed database and its connections");
+    struct db_settings state_store = {url, 5000, 3, "test-inventory"};
+    struct db_conn *conn = db_conn_open(&state_store);
+    struct inventory_database idb;
+    CHECK(conn && inventory_database_lookup(conn, cdc_id, NULL, NULL, &idb) == 1 &&
+              strcmp(idb.name, "advisory_main") == 0 &&
+              strcmp(idb.environment, "development") == 0 &&
+              strcmp(idb.primary.host, "127.0.0.1") == 0 && idb.primary.port == pg.port &&
+              strcmp(idb.primary.admin_user, "postgres") == 0 &&
+              strcmp(idb.primary.admin_secret, ref) == 0 && !idb.has_standby,
+          "by id: the environment's postgres target filled in");
+    struct inventory_database by_name;
+    CHECK(conn &&
+              inventory_database_lookup(conn, 0, "development", "advisory_main", &by_name) == 1 &&
+              by_name.id == cdc_id,
+          "by environment and name");
+    CHECK(conn && inventory_database_lookup(conn, 0, "development", "no_such_db", &by_name) == 0,
+          "none: 0");
+    char err[256] = "";
+    /* in the server the module's config_load has read QDB_SECRET_DIRS; here the test does */
+    setenv("QDB_SECRET_DIRS", env_dirs + strlen("QDB_SECRET_DIRS="), 1);
+    CHECK(inv_secret_dirs_load() == 0, "QDB_SECRET_DIRS");
+    PGconn *admin_conn =
+        conn ? inventory_pg_connect(&idb.primary, idb.name, 3, err, sizeof err) : NULL;
+    CHECK(admin_conn && PQstatus(admin_conn) == CONNECTION_OK, "inventory_pg_connect: %s", err);
+    PQfinish(admin_conn);
+    db_conn_close(conn);
 
     th_step("the secret's value is nowhere: replies, server log, outbox, audit trail");
     CHECK(!inv_seen || !strstr(inv_seen, SECRET_VALUE), "no reply held it (%zu bytes seen)",
