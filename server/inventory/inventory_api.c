@@ -429,7 +429,7 @@ void inventory_api_databases_create(struct http_request *req)
     json_t *doc = json_deep_copy(body);
     struct db_tx t = {.req = req, .op = 0, .doc = doc};
     int rc = inv_check_database(c, doc, &t.fault);
-    if (rc == -1) {
+    if (rc == INV_E_INVALID) {
         inv_reply_fault(req, &t.fault);
         json_decref(doc);
         return;
@@ -507,7 +507,7 @@ void inventory_api_databases_patch(struct http_request *req)
     json_object_del(cur, "updated_at");
     struct db_tx t = {.req = req, .op = 1, .id = id, .doc = cur};
     rc = inv_check_database(c, cur, &t.fault);
-    if (rc == -1) {
+    if (rc == INV_E_INVALID) {
         inv_reply_fault(req, &t.fault);
         json_decref(cur);
         return;

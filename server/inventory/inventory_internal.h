@@ -20,7 +20,7 @@ struct inv_fault {
     char field[128];
     char detail[384];
 };
-/* Set f and return -1. */
+/* Set f and return INV_E_INVALID. */
 int inv_fault(struct inv_fault *f, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Reply 422 QDB_E_INVENTORY_INVALID naming f->field. */
@@ -28,7 +28,8 @@ void inv_reply_fault(struct http_request *req, const struct inv_fault *f);
 /* The audit actor of a job's runner: the job's creator, as "system" method. */
 struct audit_actor inv_job_actor(struct jobs_ctx *ctx);
 
-/* ---- checks (inventory_validate.c): each returns 0 or -1 with *f set ---- */
+/* ---- checks (inventory_validate.c): each returns 0, INV_E_INVALID with *f set, or a DB_
+ * code (a check that reads the state store) ---- */
 int inv_name_is_pg_ident(const char *s); /* [a-z_][a-z0-9_]{0,62} */
 int inv_name_is_kafka(const char *s);    /* what Kafka accepts as a topic / group name */
 /* Check and normalise a targets object (defaults filled in); `doc` modified in place. */

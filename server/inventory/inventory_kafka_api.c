@@ -207,7 +207,7 @@ static void create(struct http_request *req, const struct kind_info *k)
                         .op = 0,
                         .doc = doc,
                         .name = json_string_value(json_object_get(doc, "name"))};
-    if (rc == -1)
+    if (rc == INV_E_INVALID)
         inv_reply_fault(req, &f);
     else {
         if (rc == 0)
@@ -251,7 +251,7 @@ static void patch(struct http_request *req, const struct kind_info *k)
     struct inv_fault f = {"", ""};
     rc = check_doc(c, k, cur, &f);
     struct kind_tx t = {.req = req, .k = k, .op = 1, .doc = cur, .name = name};
-    if (rc == -1)
+    if (rc == INV_E_INVALID)
         inv_reply_fault(req, &f);
     else {
         if (rc == 0)
@@ -432,7 +432,7 @@ void inventory_api_import(struct http_request *req)
             json_t *copy = json_deep_copy(d);
             struct inv_fault fl = {"", ""};
             rc = copy ? check_doc(c, ks[s], copy, &fl) : inv_fault(&fl, names[s], "not an object");
-            if (rc == -1) {
+            if (rc == INV_E_INVALID) {
                 struct inv_fault wrapped = {"", ""};
                 char field[160];
                 snprintf(field, sizeof field, "%s[%zu]%s%.100s", names[s], i,

@@ -17,7 +17,7 @@ int inv_fault(struct inv_fault *f, const char *field, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(f->detail, sizeof f->detail, fmt, ap);
     va_end(ap);
-    return -1;
+    return INV_E_INVALID;
 }
 
 void inv_reply_fault(struct http_request *req, const struct inv_fault *f)
@@ -189,13 +189,13 @@ static int url_ok(const char *u)
 int inv_check_targets(json_t *t, struct inv_fault *f)
 {
     if (check_obj(t, "targets", targets_fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     json_t *pg = json_object_get(t, "postgres"), *k = json_object_get(t, "kafka"),
            *kc = json_object_get(t, "kafka_connect");
     if (pg && check_obj(pg, "targets.postgres", pg_target, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     if (k && check_obj(k, "targets.kafka", kafka_target, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     if (k) {
         const char *proto = json_string_value(json_object_get(k, "security_protocol"));
         int sasl = strncmp(proto, "sasl", 4) == 0;
@@ -207,7 +207,7 @@ int inv_check_targets(json_t *t, struct inv_fault *f)
                              "a SASL password needs security_protocol sasl_plaintext or sasl_ssl");
     }
     if (kc && check_obj(kc, "targets.kafka_connect", connect_target, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     if (kc && !url_ok(json_string_value(json_object_get(kc, "url"))))
         return inv_fault(f, "targets.kafka_connect.url",
                          "targets.kafka_connect.url must be an http:// or https:// URL");
@@ -251,7 +251,7 @@ int inv_check_database(struct db_conn *c, json_t *d, struct inv_fault *f)
         {NULL, 0, 0, 0, 0, NULL, NULL, 0, 0},
     };
     if (check_obj(d, "", fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     const char *name = json_string_value(json_object_get(d, "name"));
     if (!inv_name_is_pg_ident(name))
         return inv_fault(f, "name",
@@ -270,10 +270,10 @@ int inv_check_database(struct db_conn *c, json_t *d, struct inv_fault *f)
     if (!json_object_get(d, "primary"))
         json_object_set_new(d, "primary", json_object());
     if (check_obj(json_object_get(d, "primary"), "primary", db_conn_fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     json_t *sb = json_object_get(d, "standby");
     if (sb && check_obj(sb, "standby", db_conn_fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     if (sb && !json_object_get(sb, "host"))
         return inv_fault(f, "standby.host", "a standby needs its own host");
     if (!sb)
@@ -334,7 +334,7 @@ int inv_check_topic(struct db_conn *c, json_t *d, struct inv_fault *f)
         {NULL, 0, 0, 0, 0, NULL, NULL, 0, 0},
     };
     if (check_obj(d, "", fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     if (!inv_name_is_kafka(json_string_value(json_object_get(d, "name"))))
         return inv_fault(f, "name",
                          "Kafka refuses this topic name: 1 to 249 of a-z, A-Z, 0-9, "
@@ -390,7 +390,7 @@ int inv_check_group(json_t *d, struct inv_fault *f)
         {NULL, 0, 0, 0, 0, NULL, NULL, 0, 0},
     };
     if (check_obj(d, "", fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     if (!inv_name_is_kafka(json_string_value(json_object_get(d, "name"))))
         return inv_fault(f, "name",
                          "a consumer group name is 1 to 249 of a-z, A-Z, 0-9, '.', "
@@ -441,7 +441,7 @@ int inv_check_connector(json_t *d, struct inv_fault *f)
         {NULL, 0, 0, 0, 0, NULL, NULL, 0, 0},
     };
     if (check_obj(d, "", fields, f) != 0)
-        return -1;
+        return INV_E_INVALID;
     const char *name = json_string_value(json_object_get(d, "name"));
     if (strlen(name) > 200 || !inv_name_is_kafka(name))
         return inv_fault(f, "name", "a connector name is 1 to 200 of a-z, A-Z, 0-9, '.', '_', '-'");
