@@ -214,7 +214,7 @@ int main(void)
         th_sleep_ms(100);
     CHECK(fake(&fk, "GET", "/__requests", NULL, NULL) == 200, "fake Kafka Connect answers");
 
-    const char *env[] = {"QDB_INVENTORY_TARGET_TIMEOUT=2", "QDB_JOB_BACKOFF_BASE_MS=100",
+    const char *env[] = {"QDB_INVENTORY_TARGET_TIMEOUT=3", "QDB_JOB_BACKOFF_BASE_MS=100",
                          "QDB_JOB_BACKOFF_MAX=1s", NULL};
     CHECK(th_server_start(&srv, url, env, 1) == 0, "server starts");
     if (!srv.pid)
