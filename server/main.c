@@ -13,6 +13,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "flags/flags.h"
+#include "inventory/inventory.h"
 #include "jobs/jobs.h"
 #include "module.h"
 #include "platform/config.h"
@@ -31,6 +32,7 @@ static const struct qdb_module *const modules[] = {
     NULL, /* keep: lets the list be empty; rooms add `&<room>_module,` below */
     &audit_module, &auth_module, &jobs_module, &wiring_audit_module,
     &flags_module,
+    &inventory_module,
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 

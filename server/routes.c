@@ -3,6 +3,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "flags/flags.h"
+#include "inventory/inventory.h"
 #include "jobs/jobs.h"
 #include "platform/environment.h"
 #include "platform/health.h"
@@ -95,6 +96,44 @@ const struct http_route qdb_routes[] = {
      HTTP_ADMIN, 0},
     {"POST", "/api/v1/change-requests/{id}/reject", flags_api_change_requests_reject,
      HTTP_ADMIN, 0},
+
+    /* inventory: the plan and the lag talk to targets (bounded by
+     * QDB_INVENTORY_TARGET_TIMEOUT), on the handler pool like every blocking handler */
+    {"GET", "/api/v1/environments/{env}", inventory_api_environment_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/environments/{env}", inventory_api_environment_patch, HTTP_ADMIN,
+     HTTP_BODY_JSON},
+    {"GET", "/api/v1/environments/{env}/pgbouncer.ini", inventory_api_pgbouncer_ini, HTTP_VIEWER,
+     0},
+    {"GET", "/api/v1/environments/{env}/plan", inventory_api_plan, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/environments/{env}/apply", inventory_api_apply, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"GET", "/api/v1/databases", inventory_api_databases_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/databases", inventory_api_databases_create, HTTP_ADMIN, HTTP_BODY_JSON},
+    {"GET", "/api/v1/databases/{id}", inventory_api_databases_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/databases/{id}", inventory_api_databases_patch, HTTP_ADMIN, HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/databases/{id}", inventory_api_databases_delete, HTTP_ADMIN, 0},
+    {"GET", "/api/v1/kafka/topics", inventory_api_topics_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/kafka/topics", inventory_api_topics_create, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"GET", "/api/v1/kafka/topics/{name}", inventory_api_topics_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/kafka/topics/{name}", inventory_api_topics_patch, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/kafka/topics/{name}", inventory_api_topics_delete, HTTP_ADMIN, 0},
+    {"GET", "/api/v1/kafka/consumer-groups", inventory_api_groups_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/kafka/consumer-groups", inventory_api_groups_create, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"GET", "/api/v1/kafka/consumer-groups/{name}", inventory_api_groups_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/kafka/consumer-groups/{name}", inventory_api_groups_patch, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/kafka/consumer-groups/{name}", inventory_api_groups_delete, HTTP_ADMIN, 0},
+    {"GET", "/api/v1/kafka/consumer-groups/{name}/lag", inventory_api_groups_lag, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/kafka/connectors", inventory_api_connectors_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/kafka/connectors", inventory_api_connectors_create, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"GET", "/api/v1/kafka/connectors/{name}", inventory_api_connectors_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/kafka/connectors/{name}", inventory_api_connectors_patch, HTTP_OPERATOR,
+     HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/kafka/connectors/{name}", inventory_api_connectors_delete, HTTP_ADMIN, 0},
+    {"POST", "/api/v1/inventory/import", inventory_api_import, HTTP_OPERATOR, HTTP_BODY_JSON},
 };
 
 const size_t qdb_routes_count = sizeof qdb_routes / sizeof qdb_routes[0];

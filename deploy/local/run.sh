@@ -25,11 +25,15 @@ export QDB_LISTEN=${QDB_LISTEN:-127.0.0.1:8080}
 export QDB_WEB_DIR=${QDB_WEB_DIR:-$QDB_ROOT/web}
 export QDB_AUTH_MODE=${QDB_AUTH_MODE:-dev}
 export QDB_AUDIT_HMAC_KEY_FILE=${QDB_AUDIT_HMAC_KEY_FILE:-$LOCAL/secrets/audit-hmac-key}
+# inventory: secret references may point into .local/secrets
+export QDB_SECRET_DIRS=${QDB_SECRET_DIRS:-$LOCAL/secrets}
 
 qdb_log "serving http://$QDB_LISTEN (Ctrl-C to stop)"
 # Not exec: the EXIT trap must stop PostgreSQL after the server has stopped.
 "$QDB_ROOT/build/qdb-control" serve &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true' INT TERM
+# inventory: the development environment's targets (this PostgreSQL, QDB_KAFKA_BROKERS)
+"$QDB_ROOT/deploy/local/register_inventory.sh" "http://$QDB_LISTEN" "$PG_PORT" || true
 wait $server || true
 wait $server 2>/dev/null || true

@@ -10,6 +10,11 @@
 /* Whether `name` is an environment: 1 yes, 0 no, or a DB_ code. */
 int environment_exists(struct db_conn *conn, const char *name);
 
+/* The environment `name` as GET /api/v1/environments lists it, into *out (new reference),
+ * for rooms that show it with their own members (the inventory's matrix and targets).
+ * Returns 1, 0 when there is no such environment, or a DB_ code. */
+int environment_get_json(struct db_conn *conn, const char *name, json_t **out);
+
 /* GET /api/v1/environments (viewer): {"items": [Environment...]} in display order. */
 void environment_api_list(struct http_request *req);
 

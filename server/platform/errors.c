@@ -28,6 +28,11 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
                                    "The resource changed since the version named"},
     [QDB_E_PRECONDITION_REQUIRED] = {428, "precondition-required",
                                      "This change needs If-Match"},
+    /* inventory */
+    [QDB_E_INVENTORY_INVALID] = {422, "inventory-invalid", "The change breaks an inventory rule"},
+    [QDB_E_TARGET_NOT_CONFIGURED] = {409, "target-not-configured",
+                                     "The environment has no such target"},
+    [QDB_E_TARGET_UNAVAILABLE] = {502, "target-unavailable", "A target system did not answer"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

@@ -32,6 +32,10 @@ enum qdb_error {
     /* flags */
     QDB_E_PRECONDITION_FAILED,   /* 412 If-Match names another version */
     QDB_E_PRECONDITION_REQUIRED, /* 428 a production write without If-Match */
+    /* inventory */
+    QDB_E_INVENTORY_INVALID,  /* 422 the change breaks an inventory rule; extension: field */
+    QDB_E_TARGET_NOT_CONFIGURED, /* 409 the environment has no such target */
+    QDB_E_TARGET_UNAVAILABLE, /* 502 a target (Kafka, PostgreSQL, Connect) did not answer */
 
     QDB_E__COUNT
 };

@@ -25,6 +25,10 @@ const char *th_default_env[] = {
     "QDB_WEB_DIR=" QDB_SOURCE_DIR "/web",
     "QDB_SHUTDOWN_TIMEOUT=10",
     "QDB_AUTH_MODE=dev", /* auth: the built-in dev issuer; see th_dev_token */
+    /* inventory: no default drift or lag schedule firing in the middle of other rooms'
+     * tests (a test of the checks sets its own) */
+    "QDB_INVENTORY_DRIFT_CRON=off",
+    "QDB_INVENTORY_LAG_CRON=off",
     NULL,
 };
 

@@ -584,6 +584,213 @@ static int rollout_abort_fail(struct call *c, long *status)
     return 0;
 }
 
+
+/* ---- recipes: inventory ---- */
+
+static int env_patch_ok(struct call *c, struct expect *e)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/environments/staging");
+    snprintf(c->body, sizeof c->body, "{\"config\":{\"feature_flags\":\"Production-like %d\"}}",
+             seq++);
+    *e = (struct expect){"environment.update", "environment", "staging", 200};
+    return 0;
+}
+static int env_patch_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/environments/staging");
+    snprintf(c->body, sizeof c->body,
+             "{\"targets\":{\"kafka\":{\"bootstrap_servers\":\"k:9092\",\"broker_count\":0}}}");
+    *status = 422;
+    return 0;
+}
+
+static int env_apply_ok(struct call *c, struct expect *e)
+{
+    /* integration has no targets in this test: the plan is empty, the apply still audited */
+    snprintf(c->path, sizeof c->path, "/api/v1/environments/integration/apply");
+    snprintf(c->body, sizeof c->body, "{}");
+    *e = (struct expect){"environment.apply", "environment", "integration", 202};
+    return 0;
+}
+static int env_apply_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/environments/nowhere/apply");
+    snprintf(c->body, sizeof c->body, "{}");
+    *status = 404;
+    return 0;
+}
+
+/* A database made for a recipe; its id into out. */
+static int new_database(char *out, size_t n)
+{
+    char body[200];
+    snprintf(body, sizeof body,
+             "{\"environment\":\"development\",\"name\":\"rt_db_%d\",\"storage_initial_gb\":1,"
+             "\"storage_max_gb\":2}",
+             seq++);
+    json_t *j = setup("POST", "/api/v1/databases", body);
+    if (!j)
+        return -1;
+    id_of(j, out, n);
+    json_decref(j);
+    return 0;
+}
+
+static int db_create_ok(struct call *c, struct expect *e)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"development\",\"name\":\"rt_db_%d\",\"storage_initial_gb\":1,"
+             "\"storage_max_gb\":2}",
+             seq++);
+    *e = (struct expect){"database.create", "database", "", 201};
+    return 0;
+}
+static int db_create_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"environment\":\"nowhere\",\"name\":\"rt_db_x\",\"storage_initial_gb\":1,"
+             "\"storage_max_gb\":2}");
+    *status = 422;
+    return 0;
+}
+static int db_patch_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"database.update", "database", "", 200};
+    if (new_database(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/%s", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"pool_size\":7}");
+    return 0;
+}
+static int db_patch_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/999999999");
+    snprintf(c->body, sizeof c->body, "{\"pool_size\":7}");
+    *status = 404;
+    return 0;
+}
+static int db_delete_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"database.delete", "database", "", 204};
+    if (new_database(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/%s", e->resource_id);
+    return 0;
+}
+static int db_delete_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/999999999");
+    *status = 404;
+    return 0;
+}
+
+/* Topics, consumer groups and connectors share their recipes: a collection, a valid body
+ * for a name, a body that breaks a rule, and a patch. */
+struct kafka_kind {
+    const char *coll, *type, *prefix;
+    const char *body_fmt; /* one %s: the name */
+    const char *bad_body, *patch;
+};
+static const struct kafka_kind k_topic = {
+    "/api/v1/kafka/topics", "kafka_topic", "rt.topic",
+    "{\"name\":\"%s\",\"partitions\":3}", "{\"name\":\"rt.bad\",\"partitions\":0}",
+    "{\"partitions\":4}"};
+static const struct kafka_kind k_group = {
+    "/api/v1/kafka/consumer-groups", "kafka_consumer_group", "rt-group",
+    "{\"name\":\"%s\",\"topics\":[\"app.*\"]}", "{\"name\":\"rt-bad\",\"topics\":[\"no such!\"]}",
+    "{\"lag_threshold\":5}"};
+static const struct kafka_kind k_conn = {
+    "/api/v1/kafka/connectors", "kafka_connector", "rt-conn",
+    "{\"name\":\"%s\",\"config\":{\"connector.class\":\"x.Y\"}}",
+    "{\"name\":\"rt-bad\",\"config\":{\"connector.class\":\"x.Y\",\"database.password\":\"plain\"}}",
+    "{\"config\":{\"connector.class\":\"x.Z\"}}"};
+
+static void kk_name(const struct kafka_kind *k, char *out, size_t n)
+{
+    snprintf(out, n, "%s.%d.%d", k->prefix, (int)getpid(), seq++);
+}
+static int kk_create_ok(const struct kafka_kind *k, struct call *c, struct expect *e, const char *v)
+{
+    *e = (struct expect){v, k->type, "", 201};
+    kk_name(k, e->resource_id, sizeof e->resource_id);
+    snprintf(c->body, sizeof c->body, k->body_fmt, e->resource_id);
+    return 0;
+}
+static int kk_existing(const struct kafka_kind *k, struct call *c, struct expect *e, const char *v,
+                       long status)
+{
+    char body[300];
+    *e = (struct expect){v, k->type, "", status};
+    kk_name(k, e->resource_id, sizeof e->resource_id);
+    snprintf(body, sizeof body, k->body_fmt, e->resource_id);
+    json_t *j = setup("POST", k->coll, body);
+    if (!j)
+        return -1;
+    json_decref(j);
+    snprintf(c->path, sizeof c->path, "%s/%s", k->coll, e->resource_id);
+    return 0;
+}
+static int kk_missing(const struct kafka_kind *k, struct call *c, long *status, const char *body)
+{
+    snprintf(c->path, sizeof c->path, "%s/no-such-thing", k->coll);
+    snprintf(c->body, sizeof c->body, "%s", body ? body : "");
+    *status = 404;
+    return 0;
+}
+
+#define KAFKA_RECIPES(tag, kk, noun)                                                               \
+    static int tag##_create_ok(struct call *c, struct expect *e)                                   \
+    {                                                                                              \
+        return kk_create_ok(&kk, c, e, noun ".create");                                            \
+    }                                                                                              \
+    static int tag##_create_fail(struct call *c, long *status)                                     \
+    {                                                                                              \
+        snprintf(c->body, sizeof c->body, "%s", kk.bad_body);                                      \
+        *status = 422;                                                                             \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static int tag##_patch_ok(struct call *c, struct expect *e)                                    \
+    {                                                                                              \
+        if (kk_existing(&kk, c, e, noun ".update", 200) != 0)                                      \
+            return -1;                                                                             \
+        snprintf(c->body, sizeof c->body, "%s", kk.patch);                                         \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static int tag##_patch_fail(struct call *c, long *status)                                      \
+    {                                                                                              \
+        return kk_missing(&kk, c, status, kk.patch);                                               \
+    }                                                                                              \
+    static int tag##_delete_ok(struct call *c, struct expect *e)                                   \
+    {                                                                                              \
+        return kk_existing(&kk, c, e, noun ".delete", 204);                                        \
+    }                                                                                              \
+    static int tag##_delete_fail(struct call *c, long *status)                                     \
+    {                                                                                              \
+        return kk_missing(&kk, c, status, NULL);                                                   \
+    }
+KAFKA_RECIPES(topic, k_topic, "kafka_topic")
+KAFKA_RECIPES(group, k_group, "kafka_consumer_group")
+KAFKA_RECIPES(conn, k_conn, "kafka_connector")
+
+static int import_ok(struct call *c, struct expect *e)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"topics\":[{\"name\":\"rt.import.%d\"}],\"consumer_groups\":[{\"name\":"
+             "\"rt-import-%d\",\"topics\":[\"rt.import.*\"]}]}",
+             seq, seq);
+    seq++;
+    *e = (struct expect){"inventory.import", "inventory", "import", 200};
+    return 0;
+}
+static int import_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"topics\":[{\"name\":\"rt.fine\"},{\"name\":\"rt.bad\",\"min_insync_replicas\":3,"
+             "\"replication_factor\":2}]}");
+    *status = 422;
+    return 0;
+}
+
 static const struct recipe recipes[] = {
     {"POST", "/api/v1/tokens", NULL, token_create_ok, token_create_fail},
     {"DELETE", "/api/v1/tokens/{id}", NULL, token_revoke_ok, token_revoke_fail},
@@ -612,6 +819,21 @@ static const struct recipe recipes[] = {
     {"DELETE", "/api/v1/segments/{name}", NULL, segment_delete_ok, segment_delete_fail},
     {"POST", "/api/v1/change-requests/{id}/approve", NULL, cr_approve_ok, cr_approve_fail},
     {"POST", "/api/v1/change-requests/{id}/reject", NULL, cr_reject_ok, cr_reject_fail},
+    {"PATCH", "/api/v1/environments/{env}", NULL, env_patch_ok, env_patch_fail},
+    {"POST", "/api/v1/environments/{env}/apply", NULL, env_apply_ok, env_apply_fail},
+    {"POST", "/api/v1/databases", NULL, db_create_ok, db_create_fail},
+    {"PATCH", "/api/v1/databases/{id}", NULL, db_patch_ok, db_patch_fail},
+    {"DELETE", "/api/v1/databases/{id}", NULL, db_delete_ok, db_delete_fail},
+    {"POST", "/api/v1/kafka/topics", NULL, topic_create_ok, topic_create_fail},
+    {"PATCH", "/api/v1/kafka/topics/{name}", NULL, topic_patch_ok, topic_patch_fail},
+    {"DELETE", "/api/v1/kafka/topics/{name}", NULL, topic_delete_ok, topic_delete_fail},
+    {"POST", "/api/v1/kafka/consumer-groups", NULL, group_create_ok, group_create_fail},
+    {"PATCH", "/api/v1/kafka/consumer-groups/{name}", NULL, group_patch_ok, group_patch_fail},
+    {"DELETE", "/api/v1/kafka/consumer-groups/{name}", NULL, group_delete_ok, group_delete_fail},
+    {"POST", "/api/v1/kafka/connectors", NULL, conn_create_ok, conn_create_fail},
+    {"PATCH", "/api/v1/kafka/connectors/{name}", NULL, conn_patch_ok, conn_patch_fail},
+    {"DELETE", "/api/v1/kafka/connectors/{name}", NULL, conn_delete_ok, conn_delete_fail},
+    {"POST", "/api/v1/inventory/import", NULL, import_ok, import_fail},
 };
 
 /* ---- the walk ---- */
