@@ -99,6 +99,8 @@ async function devMode(db) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const server = await startServer(db, port, { QDB_AUTH_MODE: 'dev' }, `browser-dev-${process.pid}.log`);
+  const csp = (await fetch(`${base}/`)).headers.get('content-security-policy') || '';
+  check(csp.includes("connect-src 'self';"), `dev mode: the console connects to its own origin only: ${csp}`);
   const { context, dir } = await launch();
   try {
     await context.clock.install();
@@ -147,6 +149,8 @@ async function oidcMode(db) {
     {}, `browser-oidc-fixture-${process.pid}.log`);
   await waitFor(`${issuer}/.well-known/openid-configuration`);
   const server = await startServer(db, port, { QDB_AUTH_MODE: 'oidc', QDB_OIDC_ISSUER: issuer }, `browser-oidc-${process.pid}.log`);
+  const csp = (await fetch(`${base}/`)).headers.get('content-security-policy') || '';
+  check(csp.includes(`connect-src 'self' http://127.0.0.1:${fport};`), `the CSP lets the console reach the issuer's origin only: ${csp}`);
   const { context, dir } = await launch();
   try {
     const page = await context.newPage();
