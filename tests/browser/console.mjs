@@ -1,0 +1,401 @@
+// The admin console in a real browser (playwright-core + Debian chromium, headless) against
+// the real server and PostgreSQL, in dev mode (the dev issuer's role picker):
+//  - the static files' security headers (CSP, Referrer-Policy, nosniff); no CSP violation
+//    and no script error on any page;
+//  - sign in as each role; a viewer sees no mutating control, and a forced request (a deep
+//    link to the admin-only tokens page) shows the server's 403 as a message;
+//  - an admin starts a `sleep` job and watches its live log and its state reach succeeded
+//    without a reload; cancels another; creates an API token (the secret once, a copy
+//    button) and revokes it behind a confirmation (the secret then no longer works);
+//  - deep link + reload, back and forward; keyboard-only navigation through the shell;
+//  - a display name holding HTML shows as text and runs nothing;
+//  - a screenshot of every page visited (under the build folder) and axe-core: no serious
+//    or critical violation on any page at 1280 and 390 px, light and dark.
+//
+//   node console.mjs <qdb-control binary> <source dir> <screenshot dir>
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [binary, sourceDir, shotDirArg] = process.argv.slice(2);
+const pgPort = process.env.QDB_TEST_PG_PORT;
+if (!binary || !sourceDir || !pgPort) {
+  console.error('usage: QDB_TEST_PG_PORT=N node console.mjs <qdb-control> <source dir> [screenshot dir]');
+  process.exit(2);
+}
+const logDir = process.env.QDB_TEST_LOG_DIR || os.tmpdir();
+const shotDir = shotDirArg || path.join(logDir, 'console-screenshots');
+mkdirSync(shotDir, { recursive: true });
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+let passed = 0, failed = 0;
+const check = (cond, msg) => { if (cond) passed++; else { failed++; console.error(`FAIL ${msg}`); } };
+const step = (msg) => console.error(`-- ${msg}`);
+const children = [];
+const T = 20000; // generous bound for any wait on a loaded 2-core machine
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+  });
+}
+
+function psql(sql) {
+  execFileSync('psql', ['-h', '127.0.0.1', '-p', String(pgPort), '-U', 'postgres', '-q', '-c', sql], { stdio: 'ignore' });
+}
+
+async function waitFor(url, ms = 30000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try { const r = await fetch(url); if (r.ok) return; } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+function stop(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+    const t = setTimeout(() => child.kill('SIGKILL'), 15000);
+    child.once('exit', (code) => { clearTimeout(t); resolve(code); });
+    child.kill('SIGTERM');
+  });
+}
+
+const db = `t_browser_console_${process.pid}`;
+const serverLog = `browser-console-${process.pid}.log`;
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+let shots = 0;
+const pageErrors = [];
+
+async function startServer() {
+  const keyFile = path.join(logDir, `browser-console-key-${process.pid}`);
+  writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
+  const log = openSync(path.join(logDir, serverLog), 'w');
+  const child = spawn(binary, ['serve'], {
+    env: {
+      ...process.env,
+      QDB_DATABASE_URL: `postgresql://postgres@127.0.0.1:${pgPort}/${db}`,
+      QDB_LISTEN: `127.0.0.1:${port}`,
+      QDB_WEB_DIR: path.join(sourceDir, 'web'),
+      QDB_AUDIT_HMAC_KEY_FILE: keyFile,
+      QDB_AUTH_MODE: 'dev',
+      QDB_SHUTDOWN_TIMEOUT: '5',
+    },
+    stdio: ['ignore', log, log],
+  });
+  children.push(child);
+  await waitFor(`${base}/readyz`);
+  return child;
+}
+
+async function newPage(context, label) {
+  const page = await context.newPage();
+  await page.setViewportSize({ width: 1280, height: 900 });
+  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error' && !/status of 40[34]/.test(m.text())) pageErrors.push(`${label}: ${m.text()}`);
+  });
+  return page;
+}
+
+async function signIn(page, name, role) {
+  await page.locator('#signin').click();
+  await page.locator('#login_name').fill(name, { timeout: T });
+  await page.locator('#login_role').selectOption(role);
+  await page.locator('#sign-in').click();
+  await page.locator('#who').filter({ hasText: `(${role})` }).waitFor({ timeout: T });
+}
+
+/** Wait until the page's heading names the page (the router has rendered it). */
+async function heading(page, text) {
+  await page.locator('h1#page-title').filter({ hasText: text }).waitFor({ timeout: T });
+}
+
+async function settled(page) {
+  // no loading placeholder left (each region replaces its own when its request answers)
+  await page.waitForFunction(() => !document.querySelector('#view .state-loading'), null, { timeout: T });
+}
+
+/** Screenshot and axe-core at 1280 and 390 px (and dark, when asked). */
+async function audit(page, name, { dark = false } = {}) {
+  const sizes = [[1280, 900], [390, 844]];
+  for (const [w, hgt] of sizes) {
+    for (const scheme of dark ? ['light', 'dark'] : ['light']) {
+      await page.setViewportSize({ width: w, height: hgt });
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.screenshot({ path: path.join(shotDir, `${String(++shots).padStart(2, '0')}-${name}-${w}-${scheme}.png`), fullPage: true });
+      if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
+      const bad = await page.evaluate(async () => {
+        const r = await window.axe.run(document, { resultTypes: ['violations'] });
+        return r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+          .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+      });
+      check(bad.length === 0, `axe on ${name} at ${w} px ${scheme}: ${bad.join('; ')}`);
+    }
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.emulateMedia({ colorScheme: 'light' });
+}
+
+async function nav(page, label, title) {
+  await page.locator('#nav a', { hasText: label }).click();
+  await heading(page, title);
+  await settled(page);
+}
+
+async function headers() {
+  step('static files carry the security headers');
+  for (const p of ['/', '/app.js', '/style.css', '/pages/jobs.js']) {
+    const r = await fetch(`${base}${p}`);
+    const csp = r.headers.get('content-security-policy') || '';
+    check(r.status === 200, `${p}: ${r.status}`);
+    check(/default-src 'self'/.test(csp) && /script-src 'self'(;|$)/.test(csp) && /frame-ancestors 'none'/.test(csp)
+      && /base-uri 'none'/.test(csp) && !/unsafe/.test(csp), `${p} CSP: ${csp}`);
+    check(r.headers.get('referrer-policy') === 'no-referrer', `${p} Referrer-Policy`);
+    check(r.headers.get('x-content-type-options') === 'nosniff', `${p} nosniff`);
+  }
+}
+
+async function admin(context) {
+  step('admin: sign in (display name holding HTML), the dashboard');
+  const page = await newPage(context, 'admin');
+  const evil = 'Ada <img src=x onerror="window.__pwned=1"><b>bold</b>';
+  await page.goto(`${base}/#/`);
+  await signIn(page, evil, 'admin');
+  check(await page.locator('#who').textContent() === `${evil} (admin)`, 'the HTML display name is shown as text');
+  check(await page.locator('#who img, #who b').count() === 0, 'no element made from the display name');
+  await heading(page, 'Dashboard');
+  await settled(page);
+  const outbox = await page.locator('[data-outbox]').getAttribute('data-outbox');
+  check(outbox === 'ok' || outbox === 'unavailable', `outbox card shows a value or "not available": ${outbox}`);
+  if (outbox === 'ok') check(/^\d+$/.test(await page.locator('[data-field="backlog"]').textContent()), 'outbox backlog is a number');
+  else check(/Not available/.test(await page.locator('[data-outbox]').textContent()), 'outbox not available is said');
+  check(await page.locator('.state-counts li').count() === 6, 'six job states on the dashboard');
+  await audit(page, 'dashboard-admin', { dark: true });
+
+  step('admin: start a sleep job and watch its live log reach succeeded, no reload');
+  await nav(page, 'Jobs', 'Jobs');
+  await page.evaluate(() => { window.__noReload = true; });
+  await page.locator('summary', { hasText: 'Start a diagnostic job' }).click();
+  await page.locator('select[name="kind"]').selectOption('sleep');
+  await page.locator('textarea[name="args"]').fill('{"seconds": 3, "log": true}');
+  await page.locator('button', { hasText: 'Start job' }).click();
+  await page.waitForURL(/#\/jobs\/\d+$/, { timeout: T });
+  const sleepId = Number(page.url().split('/').pop());
+  await heading(page, `Job #${sleepId}`);
+  await page.locator('ol.log li', { hasText: 'sleeping for 3.0 s' }).waitFor({ timeout: T });
+  await page.locator('ol.log li', { hasText: 'slept 3.0 s, done' }).waitFor({ timeout: T });
+  await page.locator('[data-field="state"] [data-state="succeeded"]').waitFor({ timeout: T });
+  check(await page.locator('ol.log li', { hasText: /slept \d+\.\d of 3\.0 s/ }).count() >= 1, 'progress lines arrived in the log');
+  check(await page.evaluate(() => window.__noReload === true), 'no reload while the job ran');
+  check((await page.locator('.json').last().textContent()).includes('"slept"'), 'the result is shown');
+  await audit(page, 'job-succeeded');
+
+  step('admin: cancel a running job');
+  await nav(page, 'Jobs', 'Jobs');
+  await page.locator('summary', { hasText: 'Start a diagnostic job' }).click();
+  await page.locator('textarea[name="args"]').fill('{"seconds": 120}');
+  await page.locator('button', { hasText: 'Start job' }).click();
+  await page.waitForURL(/#\/jobs\/\d+$/, { timeout: T });
+  const cancelId = Number(page.url().split('/').pop());
+  await page.locator('[data-field="state"] [data-state="running"]').waitFor({ timeout: T });
+  await page.locator('[data-action="cancel"]').click();
+  await page.locator('dialog[open] [data-confirm]').click();
+  await page.locator('[data-field="state"] [data-state="cancelled"]').waitFor({ timeout: T });
+  check(await page.locator('[data-action="retry"]').count() === 1, 'a cancelled job offers retry');
+  await audit(page, 'job-cancelled');
+
+  step('admin: the jobs list filters through the URL and pages with the cursor');
+  await page.goto(`${base}/#/jobs?state=cancelled`);
+  await heading(page, 'Jobs');
+  await settled(page);
+  check(await page.locator(`tr[data-job-id="${cancelId}"]`).count() === 1, 'the cancelled job is in the filtered list');
+  check(await page.locator(`tr[data-job-id="${sleepId}"]`).count() === 0, 'the succeeded job is not');
+  check(await page.locator('select[name="state"]').inputValue() === 'cancelled', 'the filter form shows the filter');
+  await audit(page, 'jobs-filtered');
+
+  step('admin: schedules, audit, environments');
+  await nav(page, 'Schedules', 'Schedules');
+  check(await page.locator('tbody tr').count() >= 1, 'schedules listed (audit-verify-daily at least)');
+  await audit(page, 'schedules');
+  await page.locator('tbody a', { hasText: 'audit-verify-daily' }).click();
+  await heading(page, 'Schedule audit-verify-daily');
+  await audit(page, 'schedule-edit');
+  await nav(page, 'Audit', 'Audit');
+  check(await page.locator('tbody tr').count() >= 2, 'audit events listed');
+  check(await page.locator('tbody img').count() === 0, 'no element made from an actor name');
+  await page.locator('details.event summary').first().click();
+  await audit(page, 'audit');
+  await nav(page, 'Environments', 'Environments');
+  check(await page.locator('.card').count() === 5, 'five environments');
+  await audit(page, 'environments');
+
+  step('admin: create an API token (secret once, copy button) and revoke it');
+  await nav(page, 'API tokens', 'API tokens');
+  await page.locator('input[name="name"]').fill('console-test');
+  await page.locator('select[name="role"]').selectOption('viewer');
+  await page.locator('button', { hasText: 'Create token' }).click();
+  const secretBox = page.locator('input.secret');
+  await secretBox.waitFor({ timeout: T });
+  const secret = await secretBox.inputValue();
+  check(/^qdb_[A-Za-z0-9_-]{40,}$/.test(secret), 'the secret is shown once');
+  check(await page.locator('.copyable button', { hasText: 'Copy' }).count() === 1, 'a copy button beside it');
+  const me = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${secret}` } });
+  check(me.status === 200, `the new token works: ${me.status}`);
+  await audit(page, 'tokens');
+  const row = page.locator('tbody tr', { hasText: 'console-test' });
+  await row.locator('[data-action="revoke"]').click();
+  await page.locator('dialog[open]').waitFor({ timeout: T });
+  await audit(page, 'tokens-confirm');
+  await page.locator('dialog[open] [data-confirm]').click();
+  await row.locator('[data-state="revoked"]').waitFor({ timeout: T });
+  check(/revoked/.test(await page.locator('.message-ok').textContent()), 'revocation confirmed in a message');
+  const after = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${secret}` } });
+  check(after.status === 401, `the revoked token is refused: ${after.status}`);
+  await page.reload();
+  await page.locator('#signin').waitFor({ state: 'visible', timeout: T });
+  check(!(await page.content()).includes(secret), 'the secret is gone after a reload');
+
+  step('admin: deep link + reload; back and forward');
+  await page.goto(`${base}/#/jobs/${sleepId}`);
+  await page.reload();
+  await page.locator('#signin').waitFor({ state: 'visible', timeout: T });
+  await signIn(page, 'Ada', 'admin');
+  await heading(page, `Job #${sleepId}`);
+  check(page.url() === `${base}/#/jobs/${sleepId}`, `back on the deep link: ${page.url()}`);
+  await nav(page, 'Audit', 'Audit');
+  await nav(page, 'Environments', 'Environments');
+  await page.goBack();
+  await heading(page, 'Audit');
+  await page.goBack();
+  await heading(page, `Job #${sleepId}`);
+  await page.goForward();
+  await heading(page, 'Audit');
+  check(true, 'back and forward move between pages');
+  check(await page.evaluate(() => window.__pwned === undefined), 'no script ran from a display name');
+  await page.close();
+  return { sleepId, cancelId };
+}
+
+async function viewer(context, { sleepId, cancelId }) {
+  step('viewer: no mutating control anywhere; a forced request shows the 403');
+  const page = await newPage(context, 'viewer');
+  await page.goto(`${base}/#/`);
+  await signIn(page, 'Vera Viewer', 'viewer');
+  await heading(page, 'Dashboard');
+  await settled(page);
+  check(await page.locator('#nav a', { hasText: 'API tokens' }).count() === 0, 'no tokens entry in a viewer\'s navigation');
+  await audit(page, 'dashboard-viewer');
+  for (const [hash, title] of [['#/jobs', 'Jobs'], [`#/jobs/${sleepId}`, `Job #${sleepId}`], [`#/jobs/${cancelId}`, `Job #${cancelId}`],
+    ['#/schedules', 'Schedules'], ['#/schedules/audit-verify-daily', 'Schedule audit-verify-daily'], ['#/audit', 'Audit'], ['#/environments', 'Environments']]) {
+    await page.evaluate((hh) => { location.hash = hh; }, hash);
+    await heading(page, title);
+    await settled(page);
+    check(await page.locator('[data-mutating]').count() === 0, `no mutating control for a viewer on ${hash}`);
+    check(await page.locator('form.inline-form').count() === 0, `no edit form for a viewer on ${hash}`);
+  }
+  await audit(page, 'job-viewer');
+  await page.evaluate(() => { location.hash = '#/tokens'; });
+  await heading(page, 'API tokens');
+  const alert = page.locator('#view [role="alert"]');
+  await alert.waitFor({ timeout: T });
+  check(/Permission denied/.test(await alert.textContent()), `the 403 is shown: ${await alert.textContent()}`);
+  await audit(page, 'tokens-viewer-403');
+  await page.close();
+}
+
+async function operator(context, { cancelId }) {
+  step('operator: retry a cancelled job; no admin-only controls');
+  const page = await newPage(context, 'operator');
+  await page.goto(`${base}/#/jobs/${cancelId}`);
+  await signIn(page, 'Otto Operator', 'operator');
+  await heading(page, `Job #${cancelId}`);
+  await page.locator('[data-action="retry"]').click();
+  await page.locator('.message-ok', { hasText: 're-enqueued' }).waitFor({ timeout: T });
+  await page.locator('[data-field="state"] [data-state="running"], [data-field="state"] [data-state="pending"]').first().waitFor({ timeout: T });
+  await page.locator('[data-action="cancel"]').click();
+  await page.locator('dialog[open] [data-confirm]').click();
+  await page.locator('[data-field="state"] [data-state="cancelled"]').waitFor({ timeout: T });
+  check(true, 'operator retried and cancelled');
+  await page.evaluate(() => { location.hash = '#/jobs'; });
+  await heading(page, 'Jobs');
+  check(await page.locator('summary', { hasText: 'Start a diagnostic job' }).count() === 0, 'no direct enqueue for an operator');
+  await page.evaluate(() => { location.hash = '#/schedules'; });
+  await heading(page, 'Schedules');
+  await settled(page);
+  check(await page.locator('button', { hasText: /^(Enable|Disable)$/ }).count() >= 1, 'an operator can enable/disable schedules');
+  await audit(page, 'schedules-operator');
+  await page.close();
+}
+
+async function keyboard(context) {
+  step('keyboard only: skip link, navigation, focus moves to the page heading');
+  const page = await newPage(context, 'keyboard');
+  await page.goto(`${base}/#/`);
+  await signIn(page, 'Kim Keys', 'operator');
+  await heading(page, 'Dashboard');
+  await page.locator('body').focus();
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement?.classList.contains('skip')), 'first Tab reaches the skip link');
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  check(outline !== 'none', `focus is visible: outline ${outline}`);
+  // Tab through the shell until the Jobs link has focus, then Enter.
+  let found = false;
+  for (let i = 0; i < 20 && !found; i++) {
+    await page.keyboard.press('Tab');
+    found = await page.evaluate(() => document.activeElement?.closest('#nav') && document.activeElement.textContent === 'Jobs');
+  }
+  check(found, 'Tab reaches the Jobs link in the navigation');
+  await page.keyboard.press('Enter');
+  await heading(page, 'Jobs');
+  await page.waitForFunction(() => document.activeElement?.id === 'page-title', null, { timeout: T });
+  check(page.url().endsWith('#/jobs'), `Enter followed the link: ${page.url()}`);
+  // From the heading, Tab goes on into the page's controls (the filter form).
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => !!document.activeElement?.closest('#view')), 'Tab continues into the page');
+  check(await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle !== 'none'), 'that focus is visible too');
+  await page.close();
+}
+
+let server;
+psql(`CREATE DATABASE ${db}`);
+const userDir = mkdtempSync(path.join(os.tmpdir(), 'qdb-chromium-'));
+let context;
+try {
+  server = await startServer();
+  await headers();
+  context = await chromium.launchPersistentContext(userDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  const ids = await admin(context);
+  await viewer(context, ids);
+  await operator(context, ids);
+  await keyboard(context);
+  check(pageErrors.length === 0, `no script error or CSP violation in any page: ${pageErrors.join(' | ')}`);
+} catch (e) {
+  failed++;
+  console.error(`FAIL ${e.stack || e}`);
+} finally {
+  if (context) await context.close();
+  rmSync(userDir, { recursive: true, force: true });
+  if (server) check(await stop(server) === 0, 'server stops cleanly');
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  try { psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`); } catch { /* best effort */ }
+}
+try {
+  if (/Sanitizer|runtime error:/.test(readFileSync(path.join(logDir, serverLog), 'utf8'))) check(false, `sanitizer report in ${serverLog}`);
+} catch { /* no log */ }
+console.log(`${passed} passed, ${failed} failed (${shots} screenshots in ${shotDir})`);
+process.exit(failed ? 1 : 0);
