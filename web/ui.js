@@ -57,7 +57,7 @@ export function duration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return '—';
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 3600) return s % 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s / 60} min`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
@@ -204,6 +204,13 @@ export function copyable(label, value) {
 /** Page heading, focusable so that navigation can move focus to it. */
 export function pageHeading(title, ...extra) {
   return h('div', { class: 'page-head' }, h('h1', { tabindex: '-1', id: 'page-title' }, title), ...extra);
+}
+
+/** A filter form in a panel: open on wide screens or when a filter is set, folded on
+ * narrow ones so that the results come first. */
+export function filterPanel(form, active) {
+  const narrow = window.matchMedia('(max-width: 700px)').matches;
+  return h('details', { class: 'panel', open: active || !narrow }, h('summary', {}, active ? 'Filters (active)' : 'Filters'), form);
 }
 
 /** A card of the dashboard. */

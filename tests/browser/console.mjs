@@ -100,8 +100,9 @@ async function newPage(context, label) {
   const page = await context.newPage();
   await page.setViewportSize({ width: 1280, height: 900 });
   page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+  // A refused request (403, 404, 400) is logged by chromium as an error; the page shows it.
   page.on('console', (m) => {
-    if (m.type() === 'error' && !/status of 40[34]/.test(m.text())) pageErrors.push(`${label}: ${m.text()}`);
+    if (m.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) pageErrors.push(`${label}: ${m.text()}`);
   });
   return page;
 }
@@ -222,18 +223,81 @@ async function admin(context) {
   check(await page.locator('select[name="state"]').inputValue() === 'cancelled', 'the filter form shows the filter');
   await audit(page, 'jobs-filtered');
 
+  step('admin: the list shows new jobs and their states live');
+  await nav(page, 'Jobs', 'Jobs');
+  const tok = await (await fetch(`${base}/dev-issuer/token`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ sub: 'script', role: 'admin' }),
+  })).json();
+  await page.waitForFunction(() => document.querySelector('#view tbody'), null, { timeout: T });
+  // the stream is open once an event reaches the page; enqueue until the notice shows
+  let liveId = 0;
+  const enqueue = async () => {
+    const r = await fetch(`${base}/api/v1/jobs`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${tok.access_token}` },
+      body: JSON.stringify({ kind: 'sleep', args: { seconds: 3 } }),
+    });
+    liveId = (await r.json()).id;
+  };
+  await enqueue();
+  const notice = page.locator('.notice', { hasText: /new job/ });
+  for (let i = 0; i < 20 && !(await notice.isVisible()); i++) {
+    await notice.waitFor({ timeout: 1000 }).catch(enqueue);
+  }
+  await notice.locator('button').click();
+  const liveRow = page.locator(`tr[data-job-id="${liveId}"]`);
+  await liveRow.waitFor({ timeout: T });
+  await liveRow.locator('[data-state="succeeded"]').waitFor({ timeout: T });
+  check(await page.evaluate(() => window.__noReload === true), 'the list followed the job without a reload');
+  const utc = await page.locator(`tr[data-job-id="${liveId}"] time`).first().getAttribute('title');
+  check(/^UTC: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(utc || ''), `UTC on hover: ${utc}`);
+
+  step('admin: cursor paging of the jobs list');
+  for (let i = 0; i < 55; i++) {
+    const r = await fetch(`${base}/api/v1/jobs`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${tok.access_token}` },
+      body: JSON.stringify({ kind: 'noop' }),
+    });
+    if (r.status !== 202) throw new Error(`enqueue noop: ${r.status}`);
+  }
+  await page.goto(`${base}/#/jobs?kind=noop`);
+  await heading(page, 'Jobs');
+  await settled(page);
+  check(await page.locator('tbody tr').count() === 50, 'the first page holds 50 jobs');
+  await page.locator('button', { hasText: 'Load more' }).click();
+  await page.waitForFunction(() => document.querySelectorAll('#view tbody tr').length === 55, null, { timeout: T });
+  check(await page.locator('button', { hasText: 'Load more' }).isHidden(), 'no more pages after the last');
+
   step('admin: schedules, audit, environments');
   await nav(page, 'Schedules', 'Schedules');
   check(await page.locator('tbody tr').count() >= 1, 'schedules listed (audit-verify-daily at least)');
   await audit(page, 'schedules');
   await page.locator('tbody a', { hasText: 'audit-verify-daily' }).click();
   await heading(page, 'Schedule audit-verify-daily');
-  await audit(page, 'schedule-edit');
+  const cron = page.locator('input[name="cron"]');
+  const original = await cron.inputValue();
+  await cron.fill('61 * * * *');
+  await page.locator('button', { hasText: 'Save' }).click();
+  const problem = page.locator('#view .message-error');
+  await problem.waitFor({ timeout: T });
+  const ptext = await problem.textContent();
+  check(/cron/i.test(ptext) && ptext.length > 20, `a refused change shows the problem's title and detail: ${ptext}`);
+  await audit(page, 'schedule-edit-refused');
+  await cron.fill(original);
+  await page.locator('button', { hasText: 'Save' }).click();
+  await page.locator('.message-ok', { hasText: 'Saved' }).waitFor({ timeout: T });
   await nav(page, 'Audit', 'Audit');
   check(await page.locator('tbody tr').count() >= 2, 'audit events listed');
   check(await page.locator('tbody img').count() === 0, 'no element made from an actor name');
   await page.locator('details.event summary').first().click();
+  await page.locator('button', { hasText: 'Check the newest events' }).click();
+  await page.locator('[data-verify="ok"]').waitFor({ timeout: T });
   await audit(page, 'audit');
+  await page.locator('button', { hasText: 'Verify the whole chain now' }).click();
+  await page.locator('.message-ok a', { hasText: /job #\d+/ }).click();
+  await page.locator('[data-field="state"] [data-state="succeeded"]').waitFor({ timeout: T });
+  await nav(page, 'Dashboard', 'Dashboard');
+  await page.locator('.card strong.ok', { hasText: 'Chain intact' }).waitFor({ timeout: T });
+  check(true, 'a full verification from the audit page shows on the dashboard');
   await nav(page, 'Environments', 'Environments');
   check(await page.locator('.card').count() === 5, 'five environments');
   await audit(page, 'environments');
@@ -257,7 +321,7 @@ async function admin(context) {
   await audit(page, 'tokens-confirm');
   await page.locator('dialog[open] [data-confirm]').click();
   await row.locator('[data-state="revoked"]').waitFor({ timeout: T });
-  check(/revoked/.test(await page.locator('.message-ok').textContent()), 'revocation confirmed in a message');
+  check(/revoked/.test(await page.locator('#view .message-ok').textContent()), 'revocation confirmed in a message');
   const after = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${secret}` } });
   check(after.status === 401, `the revoked token is refused: ${after.status}`);
   await page.reload();

@@ -4,7 +4,7 @@
 import * as api from '../api.js';
 import {
   h, fill, pageHeading, field, loading, empty, errorBox, table, time, text, badge, messageRegion,
-  showMessage, localToIso, isoToLocal, card,
+  showMessage, localToIso, isoToLocal, card, filterPanel,
 } from '../ui.js';
 
 const FILTERS = [
@@ -151,7 +151,7 @@ export default {
     const more = h('button', { type: 'button', hidden: true }, 'Load more');
     ctx.root.append(pageHeading('Audit'),
       h('div', { class: 'cards' }, card('Chain verification', lastFull, check, vActions, vmsg)),
-      form, exportButton ? h('div', { class: 'actions' }, exportButton, emsg) : null, results, h('div', { class: 'actions' }, more));
+      filterPanel(form, Object.keys(query).length > 0), exportButton ? h('div', { class: 'actions' }, exportButton, emsg) : null, results, h('div', { class: 'actions' }, more));
 
     api.get('/api/v1/jobs', { kind: 'audit.verify', limit: 1 }, { signal: ctx.signal }).then((p) => {
       const j = p.items[0];

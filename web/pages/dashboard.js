@@ -72,11 +72,12 @@ export default {
         ['failed', failed.status === 'fulfilled' ? countText(failed.value.items, 100, failed.value.next_cursor) : '—', { since }],
         ['cancelled', cancelled.status === 'fulfilled' ? countText(cancelled.value.items, 100, cancelled.value.next_cursor) : '—', { since }],
       ];
-      fill(states, 
-        h('ul', { class: 'state-counts' }, rows.map(([s, n, q]) =>
-          h('li', { dataset: { state: s } },
-            h('a', { href: ctx.href('jobs', null, { state: s, ...q }) }, badge(s), h('span', { class: 'count' }, n),
-              q.since ? h('span', { class: 'muted' }, ' last 24 h') : null)))),
+      const group = (title, list) => [h('h3', {}, title), h('ul', { class: 'state-counts' }, list.map(([s, n, q]) =>
+        h('li', { dataset: { state: s } },
+          h('a', { href: ctx.href('jobs', null, { state: s, ...q }) }, badge(s), h('span', { class: 'count' }, n)))))];
+      fill(states,
+        group('Now', rows.slice(0, 3)),
+        group('Finished in the last 24 h', rows.slice(3)),
         h('p', {}, 'Oldest pending job waiting: ',
           h('strong', { dataset: { field: 'oldest-pending' } }, m.status === 'fulfilled' ? (oldest ? duration(oldest) : 'none waiting') : '—')),
         m.status === 'rejected' ? errorBox(m.reason) : null);

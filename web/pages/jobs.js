@@ -4,7 +4,7 @@
 import * as api from '../api.js';
 import {
   h, fill, pageHeading, field, select, loading, empty, errorBox, table, tableRow, time, badge, text,
-  messageRegion, showMessage, localToIso, isoToLocal,
+  messageRegion, showMessage, localToIso, isoToLocal, filterPanel,
 } from '../ui.js';
 import job from './job.js';
 
@@ -91,7 +91,7 @@ export default {
     const more = h('button', { type: 'button', hidden: true }, 'Load more');
     ctx.root.append(pageHeading('Jobs'),
       ctx.can('admin') ? startForm(ctx) : null,
-      filterForm(ctx), notice, results, h('div', { class: 'actions' }, more));
+      filterPanel(filterForm(ctx), Object.keys(query).length > 0), notice, results, h('div', { class: 'actions' }, more));
 
     let pages = api.pager('/api/v1/jobs', { ...query, limit: 50 }, { signal: ctx.signal });
     const rows = new Map(); // job id -> its <tr>
