@@ -10,7 +10,10 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'dataset') Object.assign(el.dataset, v);
-    else if (k === 'value') el.value = v;
+    else if (k === 'value') {
+      el.value = v;
+      if (el instanceof HTMLInputElement) el.defaultValue = v; // what form.reset() restores
+    }
     else if (k === 'checked' || k === 'disabled' || k === 'hidden' || k === 'required' || k === 'selected') el[k] = Boolean(v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }

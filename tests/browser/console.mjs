@@ -251,6 +251,18 @@ async function admin(context) {
   const utc = await page.locator(`tr[data-job-id="${liveId}"] time`).first().getAttribute('title');
   check(/^UTC: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(utc || ''), `UTC on hover: ${utc}`);
 
+  step('admin: the dashboard follows job events without a reload');
+  await nav(page, 'Dashboard', 'Dashboard');
+  const succeededCount = page.locator('li[data-state="succeeded"] .count');
+  const before = await succeededCount.textContent();
+  await fetch(`${base}/api/v1/jobs`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${tok.access_token}` },
+    body: JSON.stringify({ kind: 'noop' }),
+  });
+  await page.waitForFunction((b) => document.querySelector('li[data-state="succeeded"] .count')?.textContent !== b, before, { timeout: T });
+  check(Number(await succeededCount.textContent()) === Number(before) + 1, `succeeded count ${before} -> ${await succeededCount.textContent()}`);
+  check(await page.evaluate(() => window.__noReload === true), 'the dashboard refreshed in place');
+
   step('admin: cursor paging of the jobs list');
   for (let i = 0; i < 55; i++) {
     const r = await fetch(`${base}/api/v1/jobs`, {
@@ -264,7 +276,8 @@ async function admin(context) {
   await settled(page);
   check(await page.locator('tbody tr').count() === 50, 'the first page holds 50 jobs');
   await page.locator('button', { hasText: 'Load more' }).click();
-  await page.waitForFunction(() => document.querySelectorAll('#view tbody tr').length === 55, null, { timeout: T });
+  // 55 noops and the dashboard step's one: a second page of 6
+  await page.waitForFunction(() => document.querySelectorAll('#view tbody tr').length === 56, null, { timeout: T });
   check(await page.locator('button', { hasText: 'Load more' }).isHidden(), 'no more pages after the last');
 
   step('admin: schedules, audit, environments');
@@ -311,7 +324,10 @@ async function admin(context) {
   await secretBox.waitFor({ timeout: T });
   const secret = await secretBox.inputValue();
   check(/^qdb_[A-Za-z0-9_-]{40,}$/.test(secret), 'the secret is shown once');
-  check(await page.locator('.copyable button', { hasText: 'Copy' }).count() === 1, 'a copy button beside it');
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+  await page.locator('.copyable button', { hasText: 'Copy' }).click();
+  await page.locator('.copyable [role="status"]', { hasText: 'Copied.' }).waitFor({ timeout: T });
+  check(await page.evaluate(() => navigator.clipboard.readText()) === secret, 'the copy button copies the secret');
   const me = await fetch(`${base}/api/v1/me`, { headers: { Authorization: `Bearer ${secret}` } });
   check(me.status === 200, `the new token works: ${me.status}`);
   await audit(page, 'tokens');
@@ -451,6 +467,12 @@ try {
 } catch (e) {
   failed++;
   console.error(`FAIL ${e.stack || e}`);
+  if (context) {
+    for (const [i, p] of context.pages().entries()) {
+      await p.screenshot({ path: path.join(shotDir, `failure-${i}.png`), fullPage: true }).catch(() => {});
+      console.error(`   page ${i} at ${p.url()}: screenshot failure-${i}.png`);
+    }
+  }
 } finally {
   if (context) await context.close();
   rmSync(userDir, { recursive: true, force: true });
