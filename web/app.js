@@ -3,7 +3,7 @@
 // reload, back and forward work. Pages are ES modules under pages/ (see web/README.md).
 import * as auth from './auth.js';
 import * as api from './api.js';
-import { h, errorBox, dl } from './ui.js';
+import { h, errorBox, dl, time } from './ui.js';
 import dashboard from './pages/dashboard.js';
 import jobs from './pages/jobs.js';
 import schedules from './pages/schedules.js';
@@ -80,7 +80,7 @@ async function loadMe() {
   me = await api.get('/api/v1/me');
   who.textContent = `${me.name} (${me.role})`;
   meList.replaceChildren(...dl([['Subject', me.subject], ['Name', me.name], ['Role', me.role],
-    ['Roles', me.roles.join(', ')], ['Signed in with', me.auth_method], ['Token expires', me.expires_at || 'never']]).childNodes);
+    ['Roles', me.roles.join(', ')], ['Signed in with', me.auth_method], ['Token expires', me.expires_at ? time(me.expires_at) : 'never']]).childNodes);
   showSession(true);
 }
 
@@ -133,9 +133,11 @@ async function route() {
 }
 
 signinButton.addEventListener('click', () => auth.signIn());
-signoutButton.addEventListener('click', async () => {
-  await auth.signOut();
-  route();
+signoutButton.addEventListener('click', () => auth.signOut()); // onChange re-renders
+// The skip link moves focus; as a plain #main link it would be taken for a route.
+document.querySelector('a.skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  document.getElementById('main').focus();
 });
 auth.onChange((signedIn) => { if (!signedIn) { showSession(false); route(); } });
 window.addEventListener('hashchange', route);

@@ -14,7 +14,7 @@
 //
 //   node console.mjs <qdb-control binary> <source dir> <screenshot dir>
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -150,6 +150,19 @@ async function nav(page, label, title) {
   await page.locator('#nav a', { hasText: label }).click();
   await heading(page, title);
   await settled(page);
+}
+
+function textOnly() {
+  step('the console\'s modules build no HTML from strings');
+  const dir = path.join(sourceDir, 'web');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.js')).map((f) => path.join(dir, f))
+    .concat(readdirSync(path.join(dir, 'pages')).filter((f) => f.endsWith('.js')).map((f) => path.join(dir, 'pages', f)));
+  for (const f of files) {
+    const src = readFileSync(f, 'utf8');
+    const bad = src.match(/\b(innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\s*\(|new Function|setHTMLUnsafe)/);
+    check(!bad, `${path.relative(sourceDir, f)} uses ${bad && bad[1]}`);
+  }
+  check(!/<script>|\son[a-z]+=|style=/.test(readFileSync(path.join(dir, 'index.html'), 'utf8')), 'index.html has no inline script, handler or style');
 }
 
 async function headers() {
@@ -428,6 +441,10 @@ async function keyboard(context) {
   check(await page.evaluate(() => document.activeElement?.classList.contains('skip')), 'first Tab reaches the skip link');
   const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
   check(outline !== 'none', `focus is visible: outline ${outline}`);
+  await page.keyboard.press('Enter');
+  check(await page.evaluate(() => document.activeElement?.id === 'main') && page.url().endsWith('#/'), `the skip link moves focus to the content, the route stays: ${page.url()}`);
+  await page.evaluate(() => document.activeElement?.blur());
+  await page.keyboard.press('Tab');
   // Tab through the shell until the Jobs link has focus, then Enter.
   let found = false;
   for (let i = 0; i < 20 && !found; i++) {
@@ -451,6 +468,7 @@ psql(`CREATE DATABASE ${db}`);
 const userDir = mkdtempSync(path.join(os.tmpdir(), 'qdb-chromium-'));
 let context;
 try {
+  textOnly();
   server = await startServer();
   await headers();
   context = await chromium.launchPersistentContext(userDir, {
