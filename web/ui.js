@@ -177,7 +177,13 @@ export function confirm({ title, body, confirmLabel = 'Confirm', danger = true }
     const cancel = h('button', { type: 'button' }, 'Cancel');
     const dlg = h('dialog', { 'aria-labelledby': heading.id, class: 'confirm' },
       heading, h('p', {}, body), h('div', { class: 'actions' }, cancel, ok));
-    const done = (v) => { dlg.close(); dlg.remove(); resolve(v); };
+    const opener = document.activeElement;
+    const done = (v) => {
+      dlg.close();
+      dlg.remove();
+      if (opener && opener.isConnected) opener.focus(); // focus goes back where it was
+      resolve(v);
+    };
     ok.addEventListener('click', () => done(true));
     cancel.addEventListener('click', () => done(false));
     dlg.addEventListener('cancel', (e) => { e.preventDefault(); done(false); });

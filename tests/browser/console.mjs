@@ -347,6 +347,13 @@ async function admin(context) {
   const row = page.locator('tbody tr', { hasText: 'console-test' });
   await row.locator('[data-action="revoke"]').click();
   await page.locator('dialog[open]').waitFor({ timeout: T });
+  check(await page.evaluate(() => document.activeElement?.textContent === 'Cancel'), 'the confirmation opens on Cancel');
+  await page.keyboard.press('Escape');
+  await page.locator('dialog').waitFor({ state: 'detached', timeout: T });
+  check(await page.evaluate(() => document.activeElement?.dataset.action === 'revoke'), 'Escape closes it and gives focus back');
+  check(await row.locator('[data-state="active"]').count() === 1, 'Escape revokes nothing');
+  await row.locator('[data-action="revoke"]').click();
+  await page.locator('dialog[open]').waitFor({ timeout: T });
   await audit(page, 'tokens-confirm');
   await page.locator('dialog[open] [data-confirm]').click();
   await row.locator('[data-state="revoked"]').waitFor({ timeout: T });

@@ -74,13 +74,13 @@ export default {
           label: 'Actions',
           cell: (t) => (t.revoked_at ? '' : h('button', {
             type: 'button', class: 'danger', dataset: { mutating: '', action: 'revoke' }, 'aria-label': `Revoke ${t.name}`,
-            onclick: async (e) => {
+            onclick: async () => {
               const ok = await confirm({
                 title: `Revoke the token ${t.name}?`,
                 body: 'Every service using it is refused from now on. This cannot be undone.',
                 confirmLabel: 'Revoke',
               });
-              if (!ok) { e.target.focus(); return; }
+              if (!ok) return;
               try {
                 await api.mutate('DELETE', `/api/v1/tokens/${encodeURIComponent(t.id)}`);
                 showMessage(msg, `Token ${t.name} revoked.`);
