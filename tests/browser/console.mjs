@@ -265,6 +265,14 @@ async function admin(context) {
   check(/^UTC: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(utc || ''), `UTC on hover: ${utc}`);
 
   step('admin: the dashboard follows job events without a reload');
+  // the live list's sleep jobs finish first, so that the one change to come is ours
+  for (const end = Date.now() + 60000; Date.now() < end;) {
+    const busy = await Promise.all(['pending', 'running', 'retrying'].map(async (st) => (await (await fetch(`${base}/api/v1/jobs?state=${st}`, {
+      headers: { Authorization: `Bearer ${tok.access_token}` },
+    })).json()).items.length));
+    if (busy.every((n) => n === 0)) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
   await nav(page, 'Dashboard', 'Dashboard');
   const succeededCount = page.locator('li[data-state="succeeded"] .count');
   const before = await succeededCount.textContent();
@@ -315,6 +323,12 @@ async function admin(context) {
   check(await page.locator('tbody tr').count() >= 2, 'audit events listed');
   check(await page.locator('tbody img').count() === 0, 'no element made from an actor name');
   await page.locator('details.event summary').first().click();
+  const [download] = await Promise.all([
+    page.waitForEvent('download', { timeout: T }),
+    page.locator('button', { hasText: 'Export these events' }).click(),
+  ]);
+  const lines = readFileSync(await download.path(), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  check(lines.length >= 2 && lines.every((e) => e.seq && e.hash), `the export downloads the events as JSON Lines (${lines.length})`);
   await page.locator('button', { hasText: 'Check the newest events' }).click();
   await page.locator('[data-verify="ok"]').waitFor({ timeout: T });
   await audit(page, 'audit');
