@@ -125,8 +125,8 @@ async function settled(page) {
   await page.waitForFunction(() => !document.querySelector('#view .state-loading'), null, { timeout: T });
 }
 
-/** Screenshot and axe-core at 1280 and 390 px (and dark, when asked). */
-async function audit(page, name, { dark = false } = {}) {
+/** Screenshot and axe-core at 1280 and 390 px, light and dark. */
+async function audit(page, name, { dark = true } = {}) {
   const sizes = [[1280, 900], [390, 844]];
   for (const [w, hgt] of sizes) {
     for (const scheme of dark ? ['light', 'dark'] : ['light']) {
