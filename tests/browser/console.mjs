@@ -13,14 +13,13 @@
 //    or critical violation on any page at 1280 and 390 px, light and dark.
 //
 //   node console.mjs <qdb-control binary> <source dir> <screenshot dir>
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { freePort, psql as psqlOn, waitFor, stop, launch } from './lib.mjs';
 
 const [binary, sourceDir, shotDirArg] = process.argv.slice(2);
 const pgPort = process.env.QDB_TEST_PG_PORT;
@@ -39,34 +38,7 @@ const step = (msg) => console.error(`-- ${msg}`);
 const children = [];
 const T = 20000; // generous bound for any wait on a loaded 2-core machine
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-function psql(sql) {
-  execFileSync('psql', ['-h', '127.0.0.1', '-p', String(pgPort), '-U', 'postgres', '-q', '-c', sql], { stdio: 'ignore' });
-}
-
-async function waitFor(url, ms = 30000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try { const r = await fetch(url); if (r.ok) return; } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
-}
-
-function stop(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-    const t = setTimeout(() => child.kill('SIGKILL'), 15000);
-    child.once('exit', (code) => { clearTimeout(t); resolve(code); });
-    child.kill('SIGTERM');
-  });
-}
+const psql = (sql) => psqlOn(pgPort, sql);
 
 const db = `t_browser_console_${process.pid}`;
 const serverLog = `browser-console-${process.pid}.log`;
@@ -486,18 +458,14 @@ async function keyboard(context) {
 
 let server;
 psql(`CREATE DATABASE ${db}`);
-const userDir = mkdtempSync(path.join(os.tmpdir(), 'qdb-chromium-'));
+let browser;
 let context;
 try {
   textOnly();
   server = await startServer();
   await headers();
-  context = await chromium.launchPersistentContext(userDir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launch();
+  context = browser.context;
   const ids = await admin(context);
   await viewer(context, ids);
   await operator(context, ids);
@@ -513,8 +481,7 @@ try {
     }
   }
 } finally {
-  if (context) await context.close();
-  rmSync(userDir, { recursive: true, force: true });
+  if (browser) await browser.close();
   if (server) check(await stop(server) === 0, 'server stops cleanly');
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   try { psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`); } catch { /* best effort */ }
