@@ -21,6 +21,13 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Append to el (nodes or strings as text; null, undefined and false skipped, where
+ * Element.append would write "null"). */
+export function add(el, ...children) {
+  append(el, children);
+  return el;
+}
+
 /** Replace the children of el (nodes or strings as text; null, undefined and false skipped). */
 export function fill(el, ...children) {
   el.replaceChildren();

@@ -14,7 +14,7 @@
 //
 //   node console.mjs <qdb-control binary> <source dir> <screenshot dir>
 import { spawn } from 'node:child_process';
-import { mkdirSync, openSync, readdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdirSync, openSync, readdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -30,6 +30,7 @@ if (!binary || !sourceDir || !pgPort) {
 const logDir = process.env.QDB_TEST_LOG_DIR || os.tmpdir();
 const shotDir = shotDirArg || path.join(logDir, 'console-screenshots');
 mkdirSync(shotDir, { recursive: true });
+for (const f of readdirSync(shotDir)) if (f.endsWith('.png')) rmSync(path.join(shotDir, f)); // this run's only
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 let passed = 0, failed = 0;
@@ -105,6 +106,18 @@ async function audit(page, name, { dark = true } = {}) {
       await page.setViewportSize({ width: w, height: hgt });
       await page.emulateMedia({ colorScheme: scheme });
       await page.screenshot({ path: path.join(shotDir, `${String(++shots).padStart(2, '0')}-${name}-${w}-${scheme}.png`), fullPage: true });
+      if (w === 1280 && scheme === 'light') {
+        // a null or undefined that reached the page as text is a rendering bug
+        const stray = await page.evaluate(() => {
+          const out = [];
+          const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+          for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+            if (/^\s*(null|undefined|NaN|\[object Object\])\s*$/.test(n.nodeValue) && !n.parentElement.closest('pre')) out.push(n.parentElement.tagName);
+          }
+          return out;
+        });
+        check(stray.length === 0, `no null/undefined text on ${name}: in ${stray.join(', ')}`);
+      }
       if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
       const bad = await page.evaluate(async () => {
         const r = await window.axe.run(document, { resultTypes: ['violations'] });

@@ -3,7 +3,7 @@
 // check of the newest events, and "verify the whole chain" as a job); the export.
 import * as api from '../api.js';
 import {
-  h, fill, pageHeading, field, loading, empty, errorBox, table, time, text, badge, messageRegion,
+  h, fill, add, pageHeading, field, loading, empty, errorBox, table, time, text, badge, messageRegion,
   showMessage, localToIso, isoToLocal, card, filterPanel,
 } from '../ui.js';
 
@@ -149,7 +149,7 @@ export default {
 
     const results = h('div', {}, loading('Loading events…'));
     const more = h('button', { type: 'button', hidden: true }, 'Load more');
-    ctx.root.append(pageHeading('Audit'),
+    add(ctx.root, pageHeading('Audit'),
       h('div', { class: 'cards' }, card('Chain verification', lastFull, check, vActions, vmsg)),
       filterPanel(form, Object.keys(query).length > 0), exportButton ? h('div', { class: 'actions' }, exportButton, emsg) : null, results, h('div', { class: 'actions' }, more));
 

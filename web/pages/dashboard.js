@@ -2,7 +2,7 @@
 // the outbox backlog and the audit chain's last full verification. Refreshed on job
 // events (at most every 2 s) and every 15 s for what has no event (outbox, gauges).
 import * as api from '../api.js';
-import { h, fill, card, loading, errorBox, empty, time, duration, badge, text, table } from '../ui.js';
+import { h, fill, add, card, loading, errorBox, empty, time, duration, badge, text, table } from '../ui.js';
 
 const LONG_RUNNING_S = 600; // a running job past 10 minutes is shown as long-running
 const DAY_MS = 24 * 3600 * 1000;
@@ -23,7 +23,7 @@ export default {
     const longRunning = h('div', {}, loading());
     const outbox = h('div', {}, loading());
     const chain = h('div', {}, loading());
-    ctx.root.append(
+    add(ctx.root, 
       h('div', { class: 'page-head' }, h('h1', { id: 'page-title', tabindex: '-1' }, 'Dashboard'), status),
       h('div', { class: 'cards' },
         card('Jobs by state', states),

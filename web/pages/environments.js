@@ -2,12 +2,12 @@
 // path; #/environments/<name> shows one. The inventory's matrix (databases, topics,
 // connectors, drift per environment) is added here by the inventory page.
 import * as api from '../api.js';
-import { h, fill, pageHeading, loading, errorBox, dl } from '../ui.js';
+import { h, fill, add, pageHeading, loading, errorBox, dl } from '../ui.js';
 
 export default {
   async render(ctx) {
     const body = h('div', {}, loading('Loading environments…'));
-    ctx.root.append(pageHeading(ctx.id ? `Environment ${ctx.id}` : 'Environments'), body);
+    add(ctx.root, pageHeading(ctx.id ? `Environment ${ctx.id}` : 'Environments'), body);
     let items;
     try {
       items = (await api.get('/api/v1/environments', undefined, { signal: ctx.signal })).items;

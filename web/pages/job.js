@@ -3,7 +3,7 @@
 // job and appends the log lines after the last one shown. Operators cancel and retry.
 import * as api from '../api.js';
 import {
-  h, fill, pageHeading, loading, empty, errorBox, table, time, badge, text, json, dl, confirm,
+  h, fill, add, pageHeading, loading, empty, errorBox, table, time, badge, text, json, dl, confirm,
   messageRegion, showMessage, duration,
 } from '../ui.js';
 
@@ -13,7 +13,7 @@ export default {
   async render(ctx) {
     const id = Number(ctx.id);
     if (!Number.isSafeInteger(id) || id < 1) {
-      ctx.root.append(pageHeading('Job not found'), h('p', {}, 'No job has this id.'));
+      add(ctx.root, pageHeading('Job not found'), h('p', {}, 'No job has this id.'));
       return;
     }
     const stateBadge = h('span', { dataset: { field: 'state' } });
@@ -26,7 +26,7 @@ export default {
     const errors = h('div', {});
     const logList = h('ol', { class: 'log', 'aria-label': 'Job log' });
     const logState = h('div', {}, loading('Loading the log…'));
-    ctx.root.append(
+    add(ctx.root, 
       pageHeading(`Job #${id}`, stateBadge),
       h('p', {}, h('a', { href: ctx.href('jobs') }, '← All jobs')),
       actions, msg,

@@ -3,7 +3,7 @@
 // the job's own page (job.js).
 import * as api from '../api.js';
 import {
-  h, fill, pageHeading, field, select, loading, empty, errorBox, table, tableRow, time, badge, text,
+  h, fill, add, pageHeading, field, select, loading, empty, errorBox, table, tableRow, time, badge, text,
   messageRegion, showMessage, localToIso, isoToLocal, filterPanel,
 } from '../ui.js';
 import job from './job.js';
@@ -89,7 +89,7 @@ export default {
     const notice = h('div', { class: 'notice', hidden: true, role: 'status' });
     const results = h('div', {}, loading('Loading jobs…'));
     const more = h('button', { type: 'button', hidden: true }, 'Load more');
-    ctx.root.append(pageHeading('Jobs'),
+    add(ctx.root, pageHeading('Jobs'),
       ctx.can('admin') ? startForm(ctx) : null,
       filterPanel(filterForm(ctx), Object.keys(query).length > 0), notice, results, h('div', { class: 'actions' }, more));
 

@@ -2,7 +2,7 @@
 // disable, create, and edit one at #/schedules/<name> (cron, args, enabled).
 import * as api from '../api.js';
 import {
-  h, fill, pageHeading, field, loading, empty, errorBox, table, time, text, badge, messageRegion,
+  h, fill, add, pageHeading, field, loading, empty, errorBox, table, time, text, badge, messageRegion,
   showMessage,
 } from '../ui.js';
 
@@ -77,7 +77,7 @@ export default {
   async render(ctx) {
     const body = h('div', {}, loading('Loading schedules…'));
     const msg = messageRegion();
-    ctx.root.append(pageHeading(ctx.id ? `Schedule ${ctx.id}` : 'Schedules'), msg, body);
+    add(ctx.root, pageHeading(ctx.id ? `Schedule ${ctx.id}` : 'Schedules'), msg, body);
     await show(ctx, body, msg);
   },
 };

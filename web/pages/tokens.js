@@ -2,7 +2,7 @@
 // revoke behind a confirmation. Other roles reaching #/tokens see the server's 403.
 import * as api from '../api.js';
 import {
-  h, fill, pageHeading, field, select, loading, empty, errorBox, table, time, text, badge, confirm,
+  h, fill, add, pageHeading, field, select, loading, empty, errorBox, table, time, text, badge, confirm,
   messageRegion, showMessage, copyable,
 } from '../ui.js';
 
@@ -11,7 +11,7 @@ export default {
     const msg = messageRegion();
     const secret = h('div', {});
     const list = h('div', {}, loading('Loading tokens…'));
-    ctx.root.append(pageHeading('API tokens'),
+    add(ctx.root, pageHeading('API tokens'),
       h('p', { class: 'muted' }, 'Service credentials for the API. A secret is shown once, when the token is made; only its hash is kept.'),
       msg, ctx.can('admin') ? createForm() : null, secret, list);
 
