@@ -61,6 +61,7 @@ function href(path, id, query) {
 
 function renderNav() {
   const { path } = parseHash();
+  navList.parentElement.hidden = !me; // the pages need a sign-in first
   navList.replaceChildren(...PAGES
     .filter((p) => !p.minRole || (me && api.roleAtLeast(me.role, p.minRole)))
     .map((p) => h('li', {}, h('a', { href: `#/${p.path}`, 'aria-current': p.path === path ? 'page' : null }, p.label))));
