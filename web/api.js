@@ -138,6 +138,8 @@ async function runStream() {
   const abort = new AbortController();
   streamAbort = abort;
   while (!abort.signal.aborted) {
+    // signed out meanwhile: stop (apiFetch would send the browser to sign in)
+    if (!auth.signedIn()) break;
     try {
       const r = await auth.apiFetch('/api/v1/jobs/events', {
         headers: { Accept: 'text/event-stream' }, signal: abort.signal,
@@ -189,21 +191,44 @@ async function runStream() {
     if (abort.signal.aborted) break;
     await new Promise((resolve) => setTimeout(resolve, retryMs));
   }
+  if (streamAbort === abort) { // ended by itself (signed out): the next listener starts anew
+    streamAbort = null;
+    streamOpen = false;
+  }
 }
 
-/** Listen to job changes; returns the function that stops listening. */
+/** Listen to job changes; returns the function that stops listening. The connection
+ * outlives its last listener by a few seconds, so that moving between pages keeps it:
+ * a listener that joins an open stream misses nothing from then on and gets no 'open';
+ * one that joins before the stream is up gets 'open' when it is (then reload, since
+ * changes between its first fetch and the stream's start were not seen). */
+let closeTimer = null;
 export function onJobEvents(fn) {
   listeners.add(fn);
+  clearTimeout(closeTimer);
+  closeTimer = null;
   if (!streamAbort) runStream();
-  else if (streamOpen) fn({ type: 'open' });
   return () => {
     listeners.delete(fn);
-    if (listeners.size === 0 && streamAbort) {
-      streamAbort.abort();
-      streamAbort = null;
-      streamOpen = false;
+    if (listeners.size === 0 && streamAbort && !closeTimer) {
+      closeTimer = setTimeout(() => {
+        closeTimer = null;
+        if (listeners.size > 0 || !streamAbort) return;
+        streamAbort.abort();
+        streamAbort = null;
+        streamOpen = false;
+      }, 5000);
     }
   };
+}
+
+/** Close the stream now (sign-out). */
+export function closeJobEvents() {
+  clearTimeout(closeTimer);
+  closeTimer = null;
+  if (streamAbort) streamAbort.abort();
+  streamAbort = null;
+  streamOpen = false;
 }
 
 /** Whether the events stream is connected now. */

@@ -140,7 +140,13 @@ document.querySelector('a.skip').addEventListener('click', (e) => {
   e.preventDefault();
   document.getElementById('main').focus();
 });
-auth.onChange((signedIn) => { if (!signedIn) { showSession(false); route(); } });
+auth.onChange((signedIn) => {
+  if (!signedIn) {
+    api.closeJobEvents();
+    showSession(false);
+    route();
+  }
+});
 window.addEventListener('hashchange', route);
 
 try {

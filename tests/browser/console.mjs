@@ -403,6 +403,21 @@ async function viewer(context, { sleepId, cancelId }) {
     check(await page.locator('form.inline-form').count() === 0, `no edit form for a viewer on ${hash}`);
   }
   await audit(page, 'job-viewer');
+
+  step('a page load makes no more API calls than it shows');
+  await page.evaluate(() => { location.hash = '#/jobs'; });
+  await heading(page, 'Jobs');
+  await settled(page);
+  const calls = [];
+  const onRequest = (r) => { if (new URL(r.url()).pathname.startsWith('/api/')) calls.push(new URL(r.url()).pathname); };
+  page.on('request', onRequest);
+  await page.evaluate((id) => { location.hash = `#/jobs/${id}`; }, sleepId);
+  await heading(page, `Job #${sleepId}`);
+  await settled(page);
+  await page.locator('ol.log li').first().waitFor({ timeout: T });
+  page.off('request', onRequest);
+  check(calls.length === 2 && calls[0] === `/api/v1/jobs/${sleepId}` && calls[1] === `/api/v1/jobs/${sleepId}/logs`,
+    `a finished job's page asks for the job and its log, once each (the events stream stays open): ${calls.join(' ')}`);
   await page.evaluate(() => { location.hash = '#/tokens'; });
   await heading(page, 'API tokens');
   const alert = page.locator('#view [role="alert"]');
