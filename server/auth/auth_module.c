@@ -160,6 +160,12 @@ static int auth_init(struct qdb_app *app)
     } else {
         if (auth_verifier_init(auth_cfg.issuer, NULL, NULL) != 0)
             return -1;
+        /* the console exchanges its sign-in code at the issuer's token endpoint */
+        if (http_static_allow_connect(auth_cfg.issuer) != 0)
+            log_event(LOG_WARN,
+                      "auth: the console may not reach the issuer (its URL does not fit "
+                      "the Content-Security-Policy)",
+                      json_pack("{s:s}", "issuer", auth_cfg.issuer));
         log_event(LOG_INFO, "auth: OIDC",
                   json_pack("{s:s,s:s,s:s}", "issuer", auth_cfg.issuer, "audience",
                             auth_cfg.audience, "client_id", auth_cfg.client_id));

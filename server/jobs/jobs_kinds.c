@@ -25,14 +25,18 @@ static enum jobs_outcome noop_run(struct jobs_ctx *ctx, json_t *args, json_t **r
     return JOBS_OK;
 }
 
-/* sleep: {seconds: number, group?: string}; heartbeats, reports progress, stops on cancel. */
+/* sleep: {seconds: number, group?: string, log?: bool}; heartbeats, reports progress, stops
+ * on cancel. With log, a job_log line at the start, at each progress step and at the end:
+ * a live log to watch (the console's test does), without a line per sleep by default. */
 static int sleep_validate(json_t *args, char *err, size_t errlen)
 {
     json_t *secs = NULL;
     const char *group = NULL;
+    int log = 0;
     const struct jspec_field f[] = {
         {"seconds", JSPEC_ANY, 1, 0, 0, NULL, &secs, NULL},
         {"group", JSPEC_STRING, 0, 1, 200, NULL, &group, NULL},
+        {"log", JSPEC_BOOL, 0, 0, 0, NULL, &log, NULL},
         JSPEC_END,
     };
     if (jspec_parse(NULL, args, f, err, errlen) != 0)
@@ -54,7 +58,10 @@ static double now_s(void)
 static enum jobs_outcome sleep_run(struct jobs_ctx *ctx, json_t *args, json_t **result)
 {
     double total = json_number_value(json_object_get(args, "seconds"));
+    int log = json_is_true(json_object_get(args, "log"));
     double start = now_s(), last_progress = start;
+    if (log)
+        jobs_log(ctx, "info", "sleeping for %.1f s", total);
     for (;;) {
         double done = now_s() - start;
         if (done >= total)
@@ -65,6 +72,8 @@ static enum jobs_outcome sleep_run(struct jobs_ctx *ctx, json_t *args, json_t **
         }
         if (now_s() - last_progress >= 1.0) {
             last_progress = now_s();
+            if (log)
+                jobs_log(ctx, "info", "slept %.1f of %.1f s", done, total);
             if (jobs_progress(ctx, (int)(100.0 * done / (total > 0 ? total : 1)), "sleeping") != 0)
                 return JOBS_CANCELLED;
         }
@@ -73,6 +82,8 @@ static enum jobs_outcome sleep_run(struct jobs_ctx *ctx, json_t *args, json_t **
         struct timespec ts = {0, (long)(step * 1e9)};
         nanosleep(&ts, NULL);
     }
+    if (log)
+        jobs_log(ctx, "info", "slept %.1f s, done", total);
     *result = json_pack("{s:f}", "slept", total);
     return JOBS_OK;
 }

@@ -107,6 +107,13 @@ typedef int (*http_authenticate_fn)(struct http_request *req, enum http_perm req
 void http_set_authenticator(http_authenticate_fn fn, void *cls);
 void http_set_authenticator_try(http_authenticate_fn try_fn, void *cls);
 
+/* ---- static files (http_static.c) ---- */
+
+/* Let the console's pages connect to the origin of url (scheme://host[:port]) besides their
+ * own: the OIDC issuer's token endpoint. Call before http_server_start. Returns 0, or -1
+ * (the policy stays 'self' only) for a URL that is not http(s) or would not fit. */
+int http_static_allow_connect(const char *url);
+
 /* ---- server life cycle ---- */
 
 struct http_server_config {

@@ -12,6 +12,35 @@
 
 void http_static_serve(struct http_request *req, const char *web_dir, const char *raw_path);
 
+/* The console's Content-Security-Policy: its own files only, no inline script, style or
+ * eval, never framed. connect-src also names the OIDC issuer's origin, where the console
+ * exchanges its authorization code for a token (set once, before the server starts). */
+#define CSP_HEAD                                                                                   \
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "              \
+    "connect-src 'self'"
+#define CSP_TAIL "; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+static char csp[sizeof CSP_HEAD + 1 + 512 + sizeof CSP_TAIL] = CSP_HEAD CSP_TAIL;
+
+int http_static_allow_connect(const char *url)
+{
+    /* the origin is scheme://host[:port]: up to the first '/' after "//" */
+    const char *host = url ? strstr(url, "://") : NULL;
+    if (!host || (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0))
+        return -1;
+    size_t len = (size_t)(host + 3 - url) + strcspn(host + 3, "/?#");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)url[i];
+        if (c <= ' ' || c >= 0x7f || c == ';' || c == ',' || c == '\'')
+            return -1; /* would end or bend the policy's source list */
+    }
+    int n = snprintf(csp, sizeof csp, "%s %.*s%s", CSP_HEAD, (int)len, url, CSP_TAIL);
+    if (n < 0 || (size_t)n >= sizeof csp) {
+        snprintf(csp, sizeof csp, "%s%s", CSP_HEAD, CSP_TAIL);
+        return -1;
+    }
+    return 0;
+}
+
 static const struct {
     const char *ext;
     const char *type;
@@ -100,6 +129,8 @@ void http_static_serve(struct http_request *req, const char *web_dir, const char
                  (unsigned long long)st.st_mtim.tv_nsec);
     http_reply_header(req, "ETag", etag);
     http_reply_header(req, "Cache-Control", "no-cache");
+    http_reply_header(req, "Content-Security-Policy", csp);
+    http_reply_header(req, "Referrer-Policy", "no-referrer");
     const char *inm = http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH);
     if (inm && (strstr(inm, etag) || strcmp(inm, "*") == 0)) {
         close(fd);

@@ -7,13 +7,12 @@
 //     back to the same page with an admin token; sign-out through its end-session page.
 //
 //   node signin.mjs <qdb-control binary> <source dir>   (QDB_TEST_PG_PORT from tests/run.sh)
-import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, openSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { openSync, writeFileSync, readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { freePort, psql as psqlOn, waitFor, stop, launch } from './lib.mjs';
 
 const [binary, sourceDir] = process.argv.slice(2);
 const pgPort = process.env.QDB_TEST_PG_PORT;
@@ -27,40 +26,13 @@ const check = (cond, msg) => { if (cond) passed++; else { failed++; console.erro
 const step = (msg) => console.error(`-- ${msg}`);
 const children = [];
 
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
-
-function psql(sql) {
-  execFileSync('psql', ['-h', '127.0.0.1', '-p', String(pgPort), '-U', 'postgres', '-q', '-c', sql], { stdio: 'ignore' });
-}
-
-async function waitFor(url, ms = 30000) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try { const r = await fetch(url); if (r.ok) return; } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
-}
+const psql = (sql) => psqlOn(pgPort, sql);
 
 function start(cmd, args, env, logName) {
   const log = openSync(path.join(logDir, logName), 'w');
   const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', log, log] });
   children.push(child);
   return child;
-}
-
-function stop(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
-    const t = setTimeout(() => child.kill('SIGKILL'), 15000);
-    child.once('exit', (code) => { clearTimeout(t); resolve(code); });
-    child.kill('SIGTERM');
-  });
 }
 
 async function startServer(db, port, env, name) {
@@ -78,17 +50,6 @@ async function startServer(db, port, env, name) {
   return child;
 }
 
-async function launch() {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'qdb-chromium-'));
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
-  });
-  return { context, dir };
-}
-
 async function noTokenStored(page) {
   const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie);
   return !stored.includes('eyJ');
@@ -99,7 +60,10 @@ async function devMode(db) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const server = await startServer(db, port, { QDB_AUTH_MODE: 'dev' }, `browser-dev-${process.pid}.log`);
-  const { context, dir } = await launch();
+  const csp = (await fetch(`${base}/`)).headers.get('content-security-policy') || '';
+  check(csp.includes("connect-src 'self';"), `dev mode: the console connects to its own origin only: ${csp}`);
+  const browser = await launch();
+  const { context } = browser;
   try {
     await context.clock.install();
     const page = await context.newPage();
@@ -131,8 +95,7 @@ async function devMode(db) {
     await page.locator('#signin').waitFor({ state: 'visible', timeout: 5000 });
     check(await page.locator('#who').isHidden(), 'who is hidden after sign-out');
   } finally {
-    await context.close();
-    rmSync(dir, { recursive: true, force: true });
+    await browser.close();
     check(await stop(server) === 0, 'dev server stops cleanly');
   }
 }
@@ -147,7 +110,10 @@ async function oidcMode(db) {
     {}, `browser-oidc-fixture-${process.pid}.log`);
   await waitFor(`${issuer}/.well-known/openid-configuration`);
   const server = await startServer(db, port, { QDB_AUTH_MODE: 'oidc', QDB_OIDC_ISSUER: issuer }, `browser-oidc-${process.pid}.log`);
-  const { context, dir } = await launch();
+  const csp = (await fetch(`${base}/`)).headers.get('content-security-policy') || '';
+  check(csp.includes(`connect-src 'self' http://127.0.0.1:${fport};`), `the CSP lets the console reach the issuer's origin only: ${csp}`);
+  const browser = await launch();
+  const { context } = browser;
   try {
     const page = await context.newPage();
     const authorizeUrls = [];
@@ -172,8 +138,7 @@ async function oidcMode(db) {
     await page.locator('#signin').waitFor({ state: 'visible', timeout: 15000 });
     check(true, 'signed out and back on the console');
   } finally {
-    await context.close();
-    rmSync(dir, { recursive: true, force: true });
+    await browser.close();
     check(await stop(server) === 0, 'oidc server stops cleanly');
     await stop(fixture);
   }
