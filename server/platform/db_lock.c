@@ -1,8 +1,8 @@
 /* Session advisory locks for leadership (db_lock.h). */
 #include "platform/db_lock.h"
 
-static struct db_stmt q_try = DB_STMT("db_session_lock_try", 1,
-                                      "SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()");
+static struct db_stmt q_try =
+    DB_STMT("db_session_lock_try", 1, "SELECT pg_try_advisory_lock($1::bigint), pg_backend_pid()");
 
 int db_session_lock_held(struct db_conn *conn, const struct db_session_lock *l)
 {
