@@ -13,10 +13,12 @@
 /* Add the events of `batch`, a JSON array of {"topic", "key", "event"} (event: the CloudEvent
  * without "id" and "time"), in array order, ids ascending. */
 int audit_store_outbox_add_many(struct db_conn *conn, const json_t *batch);
-/* Up to `limit` unpublished rows in id order, except the ids of `exclude` (a PostgreSQL
- * bigint[] literal, "{}" for none: the rows in flight) and every row of a key whose earlier
- * row waits out a retry backoff: columns id, topic, key, event::text, attempts. */
-int audit_store_outbox_batch(struct db_conn *conn, int limit, const char *exclude, PGresult **res);
+/* The lowest `window` unpublished ids, ascending, except every row of a key whose earlier
+ * row waits out a retry backoff (column id). */
+int audit_store_outbox_batch_ids(struct db_conn *conn, int window, PGresult **res);
+/* The unpublished rows of `ids` (a bigint[] literal) in id order: columns id, topic, key,
+ * event::text, attempts. */
+int audit_store_outbox_batch_rows(struct db_conn *conn, const char *ids, PGresult **res);
 /* Mark the rows of `ids` (bigint[] literal) published and count them in the totals; returns
  * the rows marked (a row already marked is not counted twice). */
 int audit_store_outbox_published(struct db_conn *conn, const char *ids);

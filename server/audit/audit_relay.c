@@ -139,6 +139,7 @@ static struct relay {
     /* the thread's own */
     rd_kafka_t *rk;
     struct relay_slot *slots;
+    int64_t *scratch; /* nslots ids: the in-flight ids, sorted, for a read */
     long nslots, inflight;
     int fatal; /* the producer raised a fatal error: rebuild it */
 
@@ -408,17 +409,21 @@ static long slot_free_index(long *hint)
     return -1;
 }
 
-/* The ids in flight as a bigint[] literal, for the batch query to leave out. */
-static int inflight_ids(struct buf *b)
+static int cmp_id(const void *x, const void *y)
 {
-    int bad = buf_puts(b, "{");
-    int first = 1;
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* The ids in flight, sorted, into ids[] (nslots long). Returns their number. */
+static long inflight_sorted(int64_t *ids)
+{
+    long n = 0;
     for (long i = 0; i < relay.nslots; i++)
-        if (relay.slots[i].stage != SLOT_FREE) {
-            bad |= buf_printf(b, "%s%lld", first ? "" : ",", (long long)relay.slots[i].id);
-            first = 0;
-        }
-    return bad | buf_puts(b, "}");
+        if (relay.slots[i].stage != SLOT_FREE)
+            ids[n++] = relay.slots[i].id;
+    qsort(ids, (size_t)n, sizeof *ids, cmp_id);
+    return n;
 }
 
 static int64_t backoff_ms(int attempts)
@@ -446,22 +451,41 @@ static void fail_transient(struct db_conn *c, long i, rd_kafka_resp_err_t e)
     relay.inflight--;
 }
 
-/* Read the next batch (when there is room in flight) and produce it. Returns the rows read,
- * or a DB_ code. */
+/* Read the next batch (when there is room in flight) and produce it: the lowest
+ * unpublished ids not in flight (a window of batch + in flight, filtered here), then their
+ * rows. Returns the rows read, or a DB_ code. */
 static int read_and_produce(struct db_conn *c)
 {
     long room = relay.nslots - relay.inflight;
     if (room < rs.batch)
         return 0;
-    struct buf ex;
-    buf_init(&ex, 0);
-    if (inflight_ids(&ex) != 0) {
-        buf_free(&ex);
-        return DB_HARD;
-    }
+    long nin = inflight_sorted(relay.scratch);
     PGresult *res = NULL;
-    int n = audit_store_outbox_batch(c, (int)rs.batch, ex.data, &res);
-    buf_free(&ex);
+    int n = audit_store_outbox_batch_ids(c, (int)(rs.batch + nin), &res);
+    if (n <= 0) {
+        PQclear(res);
+        return n;
+    }
+    struct buf ids;
+    buf_init(&ids, 0);
+    int bad = buf_puts(&ids, "{");
+    long picked = 0;
+    for (int r = 0; r < n && picked < rs.batch; r++) {
+        int64_t id = db_get_int64(res, r, 0);
+        if (nin && bsearch(&id, relay.scratch, (size_t)nin, sizeof id, cmp_id))
+            continue;
+        bad |= buf_printf(&ids, "%s%lld", picked ? "," : "", (long long)id);
+        picked++;
+    }
+    bad |= buf_puts(&ids, "}");
+    PQclear(res);
+    res = NULL;
+    if (picked == 0 || bad) {
+        buf_free(&ids);
+        return bad ? DB_HARD : 0;
+    }
+    n = audit_store_outbox_batch_rows(c, ids.data, &res);
+    buf_free(&ids);
     long hint = 0;
     for (int r = 0; r < n; r++) {
         long i = slot_free_index(&hint);
@@ -494,7 +518,7 @@ static int read_and_produce(struct db_conn *c)
         }
     }
     PQclear(res);
-    return n;
+    return n < 0 ? n : (int)picked;
 }
 
 /* Handle the delivery reports that came: mark the delivered rows published in one UPDATE,
@@ -595,6 +619,22 @@ static void warn_if_stuck(double now, double *last_warn)
                         "brokers", rs.brokers));
 }
 
+/* The relay's statements are all meant to walk an index (the unpublished rows in id order,
+ * the published ones by age, ids by primary key). Right after a burst (100,000 rows in one
+ * transaction) the statistics still say the outbox is nearly empty, and the planner would
+ * then bitmap-scan and sort the whole backlog for every batch of 500. On this connection
+ * only, no bitmap scans and no sorts where an index gives the order: set once per session
+ * (a reconnect is a new one, seen by its backend pid). */
+static void session_settings(struct db_conn *c, int *pid)
+{
+    PGconn *pg = db_pgconn(c);
+    if (PQstatus(pg) != CONNECTION_OK || PQbackendPID(pg) == *pid)
+        return;
+    if (db_exec_fixed(c, "SET enable_bitmapscan = off") >= 0 &&
+        db_exec_fixed(c, "SET enable_sort = off") >= 0)
+        *pid = PQbackendPID(pg);
+}
+
 static void *relay_main(void *arg)
 {
     (void)arg;
@@ -602,7 +642,7 @@ static void *relay_main(void *arg)
     struct db_session_lock lock = {.key = RELAY_LOCK_KEY, .pid = 0};
     double last_state = -STATE_EVERY_S, last_prune = 0, last_warn = -WARN_EVERY_S;
     double last_connect = -1;
-    int leading = 0;
+    int leading = 0, session_pid = 0;
     while (!stopping()) {
         double now = mono();
         if (!c && now - last_connect >= 1.0) {
@@ -612,6 +652,8 @@ static void *relay_main(void *arg)
             (void)db_conn_check(c); /* reopens a lost one: a new session, without the lock */
         }
         int db_ok = c && PQstatus(db_pgconn(c)) == CONNECTION_OK;
+        if (db_ok)
+            session_settings(c, &session_pid);
         if (db_ok && now - last_state >= STATE_EVERY_S) {
             last_state = now;
             read_state(c);
@@ -681,15 +723,22 @@ int audit_relay_start(const struct db_settings *dbs, const char *instance_id)
     snprintf(relay.instance, sizeof relay.instance, "%s", instance_id ? instance_id : "?");
     relay.nslots = rs.inflight_max > 0 ? rs.inflight_max : 2000;
     relay.slots = calloc((size_t)relay.nslots, sizeof *relay.slots);
-    if (!relay.slots) {
+    relay.scratch = calloc((size_t)relay.nslots, sizeof *relay.scratch);
+    if (!relay.slots || !relay.scratch) {
         log_error("outbox relay: out of memory");
+        free(relay.slots);
+        free(relay.scratch);
+        relay.slots = NULL;
+        relay.scratch = NULL;
         return -1;
     }
     relay.stopping = 0;
     if (pthread_create(&relay.thread, NULL, relay_main, NULL) != 0) {
         log_error("outbox relay: cannot start its thread");
         free(relay.slots);
+        free(relay.scratch);
         relay.slots = NULL;
+        relay.scratch = NULL;
         return -1;
     }
     relay.running = 1;
@@ -714,7 +763,9 @@ void audit_relay_stop(void)
     for (long i = 0; i < relay.nslots; i++)
         slot_clear(&relay.slots[i]);
     free(relay.slots);
+    free(relay.scratch);
     relay.slots = NULL;
+    relay.scratch = NULL;
     relay.nslots = 0;
 }
 

@@ -203,6 +203,57 @@ static void test_leaders_down(void)
     kt_read_free(&rd);
 }
 
+/* One event in its own transaction on `c`, left open when commit is 0. Returns its id. */
+static long event_on(PGconn *c, const char *key, int commit)
+{
+    PQclear(PQexec(c, "BEGIN"));
+    const char *p[] = {key};
+    PGresult *r = PQexecParams(
+        c,
+        "WITH n AS (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id) "
+        "INSERT INTO outbox (id, topic, key, event) SELECT n.id, 'app.controlplane.test', $1::text, "
+        "jsonb_build_object('specversion', '1.0', 'id', n.id::text, 'type', "
+        "'qa.qdb.controlplane.test.made', 'source', 'urn:qdb:control-plane', 'subject', $1::text, "
+        "'time', '2026-12-01T00:00:00.000000Z') FROM n RETURNING id",
+        1, NULL, p, NULL, NULL, 0);
+    long id = PQresultStatus(r) == PGRES_TUPLES_OK ? strtol(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    if (!id)
+        fprintf(stderr, "event_on: %s", PQerrorMessage(c));
+    PQclear(r);
+    if (commit)
+        PQclear(PQexec(c, "COMMIT"));
+    return id;
+}
+
+static void test_late_commit(void)
+{
+    th_step("a row that commits after a higher id was published is not skipped");
+    PGconn *x = PQconnectdb(url), *y = PQconnectdb(url);
+    long low = event_on(x, "late-x", 0); /* drawn first, committed last */
+    long high = event_on(y, "late-y", 1);
+    CHECK(low > 0 && high > low, "ids %ld < %ld", low, high);
+    /* the open one is not visible: what is, gets published */
+    CHECK(kt_wait_published(url, high, 20000) == 0, "the higher id is published meanwhile");
+    char hs[24];
+    snprintf(hs, sizeof hs, "%ld", high);
+    CHECK(th_sql_long(url,
+                      "SELECT count(*) FROM outbox WHERE id = $1::bigint AND published_at "
+                      "IS NOT NULL",
+                      hs, NULL) == 1,
+          "id %ld published before %ld committed", high, low);
+    PQclear(PQexec(x, "COMMIT"));
+    long next = event_on(y, "late-x", 1); /* the same key as the late one, after it */
+    CHECK(kt_wait_published(url, next, 20000) == 0, "the late row is published too");
+    struct kt_read rd = {0};
+    kt_read_topic(mock.bootstrap, "app.controlplane.test", 3, 1, 1000, 20000, &rd);
+    struct kt_report rep = kt_analyse(url, "app.controlplane.test", low - 1, next, &rd);
+    expect_clean("late commit", rep, 0);
+    CHECK(rep.expected == 3, "three events (%ld)", rep.expected);
+    kt_read_free(&rd);
+    PQfinish(x);
+    PQfinish(y);
+}
+
 int main(void)
 {
     if (kt_mock_start(&mock) != 0) {
@@ -228,6 +279,7 @@ int main(void)
     test_rollback();
     test_dlq();
     test_request_errors();
+    test_late_commit();
     test_leaders_down();
     CHECK(th_server_stop(&srv) == 0, "clean stop");
     kt_mock_stop(&mock);
