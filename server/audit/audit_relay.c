@@ -60,9 +60,9 @@
  * and collides with nothing the other rooms lock. */
 #define RELAY_LOCK_KEY 0x716462726c6179LL
 #define STATE_EVERY_S 1.0
-#define PRUNE_EVERY_S 60.0
 #define PRUNE_BATCH 1000
 #define WARN_EVERY_S 60.0
+#define MARK_WAIT_S 0.003
 #define BACKOFF_MAX_MS 60000
 #define ERROR_MAX 400
 
@@ -71,7 +71,8 @@ static struct relay_settings {
     const char *security_protocol, *sasl_mechanism, *sasl_username, *sasl_password_file;
     const char *ssl_ca_file, *ssl_cert_file, *ssl_key_file;
     const char *dlq_topic;
-    long linger_ms, message_max_bytes, batch, poll_ms, retention_s, inflight_max;
+    long linger_ms, message_max_bytes, batch, poll_ms, retention_s, prune_every_s;
+    long inflight_max;
 } rs;
 
 int audit_relay_config_load(void)
@@ -89,8 +90,10 @@ int audit_relay_config_load(void)
         config_int("QDB_KAFKA_MESSAGE_MAX_BYTES", 1000000, 1000, 100000000,
                    &rs.message_max_bytes) != 0 ||
         config_int("QDB_OUTBOX_BATCH", 500, 1, 10000, &rs.batch) != 0 ||
-        config_int("QDB_OUTBOX_POLL_MS", 20, 5, 60000, &rs.poll_ms) != 0 ||
-        config_seconds("QDB_OUTBOX_RETENTION", 7 * 86400L, 60, 3650 * 86400L, &rs.retention_s) != 0)
+        config_int("QDB_OUTBOX_POLL_MS", 10, 5, 60000, &rs.poll_ms) != 0 ||
+        config_seconds("QDB_OUTBOX_RETENTION", 7 * 86400L, 60, 3650 * 86400L, &rs.retention_s) !=
+            0 ||
+        config_seconds("QDB_OUTBOX_PRUNE_INTERVAL", 60, 1, 3600, &rs.prune_every_s) != 0)
         return -1;
     if (rs.brokers && !rs.brokers[0])
         rs.brokers = NULL;
@@ -124,6 +127,7 @@ struct relay_slot {
     int64_t id;
     int attempts;
     double produced_at; /* monotonic */
+    double done_at;     /* monotonic, when the report came */
     char *topic, *key, *value;
 };
 
@@ -224,6 +228,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     relay.slots[i].done = 1;
     relay.slots[i].err = m->err;
+    relay.slots[i].done_at = mono();
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -530,12 +535,15 @@ static void settle(struct db_conn *c)
     buf_init(&ids, 0);
     int bad = buf_puts(&ids, "{");
     long nmark = 0;
+    double oldest = 0;
     for (long i = 0; i < relay.nslots; i++) {
         struct relay_slot *s = &relay.slots[i];
         if (s->stage == SLOT_FREE || !s->done)
             continue;
         if (s->stage == SLOT_MAIN && s->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             s->marked_pending = 1;
+            if (oldest == 0 || s->done_at < oldest)
+                oldest = s->done_at;
             bad |= buf_printf(&ids, "%s%lld", nmark ? "," : "", (long long)s->id);
             nmark++;
         } else if (s->stage == SLOT_MAIN && permanent(s->err)) {
@@ -562,6 +570,11 @@ static void settle(struct db_conn *c)
         }
     }
     bad |= buf_puts(&ids, "}");
+    /* One UPDATE (one commit) per batch of reports, not per report: while more reports are
+     * due, a short batch waits up to MARK_WAIT_S for company (reports trickle in per
+     * partition and per request). */
+    if (nmark > 0 && nmark < rs.batch && relay.inflight > nmark && mono() - oldest < MARK_WAIT_S)
+        nmark = 0;
     if (nmark > 0 && !bad) {
         int rc = audit_store_outbox_published(c, ids.data);
         if (rc >= 0) {
@@ -573,6 +586,8 @@ static void settle(struct db_conn *c)
                 }
         }
     }
+    for (long i = 0; i < relay.nslots; i++)
+        relay.slots[i].marked_pending = 0; /* deferred or failed: counted again next round */
     buf_free(&ids);
 }
 
@@ -667,7 +682,7 @@ static void *relay_main(void *arg)
                 log_event(LOG_INFO, leading ? "outbox relay: leading" : "outbox relay: not leading",
                           json_pack("{s:s}", "instance", relay.instance));
                 if (leading)
-                    last_prune = now; /* the first prune a minute in, not at start-up */
+                    last_prune = now; /* the first prune an interval in, not at start-up */
             }
             if (relay.fatal)
                 producer_free();
@@ -678,7 +693,7 @@ static void *relay_main(void *arg)
             if (leading) {
                 int n = read_and_produce(c);
                 busy = n >= rs.batch;
-                if (now - last_prune >= PRUNE_EVERY_S) {
+                if (now - last_prune >= (double)rs.prune_every_s) {
                     last_prune = now;
                     prune(c);
                 }
@@ -686,7 +701,7 @@ static void *relay_main(void *arg)
             if (relay.rk) {
                 /* wait for reports a little while some are due, else just collect */
                 rd_kafka_poll(relay.rk, relay.inflight > 0 && !busy
-                                            ? (int)(rs.poll_ms < 10 ? rs.poll_ms : 10)
+                                            ? (int)(rs.poll_ms < 5 ? rs.poll_ms : 5)
                                             : 0);
                 if (db_ok)
                     settle(c);

@@ -167,6 +167,33 @@ static void test_request_errors(void)
     kt_read_free(&rd);
 }
 
+static void test_prune(void)
+{
+    th_step("published events past QDB_OUTBOX_RETENTION are pruned by the leader, no others");
+    long before = th_sql_long(url, "SELECT count(*) FROM outbox", NULL);
+    PQclear(th_sql(url,
+                   "UPDATE outbox SET published_at = published_at - interval '8 days' WHERE id IN "
+                   "(SELECT id FROM outbox WHERE published_at IS NOT NULL ORDER BY id LIMIT 50)",
+                   NULL));
+    /* and one unpublished row, old: never pruned */
+    PQclear(th_sql(url,
+                   "INSERT INTO outbox (topic, key, event, created_at) VALUES "
+                   "('app.controlplane.test', 'old-unpublished', '{\"specversion\":\"1.0\"}', "
+                   "now() - interval '30 days')",
+                   NULL));
+    long left = jt_wait_sql(url,
+                            "SELECT count(*) FROM outbox WHERE published_at < now() - "
+                            "interval '7 days'",
+                            0, 20000);
+    CHECK(left == 0, "old published rows pruned (%ld left)", left);
+    long after = th_sql_long(url, "SELECT count(*) FROM outbox", NULL);
+    CHECK(after == before + 1 - 50, "exactly those 50 went (%ld -> %ld)", before, after);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM outbox WHERE key = 'old-unpublished'", NULL) == 1,
+          "an unpublished row is never pruned");
+    /* it is published meanwhile (an event without id: it goes out as it is) */
+    kt_wait_published(url, kt_max_id(url), 20000);
+}
+
 static void test_leaders_down(void)
 {
     th_step("the partition leaders' broker down 10 s while events are written");
@@ -211,7 +238,8 @@ static long event_on(PGconn *c, const char *key, int commit)
     PGresult *r = PQexecParams(
         c,
         "WITH n AS (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id) "
-        "INSERT INTO outbox (id, topic, key, event) SELECT n.id, 'app.controlplane.test', $1::text, "
+        "INSERT INTO outbox (id, topic, key, event) SELECT n.id, 'app.controlplane.test', "
+        "$1::text, "
         "jsonb_build_object('specversion', '1.0', 'id', n.id::text, 'type', "
         "'qa.qdb.controlplane.test.made', 'source', 'urn:qdb:control-plane', 'subject', $1::text, "
         "'time', '2026-12-01T00:00:00.000000Z') FROM n RETURNING id",
@@ -268,7 +296,8 @@ int main(void)
     url = th_db_create("eventskafka");
     char brokers[600];
     snprintf(brokers, sizeof brokers, "QDB_KAFKA_BROKERS=%s", mock.bootstrap);
-    const char *env[] = {brokers, "QDB_KAFKA_MESSAGE_MAX_BYTES=20000", "QDB_WORKERS=2", NULL};
+    const char *env[] = {brokers, "QDB_KAFKA_MESSAGE_MAX_BYTES=20000", "QDB_WORKERS=2",
+                         "QDB_OUTBOX_PRUNE_INTERVAL=1", NULL};
     if (th_server_start(&srv, url, env, 1) != 0) {
         CHECK(0, "server start");
         kt_mock_stop(&mock);
@@ -280,6 +309,7 @@ int main(void)
     test_dlq();
     test_request_errors();
     test_late_commit();
+    test_prune();
     test_leaders_down();
     CHECK(th_server_stop(&srv) == 0, "clean stop");
     kt_mock_stop(&mock);
