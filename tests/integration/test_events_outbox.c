@@ -227,6 +227,29 @@ static void test_routes(void)
         check_event(id, "qa.qdb.controlplane.jobs.schedule_updated", "schedules/ev-sched",
                     "test-operator", "jobs");
 
+    th_step("jobs: a schedule that fires enqueues with its event, by the schedule");
+    th_post_json(&srv, "/api/v1/schedules", operator,
+                 "{\"name\":\"ev-fire\",\"cron\":\"0 4 * * *\",\"kind\":\"noop\"}", &r);
+    CHECK(r.status == 201, "schedule create: %ld", r.status);
+    th_resp_free(&r);
+    PQclear(th_sql(url,
+                   "UPDATE schedule SET next_run_at = now() - interval '1 second' WHERE name = "
+                   "'ev-fire'",
+                   NULL));
+    long fired = jt_wait_sql(url,
+                             "SELECT count(*) FROM outbox WHERE event->>'type' = "
+                             "'qa.qdb.controlplane.jobs.enqueued' AND event->>'actor' = "
+                             "'schedule:ev-fire'",
+                             1, 15000);
+    CHECK(fired == 1, "one enqueued event by the schedule (%ld)", fired);
+    long fjob = th_sql_long(url, "SELECT id FROM job WHERE created_by = 'schedule:ev-fire'", NULL);
+    snprintf(subject, sizeof subject, "jobs/%ld", fjob);
+    CHECK(th_sql_long(url,
+                      "SELECT count(*) FROM outbox WHERE key = $1 AND event->>'type' = "
+                      "'qa.qdb.controlplane.jobs.enqueued'",
+                      subject, NULL) == 1,
+          "about its job %s", subject);
+
     th_step("audit: a verification job enqueued");
     before = max_id();
     th_post_json(&srv, "/api/v1/audit/verify", operator, "{}", &r);
