@@ -17,12 +17,32 @@ CREATE TABLE outbox (
     key text NOT NULL,
     event jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- set from the delivery report (or, for a dead letter, from the DLQ's)
     published_at timestamptz,
+    -- transient failures so far, the last one's error, and when the next try is due
+    -- (NULL: at once); a dead letter keeps the permanent error here
     attempts integer NOT NULL DEFAULT 0,
-    last_error text
+    last_error text,
+    next_attempt_at timestamptz,
+    -- Kafka refused it for good (too large, invalid topic): it went to the DLQ topic instead
+    dead_lettered boolean NOT NULL DEFAULT false
 );
 
 -- The relay's work list: only the rows still to publish, in id order.
 CREATE INDEX outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
 -- Pruning by age of publication.
 CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
+-- Rows waiting out a retry backoff, by key: the relay holds back every later row of the same
+-- key behind one (per-key order). Nearly always empty, so the check costs nothing.
+CREATE INDEX outbox_backoff ON outbox (key, id)
+    WHERE published_at IS NULL AND next_attempt_at IS NOT NULL;
+
+-- What the relay published and dead-lettered since the outbox began, across replicas and
+-- pruning (GET /api/v1/events/status). One row, updated by the leader in the statement that
+-- marks the rows, so the counts never disagree with the rows.
+CREATE TABLE outbox_totals (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    published bigint NOT NULL DEFAULT 0,
+    dead_lettered bigint NOT NULL DEFAULT 0
+);
+INSERT INTO outbox_totals DEFAULT VALUES;

@@ -40,6 +40,8 @@ const struct http_route qdb_routes[] = {
     {"POST", "/api/v1/audit/verify", wiring_api_audit_verify_start, HTTP_OPERATOR,
      HTTP_BODY_JSON},
     {"GET", "/api/v1/audit/export", audit_api_export, HTTP_OPERATOR, 0},
+    /* the outbox's relay to Kafka */
+    {"GET", "/api/v1/events/status", audit_api_events_status, HTTP_VIEWER, 0},
 
     /* jobs */
     {"GET", "/api/v1/jobs", jobs_api_list, HTTP_VIEWER, 0},

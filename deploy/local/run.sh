@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib.sh"
 LOCAL=$QDB_ROOT/.local
 PG_PORT=${QDB_LOCAL_PG_PORT:-54329}
 
-qdb_install_packages "${QDB_PACKAGES[@]}"
+qdb_install_packages "${QDB_PACKAGES[@]}" kcat # kcat: to watch the events (README)
 qdb_build "$QDB_ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQDB_TESTS=OFF
 qdb_pg_start "$LOCAL/pgdata" "$PG_PORT"
 trap 'qdb_log "stopping PostgreSQL"; qdb_pg_stop "$LOCAL/pgdata"' EXIT
@@ -27,6 +27,19 @@ export QDB_AUTH_MODE=${QDB_AUTH_MODE:-dev}
 export QDB_AUDIT_HMAC_KEY_FILE=${QDB_AUDIT_HMAC_KEY_FILE:-$LOCAL/secrets/audit-hmac-key}
 # inventory: secret references may point into .local/secrets
 export QDB_SECRET_DIRS=${QDB_SECRET_DIRS:-$LOCAL/secrets}
+
+# A Kafka for the local run: librdkafka's mock cluster, 3 brokers on loopback (events are
+# kept in memory only, until Ctrl-C). QDB_KAFKA_BROKERS set beforehand points at a real one.
+if [ -z "${QDB_KAFKA_BROKERS:-}" ]; then
+  "$QDB_ROOT/build/qdb-kafka-mock" > "$LOCAL/kafka-mock.out" 2>&1 < /dev/null &
+  kafka_mock=$!
+  trap 'kill -TERM $kafka_mock 2>/dev/null || true; qdb_log "stopping PostgreSQL"; qdb_pg_stop "$LOCAL/pgdata"' EXIT
+  for _ in $(seq 50); do [ -s "$LOCAL/kafka-mock.out" ] && break; sleep 0.1; done
+  QDB_KAFKA_BROKERS=$(head -n1 "$LOCAL/kafka-mock.out")
+  [ -n "$QDB_KAFKA_BROKERS" ] || qdb_die "qdb-kafka-mock did not start"
+  export QDB_KAFKA_BROKERS
+  qdb_log "Kafka (mock, 3 brokers): $QDB_KAFKA_BROKERS — kcat -b $QDB_KAFKA_BROKERS -C -t app.controlplane.jobs"
+fi
 
 qdb_log "serving http://$QDB_LISTEN (Ctrl-C to stop)"
 # Not exec: the EXIT trap must stop PostgreSQL after the server has stopped.

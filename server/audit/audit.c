@@ -9,6 +9,7 @@
 
 #include "audit/audit.h"
 #include "audit/audit_internal.h"
+#include "audit/audit_outbox_internal.h"
 #include "platform/config.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
@@ -47,7 +48,8 @@ static int audit_config_load(void)
         return config_error("QDB_AUDIT_HMAC_KEY_FILE",
                             "required: the file holding the audit hash chain key (as a Vault "
                             "agent mounts it; deploy/local/run.sh generates one)");
-    if (audit_key_load(path) != 0 || audit_outbox_config_load() != 0)
+    if (audit_key_load(path) != 0 || audit_outbox_config_load() != 0 ||
+        audit_relay_config_load() != 0)
         return -1;
     return config_int("QDB_AUDIT_VERIFY_MAX_EVENTS", 20000, 1, 1000000000L,
                       &verify_settings.max_events) != 0 ||
@@ -63,7 +65,7 @@ static int audit_init(struct qdb_app *app)
     audit_settings.statement_timeout_ms = app->cfg->db_statement_timeout_ms;
     audit_settings.connect_timeout_s = app->cfg->db_connect_timeout_s;
     audit_settings.application_name = "qdb-control-audit";
-    return audit_metrics_register();
+    return audit_metrics_register() != 0 || audit_relay_init() != 0 ? -1 : 0;
 }
 
 /* ---- the sweeper ----
@@ -137,19 +139,19 @@ static void *sweeper_main(void *arg)
 
 static int audit_start(struct qdb_app *app)
 {
-    (void)app;
     if (pthread_create(&sweeper.thread, NULL, sweeper_main, NULL) != 0) {
         log_error("audit: cannot start the sequencing sweeper");
         return -1;
     }
     sweeper.running = 1;
-    return 0;
+    return audit_relay_start(&audit_settings, app->instance_id);
 }
 
 /* After HTTP stopped every export stream has been told to end; wait for their producer
  * threads (each ends within one page query). Then the sweeper, after a last round. */
 static void audit_stop(void)
 {
+    audit_relay_stop();
     int left = audit_export_drain(10000);
     if (left)
         log_warn("audit: %d export threads did not end", left);

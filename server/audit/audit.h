@@ -84,6 +84,11 @@ struct audit_event {
  * or another DB_ code (the caller rolls back). */
 int audit_event_emit(struct db_conn *conn, const struct audit_actor *actor,
                      const struct audit_event *ev);
+/* Emit the n events of evs (in that order, ids ascending) in one statement, as
+ * audit_event_emit each: for a batch of changes (the job engine's batched completions).
+ * Returns 0 or a DB_ code (the caller rolls back). */
+int audit_events_emit(struct db_conn *conn, const struct audit_actor *actor,
+                      const struct audit_event *evs, size_t n);
 /* The same with the actor of the request. */
 int audit_event_emit_http(struct db_conn *conn, struct http_request *req,
                           const struct audit_event *ev);
@@ -159,5 +164,8 @@ void audit_api_verify(struct http_request *req);
  * the connection while it is empty, so neither a slow client nor the SQL holds up the
  * other connections of that thread. */
 void audit_api_export(struct http_request *req);
+/* GET /api/v1/events/status: the outbox's state as read now, {"backlog", "oldest_age_seconds"
+ * (null when empty), "published_total", "dead_lettered_total", "kafka_configured"}. */
+void audit_api_events_status(struct http_request *req);
 
 #endif

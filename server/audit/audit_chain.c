@@ -23,6 +23,7 @@
 
 #include "audit/audit.h"
 #include "audit/audit_internal.h"
+#include "audit/audit_outbox_internal.h"
 #include "platform/config.h"
 #include "platform/log.h"
 
@@ -911,6 +912,8 @@ int audit_verify(struct db_conn *conn, const struct audit_verify_opts *o,
         checkpoint_write(conn, to_seq, prev, res->checked, res);
 done:
     audit_metrics_verified(res, 0, full);
+    if (!res->ok && audit_event_chain_broken(conn, res) < 0)
+        log_error("audit: the chain_broken event could not be written");
     if (!res->ok)
         log_event(LOG_ERROR, "audit chain broken",
                   json_pack("{s:I,s:I,s:s}", "first_broken_seq", (json_int_t)res->first_broken_seq,

@@ -105,10 +105,17 @@ static int create_tx(struct db_conn *c, void *cls)
         .resource_id = json_string_value(json_object_get(t->row, "id")),
         .after = t->row, /* the public row: never the secret or its hash */
     };
+    char subject[128];
+    snprintf(subject, sizeof subject, "tokens/%s", e.resource_id ? e.resource_id : "");
+    /* the public row, as the audit record's: the secret is added to the reply only later */
+    struct audit_event ev = {.room = "auth", .verb = "token_created", .subject = subject,
+                             .data = t->row};
     if (t->req)
-        return audit_record_http(c, t->req, &e);
+        return (rc = audit_record_http(c, t->req, &e)) < 0 ? rc
+                                                           : audit_event_emit_http(c, t->req, &ev);
     struct audit_actor actor = {"cli", "qdb-control token create", "system", NULL};
-    return audit_record(c, &actor, "cli", "", &e);
+    return (rc = audit_record(c, &actor, "cli", "", &e)) < 0 ? rc
+                                                              : audit_event_emit(c, &actor, &ev);
 }
 
 /* Validate environments: an array of 1..50 good names, or NULL. */
@@ -216,7 +223,12 @@ static int revoke_tx(struct db_conn *c, void *cls)
         .resource_id = t->id,
         .after = t->row,
     };
-    return audit_record_http(c, t->req, &e);
+    char subject[128];
+    snprintf(subject, sizeof subject, "tokens/%s", t->id);
+    struct audit_event ev = {.room = "auth", .verb = "token_revoked", .subject = subject,
+                             .data = t->row};
+    int rc = audit_record_http(c, t->req, &e);
+    return rc < 0 ? rc : audit_event_emit_http(c, t->req, &ev);
 }
 
 static int uuid_shaped(const char *s)

@@ -61,7 +61,20 @@ static int audit_job(struct db_conn *c, struct http_request *req, const char *ac
                             .resource_id = db_int64(rid, id),
                             .before = before,
                             .after = after};
-    return audit_record_http(c, req, &e);
+    int rc = audit_record_http(c, req, &e);
+    if (rc < 0)
+        return rc;
+    /* the event of the same change, named by what happened to the job; a running job
+     * asked to cancel stops at its runner's next heartbeat (then "finished") */
+    const char *state = json_string_value(json_object_get(after, "state"));
+    const char *verb = strcmp(action, "job.create") == 0  ? "enqueued"
+                       : strcmp(action, "job.retry") == 0 ? "retried"
+                       : state && strcmp(state, "running") == 0 ? "cancel_requested"
+                                                                : "cancelled";
+    char subject[40];
+    snprintf(subject, sizeof subject, "jobs/%lld", (long long)id);
+    struct audit_event ev = {.room = "jobs", .verb = verb, .subject = subject, .data = after};
+    return audit_event_emit_http(c, req, &ev);
 }
 
 /* Reply {"items", "next_cursor"} from rows of (cursor, JSON document); `res` is consumed.

@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "audit/audit.h"
 #include "jobs/jobs_internal.h"
 #include "platform/log.h"
 
@@ -273,6 +274,17 @@ static int fire_due(struct db_conn *c, void *cls)
                 if (rc < 0)
                     goto out;
                 if (!existed) {
+                    /* the event of the enqueue, by the schedule, in the firing's transaction */
+                    char subject[40];
+                    snprintf(subject, sizeof subject, "jobs/%lld", (long long)job_id);
+                    struct audit_actor actor = {by, by, "system", NULL};
+                    json_t *doc = jobs_get_json(c, job_id);
+                    struct audit_event ev = {
+                        .room = "jobs", .verb = "enqueued", .subject = subject, .data = doc};
+                    rc = audit_event_emit(c, &actor, &ev);
+                    json_decref(doc);
+                    if (rc < 0)
+                        goto out;
                     fc->fired++;
                     log_event(LOG_INFO, "schedule fired",
                               json_pack("{s:s,s:I,s:I}", "schedule", name, "job_id",

@@ -273,9 +273,10 @@ int jobs_store_lock_key(struct db_conn *c, const char *key);
 /* Claim up to the free slots of `key` (same rows as jobs_store_claim). */
 int jobs_store_claim_limited(struct db_conn *c, const char *key, int max_running,
                              const char *worker, long lease_s, int n, PGresult **res);
-/* Mark succeeded the jobs in the arrays (text array literals of equal length). */
+/* Mark succeeded the jobs in the arrays (text array literals of equal length). With `res`
+ * (caller PQclears) the rows completed: id, kind, attempt. */
 int jobs_store_complete(struct db_conn *c, const char *worker, const char *ids,
-                        const char *attempts, const char *results);
+                        const char *attempts, const char *results, PGresult **res);
 /* A failed attempt: retrying after delay_ms when retryable and attempts remain, else failed.
  * 1 updated (*state receives the new state, >= 16 bytes), 0 when no longer ours. */
 int jobs_store_fail(struct db_conn *c, int64_t id, const char *worker, int attempt, int retryable,

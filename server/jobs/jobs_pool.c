@@ -18,6 +18,7 @@
 
 #include <openssl/rand.h>
 
+#include "audit/audit.h"
 #include "jobs/jobs_internal.h"
 #include "platform/log.h"
 #include "platform/deadline.h"
@@ -128,19 +129,91 @@ struct op {
     int64_t delay_ms;
     const char *message;
     const char *ids, *attempts, *results;
+    const char *job_kind; /* for the event of OP_FAIL and OP_CANCELLED */
     char state[16];
 };
+
+/* ---- the events of finished attempts, in the transaction that records them ---- */
+
+static json_t *finished_data(int64_t id, const char *kind, int attempt, const char *state,
+                             const char *error)
+{
+    json_t *d = json_pack("{s:I,s:s,s:i,s:s}", "id", (json_int_t)id, "kind", kind ? kind : "",
+                          "attempt", attempt, "state", state);
+    if (d && error)
+        json_object_set_new(d, "error", json_string(error));
+    return d;
+}
+
+/* The successes of one batch and their events ("finished", one per job completed: a job
+ * taken over meanwhile is not completed, so gets none). Returns the rows completed. */
+static int complete_fn(struct db_conn *c, void *cls)
+{
+    struct op *o = cls;
+    PGresult *res = NULL;
+    int n = jobs_store_complete(c, pool.instance, o->ids, o->attempts, o->results, &res);
+    if (n <= 0) {
+        PQclear(res);
+        return n;
+    }
+    struct audit_event *evs = calloc((size_t)n, sizeof *evs);
+    json_t **data = calloc((size_t)n, sizeof *data);
+    char(*subjects)[40] = calloc((size_t)n, sizeof *subjects);
+    int rc = evs && data && subjects ? 0 : DB_HARD;
+    for (int i = 0; i < n && rc == 0; i++) {
+        int64_t id = db_get_int64(res, i, 0);
+        snprintf(subjects[i], sizeof subjects[i], "jobs/%lld", (long long)id);
+        data[i] = finished_data(id, PQgetvalue(res, i, 1), (int)db_get_int64(res, i, 2),
+                                "succeeded", NULL);
+        evs[i] = (struct audit_event){
+            .room = "jobs", .verb = "finished", .subject = subjects[i], .data = data[i]};
+    }
+    if (rc == 0)
+        rc = audit_events_emit(c, NULL, evs, (size_t)n);
+    for (int i = 0; data && i < n; i++)
+        json_decref(data[i]);
+    free(evs);
+    free(data);
+    free(subjects);
+    PQclear(res);
+    return rc < 0 ? rc : n;
+}
+
+/* A failed or cancelled attempt and its event: "finished" when the job is done with,
+ * "attempt_failed" when it will be retried. */
+static int fail_fn(struct db_conn *c, void *cls)
+{
+    struct op *o = cls;
+    int rc = o->kind == OP_FAIL
+                 ? jobs_store_fail(c, o->id, pool.instance, o->attempt, o->retryable, o->delay_ms,
+                                   o->message, o->state)
+                 : jobs_store_cancelled(c, o->id, pool.instance, o->attempt);
+    if (rc <= 0)
+        return rc;
+    if (o->kind == OP_CANCELLED)
+        snprintf(o->state, sizeof o->state, "cancelled");
+    char subject[40];
+    snprintf(subject, sizeof subject, "jobs/%lld", (long long)o->id);
+    json_t *data = finished_data(o->id, o->job_kind, o->attempt, o->state,
+                                 o->kind == OP_FAIL ? o->message : NULL);
+    struct audit_event ev = {.room = "jobs",
+                             .verb = strcmp(o->state, "retrying") == 0 ? "attempt_failed"
+                                                                       : "finished",
+                             .subject = subject,
+                             .data = data};
+    int erc = audit_event_emit(c, NULL, &ev);
+    json_decref(data);
+    return erc < 0 ? erc : rc;
+}
 
 static int op_run(struct db_conn *c, struct op *o)
 {
     switch (o->kind) {
     case OP_COMPLETE:
-        return jobs_store_complete(c, pool.instance, o->ids, o->attempts, o->results);
+        return db_tx(c, complete_fn, o);
     case OP_FAIL:
-        return jobs_store_fail(c, o->id, pool.instance, o->attempt, o->retryable, o->delay_ms,
-                               o->message, o->state);
     case OP_CANCELLED:
-        return jobs_store_cancelled(c, o->id, pool.instance, o->attempt);
+        return db_tx(c, fail_fn, o);
     case OP_RELEASE_STARTED:
         return jobs_store_release_started(c, o->id, pool.instance, o->attempt, o->message);
     case OP_RELEASE_UNSTARTED:
@@ -257,7 +330,8 @@ static void finish_failed(struct jobs_worker *w, struct jobs_ctx *ctx, int retry
                    .attempt = c->attempt,
                    .retryable = retryable,
                    .delay_ms = delay,
-                   .message = why};
+                   .message = why,
+                   .job_kind = c->kind};
     int rc = op_until(w, &o, ctx->lease_ok_until);
     double secs = jobs_mono() - ctx->start;
     if (rc > 0) {
@@ -291,7 +365,8 @@ static void run_one(struct jobs_worker *w, struct jobs_claimed *c)
                            .lease_ok_until = now + jobs_lease_trust_s()};
     ctx.deadline = now + (double)c->timeout_s;
     if (c->cancel) {
-        struct op o = {.kind = OP_CANCELLED, .id = c->id, .attempt = c->attempt};
+        struct op o = {
+            .kind = OP_CANCELLED, .id = c->id, .attempt = c->attempt, .job_kind = c->kind};
         if (op_until(w, &o, ctx.lease_ok_until) > 0)
             jobs_metrics_finished(c->kind, "cancelled", 0);
         return;
@@ -321,7 +396,8 @@ static void run_one(struct jobs_worker *w, struct jobs_claimed *c)
         snprintf(why, sizeof why, "timed out after %d s", c->timeout_s);
         finish_failed(w, &ctx, 1, why);
     } else if (out == JOBS_CANCELLED || ctx.cancel_seen) {
-        struct op o = {.kind = OP_CANCELLED, .id = c->id, .attempt = c->attempt};
+        struct op o = {
+            .kind = OP_CANCELLED, .id = c->id, .attempt = c->attempt, .job_kind = c->kind};
         if (op_until(w, &o, ctx.lease_ok_until) > 0)
             jobs_metrics_finished(c->kind, "cancelled", secs);
     } else {
@@ -450,7 +526,7 @@ static void warm_up(struct jobs_worker *w)
     PGresult *res = NULL;
     (void)jobs_store_claim(c, pool.instance, jobs_cfg.lease_s, 0, &res);
     PQclear(res);
-    (void)jobs_store_complete(c, pool.instance, "{}", "{}", "{}");
+    (void)jobs_store_complete(c, pool.instance, "{}", "{}", "{}", NULL);
     int cancel = 0;
     (void)jobs_store_heartbeat(c, 0, pool.instance, 0, jobs_cfg.lease_s, &cancel);
 }

@@ -119,6 +119,15 @@ static int schedule_fn(struct db_conn *c, void *cls)
                             .before = before,
                             .after = t->doc};
     rc = audit_record_http(c, t->req, &e);
+    if (rc >= 0) {
+        char subject[160];
+        snprintf(subject, sizeof subject, "schedules/%s", t->name);
+        struct audit_event ev = {.room = "jobs",
+                                 .verb = t->create ? "schedule_created" : "schedule_updated",
+                                 .subject = subject,
+                                 .data = t->doc};
+        rc = audit_event_emit_http(c, t->req, &ev);
+    }
 out:
     json_decref(before);
     return rc;

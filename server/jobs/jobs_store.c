@@ -233,17 +233,17 @@ static struct db_stmt q_complete =
             "updated_at = now(), lease_until = NULL "
             "FROM unnest($2::bigint[], $3::int[], $4::jsonb[]) AS d(id, attempt, result) "
             "WHERE j.id = d.id AND j.worker_id = $1 AND j.attempt = d.attempt "
-            "AND j.state = 'running'");
+            "AND j.state = 'running' RETURNING j.id, j.kind, j.attempt");
 
 int jobs_store_complete(struct db_conn *c, const char *worker, const char *ids,
-                        const char *attempts, const char *results)
+                        const char *attempts, const char *results, PGresult **res)
 {
     struct db_params p = DB_PARAMS_INIT;
     db_param_text(&p, worker);
     db_param_text(&p, ids);
     db_param_text(&p, attempts);
     db_param_text(&p, results);
-    return db_execp(c, &q_complete, &p, NULL);
+    return db_execp(c, &q_complete, &p, res);
 }
 
 /* A cancel requested meanwhile wins over a retry: the operator asked it to stop. */

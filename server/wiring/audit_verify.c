@@ -119,6 +119,13 @@ static int start_fn(struct db_conn *c, void *cls)
                             .resource_id = db_int64(rid, t->id),
                             .after = after};
     rc = audit_record_http(c, t->req, &e);
+    if (rc >= 0) {
+        char subject[40];
+        snprintf(subject, sizeof subject, "jobs/%s", rid);
+        struct audit_event ev = {
+            .room = "jobs", .verb = "enqueued", .subject = subject, .data = after};
+        rc = audit_event_emit_http(c, t->req, &ev);
+    }
     json_decref(after);
     return rc;
 }

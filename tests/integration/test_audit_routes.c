@@ -855,6 +855,22 @@ static long events_with(const char *request_id)
                        NULL);
 }
 
+/* Events (the outbox, migrations/0008): rows after `after_id` emitted by `role`'s caller.
+ * The caller's own, so that a job finishing meanwhile (the system actor) does not count. */
+static long outbox_max_id(void)
+{
+    return th_sql_long(url, "SELECT coalesce(max(id), 0) FROM outbox", NULL);
+}
+static long outbox_events_by(long after_id, const char *role)
+{
+    char id[24], subject[64];
+    snprintf(id, sizeof id, "%ld", after_id);
+    snprintf(subject, sizeof subject, "test-%s", role);
+    return th_sql_long(url, "SELECT count(*) FROM outbox WHERE id > $1::bigint "
+                            "AND event->>'actor' = $2",
+                       id, subject, NULL);
+}
+
 #define NRECIPES (sizeof recipes / sizeof recipes[0])
 static int recipe_used[NRECIPES];
 
@@ -887,6 +903,7 @@ static void check_route(const char *method, const char *path, const char *route_
     char rid[96];
     snprintf(rid, sizeof rid, "audit-rt-%d-%d", (int)getpid(), seq++);
     struct th_resp r;
+    long before_id = outbox_max_id();
     CHECK(do_call(&c, role, rid, &r) == 0 && r.status == e.status, "%s %s: %ld %s (want %ld)",
           method, c.path, r.status, r.body ? r.body : "", e.status);
     if (!e.resource_id[0]) {
@@ -906,6 +923,10 @@ static void check_route(const char *method, const char *path, const char *route_
     }
     CHECK(events_with(rid) == 1, "%s %s: %ld events, want exactly 1", method, path,
           events_with(rid));
+    CHECK(outbox_events_by(before_id, role) == 1,
+          "%s %s: %ld outbox events by the caller, want exactly 1 (audit_event_emit_http "
+          "beside the audit record)",
+          method, path, outbox_events_by(before_id, role));
     PGresult *ev = th_sql(url,
                           "SELECT actor_subject, auth_method, action, resource_type, "
                           "resource_id, client_addr FROM audit_event WHERE request_id = $1",
@@ -933,12 +954,15 @@ failing:;
         return;
     }
     snprintf(rid, sizeof rid, "audit-rt-%d-%d", (int)getpid(), seq++);
+    before_id = outbox_max_id();
     CHECK(do_call(&f, role, rid, &r) == 0 && r.status == want_fail,
           "%s %s (failing): %ld %s (want %ld)", method, f.path, r.status, r.body ? r.body : "",
           want_fail);
     th_resp_free(&r);
     CHECK(events_with(rid) == 0, "%s %s: a failed request left %ld events", method, path,
           events_with(rid));
+    CHECK(outbox_events_by(before_id, role) == 0, "%s %s: a failed request left %ld outbox events",
+          method, path, outbox_events_by(before_id, role));
 }
 
 int main(void)

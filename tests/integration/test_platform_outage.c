@@ -23,8 +23,9 @@
 #define POOL 8
 #define WORKERS 4
 /* Connections of their own besides the pool: the job workers, the jobs listener and
- * maintenance threads, the schedule leader. */
-#define STANDALONE (WORKERS + 3)
+ * maintenance threads, the schedule leader, the audit room's sequencing sweeper and its
+ * outbox relay. */
+#define STANDALONE (WORKERS + 5)
 #define SHUTDOWN_S 3
 #define LOAD_MS 5000
 #define OUTAGE_MS 5000
