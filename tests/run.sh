@@ -15,7 +15,6 @@ fi
 
 WORK=$(mktemp -d /tmp/qdb-tests-XXXXXX)
 chmod 755 "$WORK"
-PG_PORT=$(qdb_free_port)
 cleanup() {
   local rc=$?
   qdb_pg_stop "$WORK/pgdata"
@@ -39,7 +38,16 @@ TSAN_TESTS=${QDB_TEST_TSAN_REGEX:-'^integration/test_(platform|auth_dev|auth_oid
 if [ "${QDB_TEST_TSAN:-1}" = 1 ]; then
   qdb_build "$WORK/tsan" -DCMAKE_BUILD_TYPE=Debug -DQDB_SANITIZE=thread -DQDB_TESTS=ON
 fi
-QDB_PG_FSYNC=off qdb_pg_start "$WORK/pgdata" "$PG_PORT"
+# The port is chosen only now, after the builds (minutes in which another process may take
+# a port found free before them), and again when PostgreSQL could not bind it.
+for try in 1 2 3; do
+  PG_PORT=$(qdb_free_port)
+  if (QDB_PG_FSYNC=off qdb_pg_start "$WORK/pgdata" "$PG_PORT"); then break; fi
+  grep -q "could not bind" "$WORK/pgdata/server.log" 2>/dev/null && [ "$try" -lt 3 ] ||
+    qdb_die "PostgreSQL did not start"
+  qdb_log "port $PG_PORT was taken meanwhile; another"
+  : >"$WORK/pgdata/server.log"
+done
 
 export QDB_TEST_PG_PORT=$PG_PORT
 export QDB_TEST_LOG_DIR=$WORK/logs
