@@ -123,8 +123,8 @@ int inv_plan_build(struct db_conn *c, const char *env, json_t **out);
 extern const struct jobs_kind inv_kind_provision_database, inv_kind_provision_topic,
     inv_kind_provision_connector, inv_kind_drift_check, inv_kind_lag_check;
 int inv_jobs_init(void);
-/* The gauge refresher: a thread with its own state-store connection (settings copied). */
-int inv_gauges_start(const struct db_settings *dbs);
+/* The gauge refresher: a thread that borrows a connection of `pool` every 5 s. */
+int inv_gauges_start(struct db_pool *pool);
 void inv_gauges_stop(void);
 void inv_jobs_stop(void);
 

@@ -74,28 +74,24 @@ static void collect(struct buf *out, void *cls)
 }
 
 /* Every replica's figures come from the state store (whichever replica ran the checks),
- * read every few seconds on a thread and connection of its own. */
+ * read every few seconds on a thread of their own. It borrows a pooled connection for the
+ * one query instead of holding one: the replica's connection count stays what the pool and
+ * the job engine make it (the outage test counts them). */
 static struct {
     pthread_t thread;
     pthread_cond_t cond;
     int running, stopping;
-    struct db_settings dbs;
+    struct db_pool *pool;
 } refresher = {.cond = PTHREAD_COND_INITIALIZER};
 
 static void *refresh_main(void *arg)
 {
     (void)arg;
-    struct db_conn *c = NULL;
     pthread_mutex_lock(&gauge_lock);
     while (!refresher.stopping) {
         pthread_mutex_unlock(&gauge_lock);
         json_t *g = NULL;
-        if (!c)
-            c = db_conn_open(&refresher.dbs);
-        else if (db_conn_check(c) != 0) {
-            db_conn_close(c);
-            c = NULL;
-        }
+        struct db_conn *c = db_acquire(refresher.pool, 1000);
         if (c && inv_store_gauges(c, &g) > 0) {
             pthread_mutex_lock(&gauge_lock);
             json_decref(drift_gauge);
@@ -104,6 +100,8 @@ static void *refresh_main(void *arg)
             lag_gauge = json_incref(json_object_get(g, "lag"));
             pthread_mutex_unlock(&gauge_lock);
         }
+        if (c)
+            db_release(refresher.pool, c);
         json_decref(g);
         pthread_mutex_lock(&gauge_lock);
         struct timespec until;
@@ -114,15 +112,14 @@ static void *refresh_main(void *arg)
             ;
     }
     pthread_mutex_unlock(&gauge_lock);
-    db_conn_close(c);
     return NULL;
 }
 
-int inv_gauges_start(const struct db_settings *dbs)
+int inv_gauges_start(struct db_pool *pool)
 {
-    refresher.dbs = *dbs;
+    refresher.pool = pool;
     refresher.stopping = 0;
-    if (pthread_create(&refresher.thread, NULL, refresh_main, NULL) != 0)
+    if (!pool || pthread_create(&refresher.thread, NULL, refresh_main, NULL) != 0)
         return -1;
     refresher.running = 1;
     return 0;
@@ -353,7 +350,7 @@ static enum jobs_outcome topic_run(struct jobs_ctx *ctx, json_t *args, json_t **
                           .resource_id = name,
                           .environment = env,
                           .verb = "topic_provisioned"};
-    snprintf(t.subject, sizeof t.subject, "kafka/topics/%s", name);
+    snprintf(t.subject, sizeof t.subject, "topics/%s", name);
     o = finish(ctx, &t, rc, changed, steps, NULL, err, result);
     json_decref(steps);
 out:
@@ -389,7 +386,7 @@ static enum jobs_outcome conn_run(struct jobs_ctx *ctx, json_t *args, json_t **r
                           .resource_id = name,
                           .environment = env,
                           .verb = "connector_provisioned"};
-    snprintf(t.subject, sizeof t.subject, "kafka/connectors/%s", name);
+    snprintf(t.subject, sizeof t.subject, "connectors/%s", name);
     o = finish(ctx, &t, rc, changed, steps, NULL, err, result);
     json_decref(steps);
 out:

@@ -17,14 +17,16 @@ struct kind_info {
     const char *what;     /* "topic" in messages, audit action and resource type */
     const char *resource; /* audit resource_type */
     const char *path;     /* collection path */
-    const char *subject;  /* event subject prefix */
+    /* event subject prefix: short, since a subject is at most 256 bytes and a Kafka name
+     * up to 249 */
+    const char *subject;
 };
 static const struct kind_info K_TOPIC = {"topic", "topic", "kafka_topic", "/api/v1/kafka/topics",
-                                         "kafka/topics"};
+                                         "topics"};
 static const struct kind_info K_GROUP = {"group", "consumer group", "kafka_consumer_group",
-                                         "/api/v1/kafka/consumer-groups", "kafka/consumer-groups"};
+                                         "/api/v1/kafka/consumer-groups", "groups"};
 static const struct kind_info K_CONN = {"connector", "connector", "kafka_connector",
-                                        "/api/v1/kafka/connectors", "kafka/connectors"};
+                                        "/api/v1/kafka/connectors", "connectors"};
 
 static int check_doc(struct db_conn *c, const struct kind_info *k, json_t *doc, struct inv_fault *f)
 {

@@ -1,5 +1,4 @@
 /* The inventory room's module: its settings, kinds, schedules and metrics (module.h). */
-#include <stdlib.h>
 #include <string.h>
 
 #include "inventory/inventory_internal.h"
@@ -41,24 +40,15 @@ static int init(struct qdb_app *app)
     return inv_jobs_init();
 }
 
-static char *state_store_url;
-
 static int start(struct qdb_app *app)
 {
-    /* the refresher's own connection, with the state store's settings */
-    free(state_store_url);
-    state_store_url = strdup(app->cfg->database_url);
-    struct db_settings dbs = {state_store_url, app->cfg->db_statement_timeout_ms,
-                              app->cfg->db_connect_timeout_s, "qdb-control-inventory-gauges"};
-    return state_store_url ? inv_gauges_start(&dbs) : -1;
+    return inv_gauges_start(app->pool);
 }
 
 static void stop(void)
 {
     inv_gauges_stop();
     inv_jobs_stop();
-    free(state_store_url);
-    state_store_url = NULL;
 }
 
 const struct qdb_module inventory_module = {

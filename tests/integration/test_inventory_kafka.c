@@ -315,6 +315,23 @@ int main(void)
               th_sql_long(url, "SELECT count(*) FROM outbox", NULL) == outbox0,
           "no topic and no event was added");
 
+    th_step("the longest name Kafka takes (249) is created, emitted and deleted");
+    char long_name[250], long_path[300];
+    memset(long_name, 'x', 249);
+    long_name[249] = '\0';
+    snprintf(body, sizeof body, "{\"name\":\"%s\"}", long_name);
+    CHECK(inv_status(&srv, admin, "POST", "/api/v1/kafka/topics", body) == 201, "249 bytes");
+    snprintf(long_path, sizeof long_path, "/api/v1/kafka/topics/%s", long_name);
+    CHECK(inv_status(&srv, admin, "DELETE", long_path, NULL) == 204, "deleted");
+    snprintf(body, sizeof body, "topics/%s", long_name);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM outbox WHERE key = $1", body, NULL) == 2,
+          "created and deleted events");
+    snprintf(body, sizeof body, "{\"name\":\"%sx\"}", long_name);
+    CHECK(inv_call(&srv, admin, "POST", "/api/v1/kafka/topics", body, &r) == 422 &&
+              strcmp(inv_field(&r), "name") == 0,
+          "250 bytes: 422");
+    th_resp_free(&r);
+
     th_step("the plan: every topic and connector missing");
     json_t *plan = plan_of(&srv, viewer);
     CHECK(plan && json_array_size(json_object_get(plan, "differences")) == 26 &&
