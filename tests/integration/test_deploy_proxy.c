@@ -189,7 +189,7 @@ static void test_trusted(const char *url)
     close(d1);
     close(d2);
     st = 0;
-    for (int i = 0; i < 100 && st != 401; i++) {
+    for (int i = 0; i < 400 && st != 401; i++) { /* 20 s: a loaded machine */
         st = get_status(&s, "127.0.0.2", "203.0.113.52", NULL, 0);
         if (st != 401)
             th_sleep_ms(50);

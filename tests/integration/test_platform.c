@@ -697,7 +697,13 @@ static void test_graceful_shutdown(const char *url)
     t0 = th_now_ms();
     int rc = th_server_stop(&s);
     double took = th_now_ms() - t0;
-    CHECK(rc == 0 && took >= 1800 && took < 6000, "stopped in %.0f ms with status %d", took, rc);
+    /* The server logs "stopped" about 2.2 s after the signal; the process's exit after that
+     * (the sanitizers' own reports at exit) took up to 6.5 s more under ThreadSanitizer on
+     * a loaded 2-core machine, so the bound on the whole is loose and the cut is checked by
+     * its log line. */
+    CHECK(rc == 0 && took >= 1800 && took < 20000, "stopped in %.0f ms with status %d", took, rc);
+    CHECK(th_server_log_contains(&s, "requests still in flight are cut"),
+          "the request in flight was cut at the timeout");
     close(fd);
 }
 
