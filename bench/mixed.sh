@@ -166,7 +166,8 @@ run_load() {
   QDB_LISTEN=127.0.0.1:$QDB_PORT QDB_WEB_DIR=$QDB_ROOT/web "$bin" serve 2>"$RUN/qdb.log" &
   QDB_PID=$!
   for _ in $(seq 300); do curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null && break; sleep 0.1; done
-  curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null || qdb_die "qdb-control ($label) not ready; see $RUN/qdb.log"
+  curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null ||
+    qdb_die "qdb-control ($label) not ready after 30 s; its log ends: $(tail -5 "$RUN/qdb.log")"
   curl -sf "http://127.0.0.1:$QDB_PORT/healthz" > "$WORK/www/healthz"
   curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$QDB_PORT/api/v1/me" >/dev/null ||
     qdb_die "the API token is refused ($label)"
