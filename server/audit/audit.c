@@ -90,6 +90,7 @@ static struct {
     pthread_t thread;
     int started;                   /* start/stop only */
     int running, stopping, kicked; /* under sequencer_lock */
+    int written;                   /* a writer kicked: the round need not look first */
     uint64_t rounds_begun, rounds_done;
     int last_ok; /* whether round rounds_done chained all it found */
 } sequencer;
@@ -117,6 +118,7 @@ int audit_sequencer_kick(void)
     int running = sequencer.running && !sequencer.stopping;
     if (running) {
         sequencer.kicked = 1;
+        sequencer.written = 1;
         pthread_cond_signal(&sequencer_wake);
     }
     pthread_mutex_unlock(&sequencer_lock);
@@ -149,8 +151,9 @@ int audit_sequencer_sync(int timeout_ms)
     return rc;
 }
 
-/* One round. Returns whether it chained everything it found. */
-static int sequencer_round_run(struct db_conn **conn, int64_t *counted_at)
+/* One round (written: a writer announced a committed event, so there is one to chain).
+ * Returns whether it chained everything it found. */
+static int sequencer_round_run(struct db_conn **conn, int64_t *counted_at, int written)
 {
     /* its own application_name: the export test counts the export streams' connections */
     static struct db_settings st;
@@ -164,7 +167,7 @@ static int sequencer_round_run(struct db_conn **conn, int64_t *counted_at)
         return 0; /* the state store is down: its outage is logged by the platform */
     /* A round that finds nothing (a reader's, an idle one) stays a read: no head lock, no
      * transaction to flush. */
-    int n = audit_store_pending_any(*conn);
+    int n = written ? 1 : audit_store_pending_any(*conn);
     if (n > 0)
         n = audit_sequence(*conn);
     int64_t now = monotonic_ms();
@@ -202,9 +205,11 @@ static void *sequencer_main(void *arg)
         if (sequencer.stopping)
             break;
         sequencer.kicked = 0;
+        int written = sequencer.written;
+        sequencer.written = 0;
         uint64_t round = ++sequencer.rounds_begun;
         pthread_mutex_unlock(&sequencer_lock);
-        ok = sequencer_round_run(&conn, &counted_at);
+        ok = sequencer_round_run(&conn, &counted_at, written);
         pthread_mutex_lock(&sequencer_lock);
         sequencer.rounds_done = round;
         sequencer.last_ok = ok;
