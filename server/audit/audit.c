@@ -82,6 +82,9 @@ static int audit_init(struct qdb_app *app)
 #define SEQUENCER_IDLE_MS 1000
 #define SEQUENCER_BACKOFF_MS 100
 #define PENDING_COUNT_MS 1000
+/* A round running longer than this means writers outrun the sequencer (a backlog of
+ * hundreds of events per round): they then wait for it, as they did before it existed. */
+#define SEQUENCER_BEHIND_MS 200
 
 static pthread_mutex_t sequencer_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sequencer_wake = PTHREAD_COND_INITIALIZER;  /* to the thread */
@@ -92,6 +95,7 @@ static struct {
     int running, stopping, kicked; /* under sequencer_lock */
     int written;                   /* a writer kicked: the round need not look first */
     uint64_t rounds_begun, rounds_done;
+    int64_t round_started_ms; /* of round rounds_begun (monotonic) */
     int last_ok; /* whether round rounds_done chained all it found */
 } sequencer;
 
@@ -123,6 +127,16 @@ int audit_sequencer_kick(void)
     }
     pthread_mutex_unlock(&sequencer_lock);
     return running;
+}
+
+int audit_sequencer_behind(void)
+{
+    pthread_mutex_lock(&sequencer_lock);
+    int behind = sequencer.running && !sequencer.stopping &&
+                 sequencer.rounds_begun > sequencer.rounds_done &&
+                 monotonic_ms() - sequencer.round_started_ms > SEQUENCER_BEHIND_MS;
+    pthread_mutex_unlock(&sequencer_lock);
+    return behind;
 }
 
 int audit_sequencer_sync(int timeout_ms)
@@ -208,6 +222,7 @@ static void *sequencer_main(void *arg)
         int written = sequencer.written;
         sequencer.written = 0;
         uint64_t round = ++sequencer.rounds_begun;
+        sequencer.round_started_ms = monotonic_ms();
         pthread_mutex_unlock(&sequencer_lock);
         ok = sequencer_round_run(&conn, &counted_at, written);
         pthread_mutex_lock(&sequencer_lock);

@@ -524,6 +524,10 @@ int audit_sequence(struct db_conn *conn)
     }
 }
 
+/* How long a reader waits for the sequencer's round. Past it (a round that takes that long
+ * is a state store in trouble) the reader reads the chain as it stands. */
+#define CATCH_UP_WAIT_MS 5000
+
 /* The hook record() registers: it wakes the replica's sequencer, which chains the event
  * with every other one committed meanwhile in one short transaction; the writer's request
  * replies without waiting for that (its event is durable in audit_pending: a crash before
@@ -536,11 +540,9 @@ static void sequence_after_commit(struct db_conn *conn, void *cls)
     (void)cls;
     if (!audit_sequencer_kick())
         (void)audit_sequence(conn);
+    else if (audit_sequencer_behind())
+        (void)audit_sequencer_sync(CATCH_UP_WAIT_MS); /* back-pressure: see audit.c */
 }
-
-/* How long a reader waits for the sequencer's round. Past it (a round that takes that long
- * is a state store in trouble) the reader reads the chain as it stands. */
-#define CATCH_UP_WAIT_MS 5000
 
 void audit_catch_up(struct db_conn *conn)
 {

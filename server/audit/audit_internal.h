@@ -206,6 +206,10 @@ int audit_sequencer_kick(void);
  * sequencer runs in this process (the caller calls audit_sequence itself); -1 when the
  * round failed (the state store is down) or the time ran out. */
 int audit_sequencer_sync(int timeout_ms);
+/* Whether the sequencer's current round has run for more than 200 ms: writers outrun it,
+ * and the writer's hook waits for it (back-pressure, so that the backlog stays bounded and
+ * readers' waits short). */
+int audit_sequencer_behind(void);
 /* What every reader of audit_event (list, export, verify) calls first: returns once every
  * event committed before the call is chained (audit_sequencer_sync, at most 5 s; in a
  * process without a sequencer, audit_sequence on `conn` when it is outside a transaction).

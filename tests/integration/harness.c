@@ -85,7 +85,7 @@ static char *url_for(int port, const char *db)
     return u;
 }
 
-/* Wait (at most 10 s) until every audit event queued and committed before the call is
+/* Wait (at most 30 s) until every audit event queued and committed before the call is
  * chained: the rows of audit_pending visible now are all gone. */
 static void audit_catch_up(PGconn *c)
 {
@@ -98,7 +98,7 @@ static void audit_catch_up(PGconn *c)
     snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     const char *max_id[1] = {id};
-    for (double deadline = th_now_ms() + 10000;; th_sleep_ms(5)) {
+    for (double deadline = th_now_ms() + 30000;; th_sleep_ms(5)) {
         r = PQexecParams(c, "SELECT count(*) FROM audit_pending WHERE id <= $1::bigint", 1, NULL,
                          max_id, NULL, NULL, 0);
         int left = PQresultStatus(r) != PGRES_TUPLES_OK || strcmp(PQgetvalue(r, 0, 0), "0") != 0;
@@ -107,7 +107,7 @@ static void audit_catch_up(PGconn *c)
             return;
         if (th_now_ms() > deadline) {
             fprintf(stderr, "th_sql: audit events queued before the query are still not chained "
-                            "after 10 s; reading the trail as it stands\n");
+                            "after 30 s; reading the trail as it stands\n");
             return;
         }
     }

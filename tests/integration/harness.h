@@ -34,7 +34,7 @@ char *th_db_create(const char *prefix);
 void th_db_drop(const char *url);
 /* Run SQL with text params (NULL-terminated list) as the cluster superuser; returns the
  * result (caller PQclears) or NULL after printing the error. SQL that names audit_event or
- * audit_chain_head first waits (at most 10 s) until the audit events committed before the
+ * audit_chain_head first waits (at most 30 s) until the audit events committed before the
  * call are chained, as the server's own readers of the trail do: a writer's request
  * replies before the sequencer chains its event. */
 PGresult *th_sql(const char *url, const char *sql, ...);
