@@ -4,22 +4,44 @@
 #                4 enqueuing noop jobs (POST /api/v1/jobs), 4 listing jobs (GET /api/v1/jobs);
 #   nginx:       16 connections on a static file of the same size as /healthz's answer
 #                (its documented set-up: sendfile, keep-alive, access log on), at the same time.
-# Each stream is one wrk with a Lua script that counts statuses; the run prints per stream
+# The same load runs twice, one after the other, each on a fresh database of the same
+# PostgreSQL: first against the baseline (the revision before issue 9's work, bedf5f3, built
+# from git into build-bench-<rev>), then against this tree; the enqueue rates of the two
+# give the "3 x today's rate" of issue 9 as a ratio measured on this machine in this run,
+# rather than against a figure from another day (the issue's 313/s; the machine is shared
+# and its figures move by 2x from run to run).
+# Each stream is one wrk with a Lua script that counts statuses; each run prints per stream
 # requests/s, p50/p99/max, requests past 2 s, statuses; then the 5xx answers, the statement
 # timeouts ("canceling statement due to statement timeout" in PostgreSQL's log, by statement
 # from the server's log), and the server's resident memory (idle, max, end).
 # Targets (issue 9): /healthz p99 <= 10 ms under the mixed load, no 5xx, no statement
-# timeout, enqueue >= 3 x 313/s.
+# timeout, enqueue >= 3 x the baseline's rate.
 #
 #   bench/mixed.sh [seconds=300]      QDB_PG_FSYNC=off to run PostgreSQL without fsync
 #                                     (default on, as in production); extra server settings
-#                                     pass through the environment (QDB_DB_POOL_SIZE, ...).
+#                                     pass through the environment (QDB_DB_POOL_SIZE, ...);
+#                                     QDB_BENCH_BASELINE=<git rev> (default bedf5f3) or
+#                                     "none" to run this tree only.
 set -euo pipefail
 source "$(dirname "$0")/../deploy/local/lib.sh"
 DURATION=${1:-300}
 
+BASELINE=${QDB_BENCH_BASELINE:-bedf5f3}
+
 qdb_install_packages "${QDB_PACKAGES[@]}" wrk nginx-light
 qdb_build "$QDB_ROOT/build-bench" -DCMAKE_BUILD_TYPE=Release -DQDB_TESTS=OFF
+if [ "$BASELINE" != none ]; then
+  BASE_REV=$(git -C "$QDB_ROOT" rev-parse --short "$BASELINE^{commit}") ||
+    qdb_die "no revision $BASELINE in this repository"
+  BASE_DIR=$QDB_ROOT/build-bench-$BASE_REV
+  if [ ! -x "$BASE_DIR/qdb-control" ]; then
+    qdb_log "building the baseline $BASE_REV in ${BASE_DIR#"$QDB_ROOT"/}"
+    rm -rf "$BASE_DIR" && mkdir -p "$BASE_DIR/src"
+    git -C "$QDB_ROOT" archive "$BASE_REV" | tar -x -C "$BASE_DIR/src"
+    cmake -S "$BASE_DIR/src" -B "$BASE_DIR" -DCMAKE_BUILD_TYPE=Release -DQDB_TESTS=OFF >/dev/null &&
+      cmake --build "$BASE_DIR" -j"$(nproc)" >/dev/null || qdb_die "baseline build failed"
+  fi
+fi
 
 WORK=$(mktemp -d /tmp/qdb-bench-mixed-XXXXXX)
 chmod 755 "$WORK"
@@ -38,26 +60,12 @@ cleanup() {
 trap cleanup EXIT
 
 QDB_PG_FSYNC=${QDB_PG_FSYNC:-on} qdb_pg_start "$WORK/pgdata" "$PG_PORT"
-qdb_pg_createdb "$PG_PORT" qdb_bench
 openssl rand -hex 32 > "$WORK/audit-key"
 chmod 600 "$WORK/audit-key"
-DB_URL=postgresql://postgres@127.0.0.1:$PG_PORT/qdb_bench
-export QDB_DATABASE_URL=$DB_URL QDB_AUDIT_HMAC_KEY_FILE=$WORK/audit-key QDB_AUTH_MODE=dev
-QDB_LOG_LEVEL=error "$QDB_ROOT/build-bench/qdb-control" migrate
-# admin: enqueueing noop jobs directly needs it (jobs_kinds.c)
-TOKEN=$(QDB_LOG_LEVEL=error "$QDB_ROOT/build-bench/qdb-control" token create --name bench --role admin)
-
-QDB_LISTEN=127.0.0.1:$QDB_PORT QDB_WEB_DIR=$QDB_ROOT/web \
-  "$QDB_ROOT/build-bench/qdb-control" serve 2>"$WORK/qdb.log" &
-QDB_PID=$!
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null && break; sleep 0.1; done
-curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null || qdb_die "qdb-control not ready; see $WORK/qdb.log"
-body=$(curl -sf "http://127.0.0.1:$QDB_PORT/healthz")
-curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$QDB_PORT/api/v1/me" >/dev/null ||
-  qdb_die "the API token is refused"
+export QDB_AUDIT_HMAC_KEY_FILE=$WORK/audit-key QDB_AUTH_MODE=dev
 
 mkdir -p "$WORK/www"
-printf '%s' "$body" > "$WORK/www/healthz"
+printf '{}' > "$WORK/www/healthz"
 cat > "$WORK/nginx.conf" <<NGINX
 worker_processes auto;
 pid $WORK/nginx.pid;
@@ -128,78 +136,118 @@ function done(summary, latency, requests)
     e.connect + e.read + e.write + e.timeout, table.concat(codes, ",")))
 end
 LUA
-printf '{"kind":"noop"}' > "$WORK/noop.json"
+NOOP='{"kind":"noop"}'
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-idle_rss=$(rss_kb "$QDB_PID")
-pg_log_start=$(stat -c %s "$WORK/pgdata/server.log")
-qdb_log_start=$(stat -c %s "$WORK/qdb.log")
 
-# name connections url [method body]
+# name connections url [method body]: one wrk into $RUN/name.out
 stream() {
   local name=$1 conns=$2 url=$3 method=${4:-GET} body=${5:-}
   local args=("$method")
   [ -n "$body" ] && args+=("$body")
   BENCH_TOKEN=${BENCH_TOKEN:-} wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 30s \
-    -s "$WORK/stream.lua" "$url" -- "${args[@]}" > "$WORK/$name.out" 2>&1 &
+    -s "$WORK/stream.lua" "$url" -- "${args[@]}" > "$RUN/$name.out" 2>&1 &
   WRK_PIDS+=($!)
 }
-Q=http://127.0.0.1:$QDB_PORT
-qdb_log "mixed load for ${DURATION} s (qdb-control and nginx at the same time)"
-stream healthz 16 "$Q/healthz"
-BENCH_TOKEN=$TOKEN stream me 8 "$Q/api/v1/me"
-BENCH_TOKEN=$TOKEN stream enqueue 4 "$Q/api/v1/jobs" POST "$(cat "$WORK/noop.json")"
-BENCH_TOKEN=$TOKEN stream list 4 "$Q/api/v1/jobs?limit=20"
-stream nginx 16 "http://127.0.0.1:$NGINX_PORT/healthz"
+field() { sed -n 's/.* '"$2"'=\([^ ]*\).*/\1/p' <<<"$(grep '^STREAM' "$RUN/$1.out" || echo STREAM)"; }
 
-max_rss=$idle_rss
-while :; do
-  alive=0
-  for p in "${WRK_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-  [ $alive = 0 ] && break
-  r=$(rss_kb "$QDB_PID"); [ "${r:-0}" -gt "$max_rss" ] && max_rss=$r
-  sleep 1
-done
-for p in "${WRK_PIDS[@]}"; do wait "$p" || true; done
-WRK_PIDS=()
-end_rss=$(rss_kb "$QDB_PID")
+# run_load LABEL BINARY: the whole load against one build on a fresh database; prints its
+# figures and leaves the enqueue rate in $RUN/enqueue.rate.
+run_load() {
+  local label=$1 bin=$2
+  RUN=$WORK/$label
+  mkdir -p "$RUN"
+  qdb_pg_createdb "$PG_PORT" "qdb_bench_$label"
+  export QDB_DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/qdb_bench_$label
+  QDB_LOG_LEVEL=error "$bin" migrate
+  # admin: enqueueing noop jobs directly needs it (jobs_kinds.c)
+  local token
+  token=$(QDB_LOG_LEVEL=error "$bin" token create --name bench --role admin)
+  QDB_LISTEN=127.0.0.1:$QDB_PORT QDB_WEB_DIR=$QDB_ROOT/web "$bin" serve 2>"$RUN/qdb.log" &
+  QDB_PID=$!
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$QDB_PORT/readyz" >/dev/null ||
+    qdb_die "qdb-control ($label) not ready after 30 s; its log ends: $(tail -5 "$RUN/qdb.log")"
+  curl -sf "http://127.0.0.1:$QDB_PORT/healthz" > "$WORK/www/healthz"
+  curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$QDB_PORT/api/v1/me" >/dev/null ||
+    qdb_die "the API token is refused ($label)"
 
-field() { sed -n 's/.* '"$2"'=\([^ ]*\).*/\1/p' <<<"$(grep '^STREAM' "$WORK/$1.out" || echo STREAM)"; }
-printf '\n%-24s %6s %10s %9s %9s %10s %8s %7s %7s %7s %7s\n' stream conns "req/s" "p50 ms" \
-  "p99 ms" "max ms" "past 2s" 2xx 4xx 5xx sockerr
-total5xx=0
-for s in healthz:16:"qdb-control /healthz" me:8:"qdb-control /api/v1/me" \
-         enqueue:4:"qdb-control POST jobs" list:4:"qdb-control GET jobs" \
-         nginx:16:"nginx (static file)"; do
-  name=${s%%:*}; rest=${s#*:}; conns=${rest%%:*}; label=${rest#*:}
-  if ! grep -q '^STREAM' "$WORK/$name.out"; then
-    printf '%-24s wrk failed: %s\n' "$label" "$(tail -3 "$WORK/$name.out" | tr '\n' ' ')"
-    continue
-  fi
-  req=$(field "$name" requests); secs=$(field "$name" secs)
-  printf '%-24s %6d %10.1f %9.2f %9.2f %10.1f %8d %7d %7d %7d %7d\n' "$label" "$conns" \
-    "$(awk -v r="$req" -v s="$secs" 'BEGIN {print (s > 0 ? r / s : 0)}')" \
-    "$(field "$name" p50)" "$(field "$name" p99)" "$(field "$name" max)" \
-    "$(field "$name" past2s)" "$(field "$name" s2xx)" "$(field "$name" s4xx)" \
-    "$(field "$name" s5xx)" "$(field "$name" sockerr)"
-  [ "$name" != nginx ] && total5xx=$((total5xx + $(field "$name" s5xx)))
-done
+  local idle_rss pg_log_start qdb_log_start
+  idle_rss=$(rss_kb "$QDB_PID")
+  pg_log_start=$(stat -c %s "$WORK/pgdata/server.log")
+  qdb_log_start=$(stat -c %s "$RUN/qdb.log")
+  local Q=http://127.0.0.1:$QDB_PORT
+  qdb_log "$label ($bin): mixed load for ${DURATION} s (qdb-control and nginx at the same time)"
+  stream healthz 16 "$Q/healthz"
+  BENCH_TOKEN=$token stream me 8 "$Q/api/v1/me"
+  BENCH_TOKEN=$token stream enqueue 4 "$Q/api/v1/jobs" POST "$NOOP"
+  BENCH_TOKEN=$token stream list 4 "$Q/api/v1/jobs?limit=20"
+  stream nginx 16 "http://127.0.0.1:$NGINX_PORT/healthz"
 
-timeouts=$(tail -c +"$((pg_log_start + 1))" "$WORK/pgdata/server.log" |
-  grep -c "canceling statement due to statement timeout" || true)
-enq_rate=$(awk -v r="$(field enqueue s2xx)" -v s="$(field enqueue secs)" 'BEGIN {printf "%.1f", (s > 0 ? r / s : 0)}')
-printf '\n/healthz p99 %s ms, %s requests past 2 s (target p99 <= 10 ms)\n' \
-  "$(field healthz p99)" "$(field healthz past2s)"
-printf 'enqueue: p99 %s ms, %s jobs/s accepted (target >= 939/s, 3 x 313/s)\n' \
-  "$(field enqueue p99)" "$enq_rate"
-printf '5xx answers of qdb-control: %d (target 0)\n' "$total5xx"
-printf 'statement timeouts: %d in PostgreSQL'"'"'s log (target 0)\n' "$timeouts"
-tail -c +"$((qdb_log_start + 1))" "$WORK/qdb.log" | grep '"sqlstate":"57014"' |
-  sed -n 's/.*"statement":"\([^"]*\)".*/\1/p' | sort | uniq -c | sed 's/^/  by statement: /' || true
-printf 'qdb-control resident memory: idle %.1f MB, max %.1f MB, end %.1f MB\n' \
-  "$(awk -v k="$idle_rss" 'BEGIN {print k/1024}')" "$(awk -v k="$max_rss" 'BEGIN {print k/1024}')" \
-  "$(awk -v k="$end_rss" 'BEGIN {print k/1024}')"
-printf 'warning/error lines in the server log: %d\n' \
-  "$(tail -c +"$((qdb_log_start + 1))" "$WORK/qdb.log" | grep -c '"level":"\(warn\|error\)"' || true)"
-printf 'wrk: one per stream, 1 thread each, %s s, on %s cores; PostgreSQL fsync=%s\n' \
+  local max_rss=$idle_rss alive p r
+  while :; do
+    alive=0
+    for p in "${WRK_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    r=$(rss_kb "$QDB_PID"); [ "${r:-0}" -gt "$max_rss" ] && max_rss=$r
+    sleep 1
+  done
+  for p in "${WRK_PIDS[@]}"; do wait "$p" || true; done
+  WRK_PIDS=()
+  local end_rss
+  end_rss=$(rss_kb "$QDB_PID")
+  kill "$QDB_PID" && wait "$QDB_PID" || true
+  QDB_PID=
+
+  printf '\n%s (%s)\n%-24s %6s %10s %9s %9s %10s %8s %7s %7s %7s %7s\n' "$label" "$bin" stream \
+    conns "req/s" "p50 ms" "p99 ms" "max ms" "past 2s" 2xx 4xx 5xx sockerr
+  local total5xx=0 s name rest conns req secs
+  for s in healthz:16:"qdb-control /healthz" me:8:"qdb-control /api/v1/me" \
+           enqueue:4:"qdb-control POST jobs" list:4:"qdb-control GET jobs" \
+           nginx:16:"nginx (static file)"; do
+    name=${s%%:*}; rest=${s#*:}; conns=${rest%%:*}; local lbl=${rest#*:}
+    if ! grep -q '^STREAM' "$RUN/$name.out"; then
+      printf '%-24s wrk failed: %s\n' "$lbl" "$(tail -3 "$RUN/$name.out" | tr '\n' ' ')"
+      continue
+    fi
+    req=$(field "$name" requests); secs=$(field "$name" secs)
+    printf '%-24s %6d %10.1f %9.2f %9.2f %10.1f %8d %7d %7d %7d %7d\n' "$lbl" "$conns" \
+      "$(awk -v r="$req" -v s="$secs" 'BEGIN {print (s > 0 ? r / s : 0)}')" \
+      "$(field "$name" p50)" "$(field "$name" p99)" "$(field "$name" max)" \
+      "$(field "$name" past2s)" "$(field "$name" s2xx)" "$(field "$name" s4xx)" \
+      "$(field "$name" s5xx)" "$(field "$name" sockerr)"
+    [ "$name" != nginx ] && total5xx=$((total5xx + $(field "$name" s5xx)))
+  done
+
+  local timeouts enq_rate
+  timeouts=$(tail -c +"$((pg_log_start + 1))" "$WORK/pgdata/server.log" |
+    grep -c "canceling statement due to statement timeout" || true)
+  enq_rate=$(awk -v r="$(field enqueue s2xx)" -v s="$(field enqueue secs)" 'BEGIN {printf "%.1f", (s > 0 ? r / s : 0)}')
+  echo "$enq_rate" > "$RUN/enqueue.rate"
+  field healthz p99 > "$RUN/healthz.p99"
+  printf '\n/healthz p99 %s ms, %s requests past 2 s (target p99 <= 10 ms)\n' \
+    "$(field healthz p99)" "$(field healthz past2s)"
+  printf 'enqueue: p99 %s ms, %s jobs/s accepted\n' "$(field enqueue p99)" "$enq_rate"
+  printf '5xx answers of qdb-control: %d (target 0)\n' "$total5xx"
+  printf 'statement timeouts: %d in PostgreSQL'"'"'s log (target 0)\n' "$timeouts"
+  tail -c +"$((qdb_log_start + 1))" "$RUN/qdb.log" | grep '"sqlstate":"57014"' |
+    sed -n 's/.*"statement":"\([^"]*\)".*/\1/p' | sort | uniq -c | sed 's/^/  by statement: /' || true
+  printf 'qdb-control resident memory: idle %.1f MB, max %.1f MB, end %.1f MB\n' \
+    "$(awk -v k="$idle_rss" 'BEGIN {print k/1024}')" "$(awk -v k="$max_rss" 'BEGIN {print k/1024}')" \
+    "$(awk -v k="$end_rss" 'BEGIN {print k/1024}')"
+  printf 'warning/error lines in the server log: %d\n' \
+    "$(tail -c +"$((qdb_log_start + 1))" "$RUN/qdb.log" | grep -c '"level":"\(warn\|error\)"' || true)"
+}
+
+[ "$BASELINE" != none ] && run_load "baseline_$BASE_REV" "$BASE_DIR/qdb-control"
+run_load current "$QDB_ROOT/build-bench/qdb-control"
+
+printf '\nwrk: one per stream, 1 thread each, %s s per run, on %s cores; PostgreSQL fsync=%s\n' \
   "$DURATION" "$(nproc)" "${QDB_PG_FSYNC:-on}"
+if [ "$BASELINE" != none ]; then
+  base=$(cat "$WORK/baseline_$BASE_REV/enqueue.rate"); cur=$(cat "$WORK/current/enqueue.rate")
+  printf 'enqueue: %s jobs/s against %s jobs/s for the baseline %s: %s x (target >= 3 x)\n' \
+    "$cur" "$base" "$BASE_REV" "$(awk -v c="$cur" -v b="$base" 'BEGIN {printf "%.2f", (b > 0 ? c / b : 0)}')"
+  printf '/healthz p99: %s ms against %s ms for the baseline (target <= 10 ms)\n' \
+    "$(cat "$WORK/current/healthz.p99")" "$(cat "$WORK/baseline_$BASE_REV/healthz.p99")"
+fi

@@ -1,6 +1,7 @@
 /* The audit room as a module: its configuration (the chain key), its init (metrics), its
  * counters, and the API shape of a stored event. The daily verification job is wired in
  * server/wiring/audit_verify.c: the audit room knows no jobs. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -68,30 +69,107 @@ static int audit_init(struct qdb_app *app)
     return audit_metrics_register() != 0 || audit_relay_init() != 0 ? -1 : 0;
 }
 
-/* ---- the sweeper ----
- * Every writer chains its own event right after its commit (sequence_after_commit). The
- * sweeper, on its own connection, catches what that missed (the state store blipped right
- * after a commit, a replica died between COMMIT and the hook): every SWEEP_MS, and at once
- * when a hook failed. It also counts the rows waiting, for qdb_audit_pending. */
+/* ---- the sequencer ----
+ * One thread per replica, on its own connection, chains the committed pending events
+ * (audit_sequence) in rounds: a writer's post-commit hook only wakes it, so concurrent
+ * writers' events are chained together in one short transaction instead of one each
+ * (each of which locked the chain head and flushed a commit while the others queued on it).
+ * A round also runs every SEQUENCER_IDLE_MS, for what no hook announced (a replica that died
+ * between its COMMIT and the hook, another replica's rows). audit_sequencer_sync waits for a
+ * round that began after the call: the writer's hook and the readers use it. A failed round
+ * (the state store is down) is followed by SEQUENCER_BACKOFF_MS without rounds, so that
+ * kicks do not spin on it. The pending rows are counted at most once a second, for
+ * qdb_audit_pending. */
 
-#define SWEEP_MS 1000
+#define SEQUENCER_IDLE_MS 1000
+#define SEQUENCER_BACKOFF_MS 100
+#define PENDING_COUNT_MS 1000
+/* A round running longer than this means writers outrun the sequencer (a backlog of
+ * hundreds of events per round): they then wait for it, as they did before it existed. */
+#define SEQUENCER_BEHIND_MS 200
 
-static pthread_mutex_t sweeper_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sweeper_wake = PTHREAD_COND_INITIALIZER;
+static pthread_mutex_t sequencer_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sequencer_wake = PTHREAD_COND_INITIALIZER;  /* to the thread */
+static pthread_cond_t sequencer_round = PTHREAD_COND_INITIALIZER; /* from it: a round ended */
 static struct {
     pthread_t thread;
-    int running, stopping, kicked; /* under sweeper_lock, but running (start/stop only) */
-} sweeper;
+    int started;                   /* start/stop only */
+    int running, stopping, kicked; /* under sequencer_lock */
+    int written;                   /* a writer kicked: the round need not look first */
+    uint64_t rounds_begun, rounds_done;
+    int64_t round_started_ms; /* of round rounds_begun (monotonic) */
+    int last_ok; /* whether round rounds_done chained all it found */
+} sequencer;
 
-void audit_sweeper_kick(void)
+static void timespec_add_ms(struct timespec *ts, long ms)
 {
-    pthread_mutex_lock(&sweeper_lock);
-    sweeper.kicked = 1;
-    pthread_cond_signal(&sweeper_wake);
-    pthread_mutex_unlock(&sweeper_lock);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
 }
 
-static void sweep(struct db_conn **conn)
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int audit_sequencer_kick(void)
+{
+    pthread_mutex_lock(&sequencer_lock);
+    int running = sequencer.running && !sequencer.stopping;
+    if (running) {
+        sequencer.kicked = 1;
+        sequencer.written = 1;
+        pthread_cond_signal(&sequencer_wake);
+    }
+    pthread_mutex_unlock(&sequencer_lock);
+    return running;
+}
+
+int audit_sequencer_behind(void)
+{
+    pthread_mutex_lock(&sequencer_lock);
+    int behind = sequencer.running && !sequencer.stopping &&
+                 sequencer.rounds_begun > sequencer.rounds_done &&
+                 monotonic_ms() - sequencer.round_started_ms > SEQUENCER_BEHIND_MS;
+    pthread_mutex_unlock(&sequencer_lock);
+    return behind;
+}
+
+int audit_sequencer_sync(int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    timespec_add_ms(&deadline, timeout_ms);
+    pthread_mutex_lock(&sequencer_lock);
+    if (!sequencer.running || sequencer.stopping) {
+        pthread_mutex_unlock(&sequencer_lock);
+        return 0;
+    }
+    uint64_t want = sequencer.rounds_begun + 1;
+    sequencer.kicked = 1;
+    pthread_cond_signal(&sequencer_wake);
+    int rc = -1;
+    while (sequencer.running && !sequencer.stopping) {
+        if (sequencer.rounds_done >= want) {
+            rc = sequencer.last_ok ? 1 : -1;
+            break;
+        }
+        if (pthread_cond_timedwait(&sequencer_round, &sequencer_lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&sequencer_lock);
+    return rc;
+}
+
+/* One round (written: a writer announced a committed event, so there is one to chain).
+ * Returns whether it chained everything it found. */
+static int sequencer_round_run(struct db_conn **conn, int64_t *counted_at, int written)
 {
     /* its own application_name: the export test counts the export streams' connections */
     static struct db_settings st;
@@ -102,66 +180,108 @@ static void sweep(struct db_conn **conn)
     if (!*conn)
         *conn = db_conn_open(&st);
     if (!*conn || db_conn_check(*conn) != 0)
-        return; /* the state store is down: its outage is logged by the platform */
-    int n = audit_sequence(*conn);
+        return 0; /* the state store is down: its outage is logged by the platform */
+    /* A round that finds nothing (a reader's, an idle one) stays a read: no head lock, no
+     * transaction to flush. */
+    int n = written ? 1 : audit_store_pending_any(*conn);
     if (n > 0)
-        log_info("audit: the sweeper chained %d events a post-commit hook had left", n);
-    int64_t pending = 0;
-    if (audit_store_pending_count(*conn, &pending) == 1)
-        audit_metrics_pending(pending);
+        n = audit_sequence(*conn);
+    int64_t now = monotonic_ms();
+    if (n == 0) {
+        audit_metrics_pending(0);
+        *counted_at = now;
+    } else if (n > 0 && now - *counted_at >= PENDING_COUNT_MS) {
+        int64_t pending = 0;
+        if (audit_store_pending_count(*conn, &pending) == 1)
+            audit_metrics_pending(pending);
+        *counted_at = now;
+    }
+    return n >= 0;
 }
 
-static void *sweeper_main(void *arg)
+static void *sequencer_main(void *arg)
 {
     (void)arg;
     struct db_conn *conn = NULL;
-    pthread_mutex_lock(&sweeper_lock);
-    while (!sweeper.stopping) {
-        if (!sweeper.kicked) {
+    int64_t counted_at = monotonic_ms() - PENDING_COUNT_MS;
+    int ok = 1;
+    pthread_mutex_lock(&sequencer_lock);
+    while (!sequencer.stopping) {
+        /* after a failed round, kicks wait for the backoff too (timed on the monotonic
+         * clock: condattr set in audit_start) */
+        if (!sequencer.kicked || !ok) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += SWEEP_MS / 1000;
-            pthread_cond_timedwait(&sweeper_wake, &sweeper_lock, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            timespec_add_ms(&ts, ok ? SEQUENCER_IDLE_MS : SEQUENCER_BACKOFF_MS);
+            int timed_out = 0;
+            while (!sequencer.stopping && (!sequencer.kicked || !ok) && !timed_out)
+                timed_out =
+                    pthread_cond_timedwait(&sequencer_wake, &sequencer_lock, &ts) == ETIMEDOUT;
         }
-        if (sweeper.stopping)
+        if (sequencer.stopping)
             break;
-        sweeper.kicked = 0;
-        pthread_mutex_unlock(&sweeper_lock);
-        sweep(&conn);
-        pthread_mutex_lock(&sweeper_lock);
+        sequencer.kicked = 0;
+        int written = sequencer.written;
+        sequencer.written = 0;
+        uint64_t round = ++sequencer.rounds_begun;
+        sequencer.round_started_ms = monotonic_ms();
+        pthread_mutex_unlock(&sequencer_lock);
+        ok = sequencer_round_run(&conn, &counted_at, written);
+        pthread_mutex_lock(&sequencer_lock);
+        sequencer.rounds_done = round;
+        sequencer.last_ok = ok;
+        pthread_cond_broadcast(&sequencer_round);
     }
-    pthread_mutex_unlock(&sweeper_lock);
+    sequencer.running = 0;
+    pthread_cond_broadcast(&sequencer_round);
+    pthread_mutex_unlock(&sequencer_lock);
     /* No last round: a stop must not wait on the state store (it may be the reason for the
-     * stop); what waits is chained by the next sweep of any replica. */
+     * stop); what waits is chained by the next round of any replica. */
     db_conn_close(conn);
     return NULL;
 }
 
 static int audit_start(struct qdb_app *app)
 {
-    if (pthread_create(&sweeper.thread, NULL, sweeper_main, NULL) != 0) {
-        log_error("audit: cannot start the sequencing sweeper");
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0 || pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
+        pthread_cond_init(&sequencer_wake, &ca) != 0 ||
+        pthread_cond_init(&sequencer_round, &ca) != 0) {
+        log_error("audit: cannot set up the sequencer's clock");
         return -1;
     }
-    sweeper.running = 1;
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&sequencer_lock);
+    sequencer.running = 1;
+    sequencer.stopping = 0;
+    pthread_mutex_unlock(&sequencer_lock);
+    if (pthread_create(&sequencer.thread, NULL, sequencer_main, NULL) != 0) {
+        pthread_mutex_lock(&sequencer_lock);
+        sequencer.running = 0;
+        pthread_mutex_unlock(&sequencer_lock);
+        log_error("audit: cannot start the sequencer");
+        return -1;
+    }
+    sequencer.started = 1;
     return audit_relay_start(&audit_settings, app->instance_id);
 }
 
 /* After HTTP stopped every export stream has been told to end; wait for their producer
- * threads (each ends within one page query). Then the sweeper, after a last round. */
+ * threads (each ends within one page query). Then the sequencer (no last round). */
 static void audit_stop(void)
 {
     audit_relay_stop();
     int left = audit_export_drain(10000);
     if (left)
         log_warn("audit: %d export threads did not end", left);
-    if (sweeper.running) {
-        pthread_mutex_lock(&sweeper_lock);
-        sweeper.stopping = 1;
-        pthread_cond_signal(&sweeper_wake);
-        pthread_mutex_unlock(&sweeper_lock);
-        pthread_join(sweeper.thread, NULL);
-        sweeper.running = 0;
+    if (sequencer.started) {
+        pthread_mutex_lock(&sequencer_lock);
+        sequencer.stopping = 1;
+        pthread_cond_broadcast(&sequencer_wake);
+        pthread_cond_broadcast(&sequencer_round);
+        pthread_mutex_unlock(&sequencer_lock);
+        pthread_join(sequencer.thread, NULL);
+        sequencer.started = 0;
     }
 }
 

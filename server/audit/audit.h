@@ -34,12 +34,15 @@ struct audit_actor {
 /* Call audit_record* inside the transaction of the change it describes. It queues the
  * event (an INSERT into audit_pending, migrations/0007) and locks nothing shared, so
  * writers do not wait on each other's transactions; a rollback leaves nothing. Right after
- * the COMMIT (a db_on_commit hook, on the same connection, before db_commit returns) the
- * event is chained: audit_sequence gives every committed pending event its seq, time and
- * hash under the chain head's lock, in one short transaction. An event is visible to the
- * readers (list, export, verify, checkpoints), which read audit_event only, once it is
- * sequenced: normally before the writer's request replies; when that hook fails (the state
- * store blipped right after the commit) the room's sweeper chains it within about a second.
+ * the COMMIT (a db_on_commit hook) the replica's sequencer thread is woken: it gives every
+ * committed pending event its seq, time and hash under the chain head's lock, all of them
+ * in one short transaction (as Trillian's log sequencer does), and the writer's request
+ * replies without waiting for it. Readers of the trail (list, export, verify) first wait
+ * for a sequencer round that began after their request arrived, so that every event
+ * committed before then is chained and shown, whichever replica wrote it. A queued event
+ * is durable: a replica that dies before chaining it leaves it to the next round of any
+ * replica (one runs at least every second). In a process without a sequencer (a command)
+ * the hook chains on the writer's connection before db_commit returns.
  * Outside a transaction (BEGIN) it refuses with DB_HARD. before/after are copied, scrubbed
  * and stored in canonical form (see audit_internal.h); the caller keeps its references.
  * audit_record with actor NULL records the system actor ("system"); request_id and
@@ -56,7 +59,7 @@ int audit_record(struct db_conn *conn, const struct audit_actor *actor, const ch
 
 /* Chain the committed pending events, oldest first, in transactions of at most 1000
  * events each, until none is left; call outside a transaction (DB_HARD otherwise). The
- * post-commit hook and the sweeper call it; so may a test or a command. Returns the
+ * sequencer and, in a process without one, the post-commit hook call it; so may a test. Returns the
  * number chained, or a DB_ code (what was chained before it stays chained). */
 int audit_sequence(struct db_conn *conn);
 

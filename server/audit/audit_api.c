@@ -147,6 +147,7 @@ void audit_api_list(struct http_request *req)
     struct db_conn *conn = http_db_or_reply(req);
     if (!conn)
         return;
+    audit_catch_up(conn);
     int rc = audit_store_list(conn, fp, before, (int)limit + 1, &res);
     if (rc < 0) {
         http_reply_db_error(req, rc);
@@ -511,6 +512,7 @@ void audit_api_export(struct http_request *req)
     /* The export is the trail up to the head as it is now: later events are not mixed in
      * half-way, and every row up to the head is committed and immutable. */
     char head_hash[AUDIT_HASH_HEX + 1];
+    audit_catch_up(s->conn);
     int rc = audit_store_head(s->conn, &s->max_seq, head_hash);
     if (rc <= 0) {
         http_reply_db_error(req, rc < 0 ? rc : DB_HARD);

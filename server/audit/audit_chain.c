@@ -525,13 +525,31 @@ int audit_sequence(struct db_conn *conn)
     }
 }
 
-/* The hook record() registers: the writer's own event is chained before its request
- * replies. A failure here cannot undo the writer's commit; the sweeper chains it. */
+/* How long a reader waits for the sequencer's round. Past it (a round that takes that long
+ * is a state store in trouble) the reader reads the chain as it stands. */
+#define CATCH_UP_WAIT_MS 5000
+
+/* The hook record() registers: it wakes the replica's sequencer, which chains the event
+ * with every other one committed meanwhile in one short transaction; the writer's request
+ * replies without waiting for that (its event is durable in audit_pending: a crash before
+ * the round leaves it to the next round of any replica). Readers wait instead
+ * (audit_catch_up). In a process without a sequencer (a command) the event is chained on
+ * the writer's connection right away, as before the sequencer. A failure there cannot undo
+ * the writer's commit; the next sequencing of any replica chains it. */
 static void sequence_after_commit(struct db_conn *conn, void *cls)
 {
     (void)cls;
-    if (audit_sequence(conn) < 0)
-        audit_sweeper_kick();
+    if (!audit_sequencer_kick())
+        (void)audit_sequence(conn);
+    else if (audit_sequencer_behind())
+        (void)audit_sequencer_sync(CATCH_UP_WAIT_MS); /* back-pressure: see audit.c */
+}
+
+void audit_catch_up(struct db_conn *conn)
+{
+    if (audit_sequencer_sync(CATCH_UP_WAIT_MS) == 0 && conn &&
+        PQtransactionStatus(db_pgconn(conn)) == PQTRANS_IDLE)
+        (void)audit_sequence(conn);
 }
 
 static int record(struct db_conn *conn, const struct audit_actor *actor, const char *request_id,
@@ -598,7 +616,7 @@ static int record(struct db_conn *conn, const struct audit_actor *actor, const c
     if (rc < 0)
         goto out;
     if (db_on_commit(conn, sequence_after_commit, NULL) != 0)
-        audit_sweeper_kick(); /* no slot left for the hook: the sweeper chains it soon */
+        audit_sequencer_kick(); /* no slot left for the hook: the next round chains it */
     audit_metrics_event_recorded();
     rc = 0;
 out:
@@ -799,11 +817,9 @@ int audit_verify(struct db_conn *conn, const struct audit_verify_opts *o,
     int full = 0, trusted = o->from_seq <= 1, bounded = 0;
     if (!audit_key_loaded())
         return DB_HARD;
-    /* Chain what is committed but still queued first: a job enqueued with its event can
-     * start before the enqueuer's post-commit hook chained that event, and should cover
-     * it. Failing that, the chain as it stands is verified. */
-    if (PQtransactionStatus(db_pgconn(conn)) == PQTRANS_IDLE)
-        (void)audit_sequence(conn);
+    /* Every event committed before the verification is covered (the audit.verify job's own
+     * enqueue event too); failing that, the chain as it stands is verified. */
+    audit_catch_up(conn);
     int64_t from_seq = o->from_seq, to_seq = o->to_seq, head_seq = 0;
     char head_hash[AUDIT_HASH_HEX + 1], prev[AUDIT_HASH_HEX + 1];
     int rc = audit_store_head(conn, &head_seq, head_hash);

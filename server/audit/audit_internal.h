@@ -124,6 +124,8 @@ int audit_store_pending_add(struct db_conn *conn, const struct audit_row *r, con
 int audit_store_pending_take(struct db_conn *conn, int limit, PGresult **res);
 /* How many rows wait (committed ones only). */
 int audit_store_pending_count(struct db_conn *conn, int64_t *count);
+/* Whether any committed row waits: 1, 0, or a DB_ code. */
+int audit_store_pending_any(struct db_conn *conn);
 
 /* The actor of a request as the audit trail and the events name it (strings borrowed from
  * the request's principal; "anonymous" without one). */
@@ -192,10 +194,28 @@ json_t *audit_row_json(const PGresult *res, int row);
 void audit_metrics_event_recorded(void);
 /* n events chained by a sequencing transaction of this replica. */
 void audit_metrics_sequenced(int n);
-/* The pending rows the sweeper last counted. */
+/* The pending rows the sequencer last counted. */
 void audit_metrics_pending(int64_t n);
-/* A post-commit sequencing failed: wake the sweeper now (no-op when it is not running). */
-void audit_sweeper_kick(void);
+/* Wake the replica's sequencer thread (audit.c) for a round now. Returns 1, or 0 when no
+ * sequencer runs in this process (a command, a test's own process, a server stopping):
+ * then the caller chains with audit_sequence itself. */
+int audit_sequencer_kick(void);
+/* Wait, at most timeout_ms, until the sequencer has finished a round that began after this
+ * call: every event committed before the call is then chained (that round took every
+ * committed pending row, this replica's and others'). Returns 1 when it did; 0 when no
+ * sequencer runs in this process (the caller calls audit_sequence itself); -1 when the
+ * round failed (the state store is down) or the time ran out. */
+int audit_sequencer_sync(int timeout_ms);
+/* Whether the sequencer's current round has run for more than 200 ms: writers outrun it,
+ * and the writer's hook waits for it (back-pressure, so that the backlog stays bounded and
+ * readers' waits short). */
+int audit_sequencer_behind(void);
+/* What every reader of audit_event (list, export, verify) calls first: returns once every
+ * event committed before the call is chained (audit_sequencer_sync, at most 5 s; in a
+ * process without a sequencer, audit_sequence on `conn` when it is outside a transaction).
+ * A writer's request replies before its event is chained; this is what makes a reader,
+ * on any replica, still see it. */
+void audit_catch_up(struct db_conn *conn);
 /* A verification ended: error (it could not finish) or its result; `full` when it covered
  * the whole chain, which alone clears a break seen before. */
 void audit_metrics_verified(const struct audit_verify_result *r, int error, int full);

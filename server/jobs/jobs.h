@@ -92,12 +92,21 @@ enum { JOBS_E_IDEMPOTENCY = -101 }; /* same key, different args */
  * *existed (may be NULL) is 1 when an idempotency key matched an existing job with the same
  * request. Returns 0, a DB_ code, or JOBS_E_IDEMPOTENCY. */
 int jobs_enqueue(struct db_conn *conn, const struct jobs_new *j, int64_t *id, int *existed);
+/* jobs_enqueue, and the new job's document (what jobs_get_json would read) from the
+ * insert's own statement, saving a round trip: *doc is a new reference, NULL when the
+ * idempotency key matched an existing job (*existed) or on error. */
+int jobs_enqueue_doc(struct db_conn *conn, const struct jobs_new *j, int64_t *id, int *existed,
+                     json_t **doc);
 
 /* The job as its API representation (new reference), or NULL when absent / on error. */
 json_t *jobs_get_json(struct db_conn *conn, int64_t id);
 
 /* Reply 202 Accepted with Location: /api/v1/jobs/{id} and the job in the body. */
 void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t id);
+/* The same with the job's document at hand (jobs_enqueue_doc): takes `doc` (NULL: read it
+ * on `conn`). */
+void jobs_reply_accepted_take(struct http_request *req, struct db_conn *conn, int64_t id,
+                              json_t *doc);
 
 /* ---- inside a runner ---- */
 

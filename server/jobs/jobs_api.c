@@ -195,18 +195,21 @@ struct create_tx {
     struct jobs_new jn;
     int64_t id;
     int existed;
+    json_t *doc; /* the new job as inserted: the audit's "after" and the reply */
 };
 
+/* Three statements on the request's connection (BEGIN and COMMIT aside): the insert reads
+ * the job's document back itself, and the reply shows that document rather than reading
+ * it again after the commit. */
 static int create_fn(struct db_conn *c, void *cls)
 {
     struct create_tx *t = cls;
-    int rc = jobs_enqueue(c, &t->jn, &t->id, &t->existed);
+    json_decref(t->doc); /* a retried attempt's */
+    t->doc = NULL;
+    int rc = jobs_enqueue_doc(c, &t->jn, &t->id, &t->existed, &t->doc);
     if (rc < 0 || t->existed)
         return rc;
-    json_t *after = jobs_get_json(c, t->id);
-    rc = audit_job(c, t->req, "job.create", t->id, NULL, after);
-    json_decref(after);
-    return rc;
+    return audit_job(c, t->req, "job.create", t->id, NULL, t->doc);
 }
 
 void jobs_api_create(struct http_request *req)
@@ -272,17 +275,19 @@ void jobs_api_create(struct http_request *req)
                              .created_by = subject_of(req)};
     int rc = db_tx(c, create_fn, &t);
     if (rc == JOBS_E_IDEMPOTENCY) {
+        json_decref(t.doc);
         http_reply_problem(req, QDB_E_IDEMPOTENCY_CONFLICT,
                            "Idempotency-Key \"%s\" was used for a different request", key);
         return;
     }
     if (rc < 0) {
+        json_decref(t.doc);
         http_reply_db_error(req, rc);
         return;
     }
     if (t.existed)
         http_reply_header(req, "Idempotent-Replayed", "true");
-    jobs_reply_accepted(req, c, t.id);
+    jobs_reply_accepted_take(req, c, t.id, t.doc);
 }
 
 /* ---- POST /api/v1/jobs/{id}/cancel and /retry ---- */

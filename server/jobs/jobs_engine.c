@@ -103,10 +103,18 @@ int64_t jobs_backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms, uint64_t r
 
 int jobs_enqueue(struct db_conn *conn, const struct jobs_new *j, int64_t *id, int *existed)
 {
+    return jobs_enqueue_doc(conn, j, id, existed, NULL);
+}
+
+int jobs_enqueue_doc(struct db_conn *conn, const struct jobs_new *j, int64_t *id, int *existed,
+                     json_t **doc)
+{
     int rc = DB_HARD;
     char *args_text = NULL;
     if (existed)
         *existed = 0;
+    if (doc)
+        *doc = NULL;
     const struct jobs_kind *k = jobs_find_kind(j->kind);
     if (!k) {
         log_event(LOG_ERROR, "enqueue of an unregistered job kind",
@@ -138,7 +146,7 @@ int jobs_enqueue(struct db_conn *conn, const struct jobs_new *j, int64_t *id, in
         .timeout_seconds = k->timeout_seconds > 0 ? k->timeout_seconds : 3600,
         .max_running = k->max_running > 0 ? k->max_running : 0,
     };
-    rc = jobs_store_insert(conn, &ins, id);
+    rc = jobs_store_insert(conn, &ins, id, doc);
     if (rc != 0) {
         rc = rc > 0 ? 0 : rc;
         goto out;
@@ -175,7 +183,14 @@ json_t *jobs_get_json(struct db_conn *conn, int64_t id)
 
 void jobs_reply_accepted(struct http_request *req, struct db_conn *conn, int64_t id)
 {
-    json_t *doc = jobs_get_json(conn, id);
+    jobs_reply_accepted_take(req, conn, id, NULL);
+}
+
+void jobs_reply_accepted_take(struct http_request *req, struct db_conn *conn, int64_t id,
+                              json_t *doc)
+{
+    if (!doc)
+        doc = jobs_get_json(conn, id);
     if (!doc) {
         http_reply_problem(req, QDB_E_INTERNAL, "job %lld was enqueued but cannot be read",
                            (long long)id);

@@ -244,8 +244,10 @@ struct jobs_insert {
     const char *concurrency_key; /* NULL: unlimited */
     int priority, max_attempts, timeout_seconds, max_running;
 };
-/* 1 inserted (*id set), 0 when the idempotency key exists already. */
-int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *id);
+/* 1 inserted (*id set; *doc, when doc is not NULL, the new job's document as job_doc
+ * shows it, a new reference, read back by the same statement), 0 when the idempotency key
+ * exists already. */
+int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *id, json_t **doc);
 /* The job holding `key`: 1 found (*id, *same: same kind, args, queue and caller; another
  * caller's key is a conflict, never their job), 0 none. */
 int jobs_store_idempotent_match(struct db_conn *c, const char *key, const char *kind,

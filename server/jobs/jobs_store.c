@@ -43,10 +43,13 @@ static struct db_stmt q_insert = DB_STMT(
     "created_by, timeout_seconds, concurrency_key, max_running) "
     "VALUES ($1, $2, $3::jsonb, $4::int, coalesce($5::timestamptz, now()), $6::int, $7, $8, "
     "$9::int, $10, $11::int) "
-    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id");
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+    "RETURNING id, job_doc(job)::text");
 
-int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *id)
+int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *id, json_t **doc)
 {
+    if (doc)
+        *doc = NULL;
     struct db_params p = DB_PARAMS_INIT;
     db_param_text(&p, j->kind);
     db_param_text(&p, j->queue);
@@ -63,6 +66,8 @@ int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *i
     int rc = db_execp(c, &q_insert, &p, &res);
     if (rc > 0) {
         *id = db_get_int64(res, 0, 0);
+        if (doc && !(*doc = json_loads(PQgetvalue(res, 0, 1), 0, NULL)))
+            rc = DB_HARD;
     }
     PQclear(res);
     return rc;

@@ -33,7 +33,10 @@ void th_step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *th_db_create(const char *prefix);
 void th_db_drop(const char *url);
 /* Run SQL with text params (NULL-terminated list) as the cluster superuser; returns the
- * result (caller PQclears) or NULL after printing the error. */
+ * result (caller PQclears) or NULL after printing the error. SQL that names audit_event or
+ * audit_chain_head first waits (at most 30 s) until the audit events committed before the
+ * call are chained, as the server's own readers of the trail do: a writer's request
+ * replies before the sequencer chains its event. */
 PGresult *th_sql(const char *url, const char *sql, ...);
 /* First column of first row as a long (or -1). */
 long th_sql_long(const char *url, const char *sql, ...);

@@ -1,10 +1,12 @@
 /* Writers no longer hold the audit chain's head across their own transactions: they queue
- * their event (audit_pending) and a short post-commit transaction chains it. Shown here:
+ * their event (audit_pending) and the replica's sequencer chains it right after the commit;
+ * readers wait for it. Shown here:
  * db_on_commit hooks run once after a commit and never after a rollback (nor after a db_tx
  * attempt that was retried); while one writer's transaction stays open after recording
  * its event, 20 mutations through the server still complete promptly and are chained
- * (the old design made them wait on that writer's head lock); an open queued row blocks
- * nobody's sequencing, and once committed without a hook the sweeper chains it. */
+ * (the old design made them wait on that writer's head lock) and the list shows their
+ * events at once; an open queued row blocks nobody's sequencing, and once committed without
+ * a hook the sequencer's idle round chains it. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,8 +131,18 @@ static void test_open_writer(void)
     CHECK(accepted == 20, "20 enqueues accepted (%d)", accepted);
     CHECK(slowest < 3000 && th_now_ms() - t0 < 20000, "none waited: slowest %.0f ms, all %.0f ms",
           slowest, th_now_ms() - t0);
+    /* The replies do not wait for the sequencer; a reader does (audit_catch_up): the API's
+     * list, asked at once and read before any SQL here (th_sql waits as the readers do),
+     * shows all 20. */
+    struct th_resp lr;
+    th_get(&srv, "/api/v1/audit?action=job.create&limit=500", admin, &lr);
+    json_t *items = json_object_get(lr.json, "items");
+    CHECK(lr.status == 200 && json_array_size(items) == 20,
+          "the list, right after the replies, shows their 20 events (%zu): %.200s",
+          json_array_size(items), lr.body ? lr.body : "");
+    th_resp_free(&lr);
     CHECK(th_sql_long(url, "SELECT count(*) FROM audit_event", NULL) == events0 + 20,
-          "their 20 events are chained before their replies");
+          "their 20 events are chained");
     CHECK(th_sql_long(url, "SELECT count(*) FROM audit_event WHERE action = 'test.held'", NULL) ==
               0,
           "the open writer's event is not (yet)");
@@ -144,7 +156,7 @@ static void test_open_writer(void)
           "chained at its commit");
 
     /* A queued row committed without the hook (a replica that died right after COMMIT):
-     * the sweeper chains it within about a second. */
+     * the sequencer's idle round chains it within about a second. */
     PGconn *raw = PQconnectdb(url);
     CHECK(PQstatus(raw) == CONNECTION_OK, "a plain session");
     PGresult *r = PQexec(raw, "INSERT INTO audit_pending (actor_subject, auth_method, action, "
@@ -157,7 +169,7 @@ static void test_open_writer(void)
          th_sleep_ms(50))
         swept = th_sql_long(url, "SELECT count(*) FROM audit_event WHERE action = 'test.orphan'",
                             NULL) == 1;
-    CHECK(swept, "the sweeper chained the orphan");
+    CHECK(swept, "the sequencer chained the orphan");
     CHECK(pending() == 0, "nothing left pending");
 
     struct th_resp v;
@@ -172,7 +184,7 @@ static void test_open_writer(void)
           "no gaps");
 
     th_step("/metrics shows the queue");
-    /* the gauge is the sweeper's last count: polled */
+    /* the gauge is the sequencer's last count: polled */
     int shown = 0;
     for (double deadline = th_now_ms() + 10000; th_now_ms() < deadline && !shown;
          th_sleep_ms(100)) {

@@ -295,6 +295,12 @@ int main(void)
           "no connection storm: %d connections of the server (pool %d + %d standalone)", authorized,
           POOL, STANDALONE);
     CHECK(received <= POOL + STANDALONE + 8, "few attempts in all (%d)", received);
+    /* issue 9's short versions fail on a statement timeout: none before, during or after
+     * the outage (a request that hung on a dead connection until the timeout would show) */
+    CHECK(count_lines(s.log, 0, -1, "\"sqlstate\":\"57014\"", NULL, 1) == 0 &&
+              count_lines(pglog, 0, -1, "canceling statement due to statement timeout", NULL, 1) ==
+                  0,
+          "no statement timeout in the server's or PostgreSQL's log");
 
     th_step("SIGTERM during a second outage exits within QDB_SHUTDOWN_TIMEOUT (%d s)", SHUTDOWN_S);
     atomic_store(&L.phase, P_END);
