@@ -11,6 +11,7 @@ import audit from './pages/audit.js';
 import tokens from './pages/tokens.js';
 import environments from './pages/environments.js';
 import flags from './pages/flags.js';
+import inventory from './pages/inventory.js';
 
 // The rooms, in navigation order. `path` is the first segment of the hash route; `minRole`
 // hides the entry from roles below it (the server still enforces: a deep link shows its 403).
@@ -20,7 +21,7 @@ const PAGES = [
   { path: 'schedules', label: 'Schedules', page: schedules },
   { path: 'audit', label: 'Audit', page: audit },
   { path: 'flags', label: 'Flags', page: flags },
-  // nav slot: inventory (issue 12)  { path: 'inventory', label: 'Inventory', page: inventory },
+  { path: 'inventory', label: 'Inventory', page: inventory },
   // nav slot: backups               { path: 'backups', label: 'Backups', page: backups },
   // nav slot: DR                    { path: 'dr', label: 'DR', page: dr },
   { path: 'environments', label: 'Environments', page: environments },
