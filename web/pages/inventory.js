@@ -175,16 +175,21 @@ function jobsTracker(ctx, ids, onAllDone) {
     status.textContent = `${finished} of ${ids.length} jobs finished.`;
     if (finished === ids.length && !done) { done = true; onAllDone(); }
   };
+  // A provisioning job only moves forward (pending, running or retrying, finished). An event
+  // can arrive after a fetch that already saw a later state, and two fetches can answer out
+  // of order: neither may take a job back.
+  const rank = (st) => (FINISHED.has(st) ? 2 : st === 'pending' ? 0 : 1);
+  const set = (id, st) => { if (st && rank(st) >= rank(states.get(id))) states.set(id, st); };
   const refresh = async (only) => {
     await Promise.all((only || ids).map(async (id) => {
       try {
-        states.set(id, (await api.get(`/api/v1/jobs/${id}`, undefined, { signal: ctx.signal })).state);
+        set(id, (await api.get(`/api/v1/jobs/${id}`, undefined, { signal: ctx.signal })).state);
       } catch { /* the next event or poll tries again */ }
     }));
     if (!ctx.signal.aborted) draw();
   };
   const stop = api.onJobEvents((ev) => {
-    if (ev.type === 'job' && states.has(ev.id)) { states.set(ev.id, ev.state); draw(); }
+    if (ev.type === 'job' && states.has(ev.id)) { set(ev.id, ev.state); draw(); }
     else if (ev.type === 'resync' || ev.type === 'open') refresh();
   });
   // a safety net should the stream be down for a while
