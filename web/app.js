@@ -10,6 +10,8 @@ import schedules from './pages/schedules.js';
 import audit from './pages/audit.js';
 import tokens from './pages/tokens.js';
 import environments from './pages/environments.js';
+import flags from './pages/flags.js';
+import inventory from './pages/inventory.js';
 
 // The rooms, in navigation order. `path` is the first segment of the hash route; `minRole`
 // hides the entry from roles below it (the server still enforces: a deep link shows its 403).
@@ -18,8 +20,8 @@ const PAGES = [
   { path: 'jobs', label: 'Jobs', page: jobs },
   { path: 'schedules', label: 'Schedules', page: schedules },
   { path: 'audit', label: 'Audit', page: audit },
-  // nav slot: flags (issue 11)      { path: 'flags', label: 'Flags', page: flags },
-  // nav slot: inventory (issue 12)  { path: 'inventory', label: 'Inventory', page: inventory },
+  { path: 'flags', label: 'Flags', page: flags },
+  { path: 'inventory', label: 'Inventory', page: inventory },
   // nav slot: backups               { path: 'backups', label: 'Backups', page: backups },
   // nav slot: DR                    { path: 'dr', label: 'DR', page: dr },
   { path: 'environments', label: 'Environments', page: environments },

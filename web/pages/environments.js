@@ -27,7 +27,8 @@ export default {
       h('div', { class: 'cards' }, shown.map((e) => h('section', { class: 'card', 'aria-labelledby': `env-${e.name}` },
         h('h2', { id: `env-${e.name}` }, h('a', { href: ctx.href('environments', e.name) }, e.display_name), ' ', h('code', {}, e.name)),
         dl([['Purpose', e.purpose], ['Cluster', e.cluster], ['Data', e.data], ['Access', e.access],
-          ['Promotion', e.promotion_order === null ? 'off the path (standby)' : `step ${e.promotion_order}`]]))
+          ['Promotion', e.promotion_order === null ? 'off the path (standby)' : `step ${e.promotion_order}`]]),
+        h('p', {}, h('a', { href: ctx.href('inventory', e.name) }, `Inventory and drift plan of ${e.display_name}`)))
         // slot: the inventory page adds this environment's matrix (databases, topics,
         // consumer groups, connectors) and drift here.
       )));
