@@ -189,8 +189,8 @@ for round in $(seq "$ROUNDS"); do
     J_BY[$k]=$(( ${J_BY[$k]:-$k} < by ? ${J_BY[$k]:-$k} : by ))
   done
 done
+# shellcheck disable=SC2086 # the rounds' figures, split into words on purpose
 for k in 1 2 3; do
-  # shellcheck disable=SC2086
   F_ALL[$k]=${F_RPS[$k]# }; J_ALL[$k]=${J_RATE[$k]# }
   F_RPS[$k]=$(median ${F_RPS[$k]}); F_P99[$k]=$(median ${F_P99[$k]})
   J_RATE[$k]=$(median ${J_RATE[$k]}); J_SECS[$k]=$(median ${J_SECS[$k]})

@@ -34,8 +34,8 @@ static const char *const topics[] = {"app.controlplane.jobs", "app.controlplane.
                                      "app.controlplane.flags", "app.controlplane.test", NULL};
 
 /* One request with the API token and a JSON body, on replica s. */
-static long call(const struct th_server *s, const char *method, const char *path,
-                 const char *token, const char *extra, const char *body, struct th_resp *r)
+static long call(const struct th_server *s, const char *method, const char *path, const char *token,
+                 const char *extra, const char *body, struct th_resp *r)
 {
     char auth[8192];
     snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
@@ -114,8 +114,9 @@ static long relayed_once(const char *what, long from, long to, long *events)
         if (want == 0)
             continue;
         /* everything the topic ever got: earlier phases' events are read too, and skipped */
-        long all = th_sql_long(url, "SELECT count(*) FROM outbox WHERE topic = $1 AND id <= "
-                                    "$2::bigint",
+        long all = th_sql_long(url,
+                               "SELECT count(*) FROM outbox WHERE topic = $1 AND id <= "
+                               "$2::bigint",
                                topics[t], b, NULL);
         struct kt_read rd = {0};
         kt_read_topic(mock.bootstrap, topics[t], 3, (size_t)all, 1000, 30000, &rd);
@@ -139,11 +140,12 @@ static void test_jobs_once(void)
     th_step("%d jobs enqueued across the three replicas: each runs exactly once", NJOBS);
     int enq = 0;
     for (int i = 0; i < NJOBS; i++)
-        enq += jt_enqueue(th_replicas_next(&R), tok, "{\"kind\":\"noop\",\"args\":{\"log\":true}}") >
-               0;
+        enq += jt_enqueue(th_replicas_next(&R), tok,
+                          "{\"kind\":\"noop\",\"args\":{\"log\":true}}") > 0;
     CHECK(enq == NJOBS, "enqueued %d through the three", enq);
-    long done = jt_wait_sql(url, "SELECT count(*) FROM job WHERE kind = 'noop' AND state = "
-                                 "'succeeded'",
+    long done = jt_wait_sql(url,
+                            "SELECT count(*) FROM job WHERE kind = 'noop' AND state = "
+                            "'succeeded'",
                             NJOBS, 60000);
     CHECK(done == NJOBS, "all succeeded (%ld)", done);
     CHECK(th_sql_long(url, "SELECT count(*) FROM job WHERE kind = 'noop' AND attempt <> 1", NULL) ==
@@ -155,8 +157,8 @@ static void test_jobs_once(void)
                       "count(l.id) <> 1) x",
                       NULL) == 0,
           "each job ran exactly once (one run witness each)");
-    long by = th_sql_long(url, "SELECT count(DISTINCT worker_id) FROM job WHERE kind = 'noop'",
-                          NULL);
+    long by =
+        th_sql_long(url, "SELECT count(DISTINCT worker_id) FROM job WHERE kind = 'noop'", NULL);
     fprintf(stderr, "   jobs ran on %ld replicas\n", by);
     CHECK(by == 3, "all three replicas ran jobs (%ld)", by);
 }
@@ -282,10 +284,9 @@ static void test_invalidation(void)
     char ifm[64];
     snprintf(ifm, sizeof ifm, "If-Match: \"%ld\"",
              th_sql_long(url, "SELECT version FROM flag WHERE key = $1", key, NULL));
-    long st = call(&R.s[0], "PUT",
-                   "/api/v1/flags/qdb.migration.legacy-login-banner/environments/integration",
-                   tok, ifm, "{\"enabled\":true,\"default_variant\":\"on\",\"off_variant\":\"off\"}",
-                   &r);
+    long st = call(
+        &R.s[0], "PUT", "/api/v1/flags/qdb.migration.legacy-login-banner/environments/integration",
+        tok, ifm, "{\"enabled\":true,\"default_variant\":\"on\",\"off_variant\":\"off\"}", &r);
     double t0 = th_now_ms();
     CHECK(st == 200, "PUT on replica 0: %ld", st);
     if (st >= 0)
@@ -415,8 +416,9 @@ static void test_kill_one(void)
     pthread_join(t, NULL);
     CHECK(w.written == 3000, "written %d", w.written);
 
-    long done = jt_wait_sql(url, "SELECT count(*) FROM job WHERE kind = 'sleep' AND state = "
-                                 "'succeeded'",
+    long done = jt_wait_sql(url,
+                            "SELECT count(*) FROM job WHERE kind = 'sleep' AND state = "
+                            "'succeeded'",
                             NSLEEP, 60000);
     fprintf(stderr, "   all sleep jobs done %.1f s after the kill\n", (th_now_ms() - t0) / 1000);
     CHECK(done == NSLEEP, "every sleep job succeeded (%ld of %d)", done, NSLEEP);
@@ -425,8 +427,9 @@ static void test_kill_one(void)
                                "::bigint[]) AND state = 'succeeded' AND attempt = 2 AND "
                                "worker_id NOT LIKE $2",
                                ids, like, NULL);
-    CHECK(rescued == orphaned, "the victim's %ld jobs were rescued by a survivor, on attempt 2 "
-                               "(%ld)",
+    CHECK(rescued == orphaned,
+          "the victim's %ld jobs were rescued by a survivor, on attempt 2 "
+          "(%ld)",
           orphaned, rescued);
     CHECK(th_sql_long(url,
                       "SELECT count(*) FROM job WHERE kind = 'sleep' AND NOT (id = "
@@ -442,8 +445,7 @@ static void test_kill_one(void)
     for (int b = 1; b <= 3; b++)
         kt_mock_cmd(&mock, "rtt %d 0", b);
     long n = 0, dups = relayed_once("takeover", from, to, &n);
-    fprintf(stderr, "   DUPLICATES ON TAKEOVER: %ld of %ld events (same CloudEvent id)\n", dups,
-            n);
+    fprintf(stderr, "   DUPLICATES ON TAKEOVER: %ld of %ld events (same CloudEvent id)\n", dups, n);
     CHECK(n >= 3000 + NSLEEP, "the events of the phase were counted (%ld)", n);
     CHECK(dups <= 4 * 200 + 1000, "duplicates bounded by what was in flight (%ld)", dups);
 }
