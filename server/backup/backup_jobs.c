@@ -76,10 +76,12 @@ static void tool(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", pg_bin, name);
 }
 
+/* What a job does, the system does: the request that started it was recorded with its
+ * caller; the name keeps who that was. */
 static struct audit_actor job_actor(struct jobs_ctx *ctx)
 {
     struct audit_actor a = {
-        .subject = jobs_created_by(ctx), .name = jobs_created_by(ctx), .auth_method = "system"};
+        .subject = "system", .name = jobs_created_by(ctx), .auth_method = "system"};
     return a;
 }
 
