@@ -328,7 +328,7 @@ static void test_config_errors(void)
 {
     th_step("https: configuration errors are said up front");
     char *url = th_db_create("deploy_tls_cfg");
-    char err[2048];
+    char err[16384]; /* the start-up log (one line per migration) comes before the error */
     char dburl[600], cert_env[400], key_env[400];
     snprintf(dburl, sizeof dburl, "QDB_DATABASE_URL=%s", url);
     snprintf(cert_env, sizeof cert_env, "QDB_TLS_CERT_FILE=%s/first.pem", dir);
