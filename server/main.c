@@ -14,6 +14,7 @@
 #include "auth/auth.h"
 #include "flags/flags.h"
 #include "inventory/inventory.h"
+#include "backup/backup.h"
 #include "jobs/jobs.h"
 #include "module.h"
 #include "platform/config.h"
@@ -33,6 +34,7 @@ static const struct qdb_module *const modules[] = {
     &audit_module, &auth_module, &jobs_module, &wiring_audit_module,
     &flags_module,
     &inventory_module,
+    &backup_module,
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 

@@ -4,6 +4,7 @@
 #include "auth/auth.h"
 #include "flags/flags.h"
 #include "inventory/inventory.h"
+#include "backup/backup.h"
 #include "jobs/jobs.h"
 #include "platform/environment.h"
 #include "platform/health.h"
@@ -136,6 +137,21 @@ const struct http_route qdb_routes[] = {
      HTTP_BODY_JSON},
     {"DELETE", "/api/v1/kafka/connectors/{name}", inventory_api_connectors_delete, HTTP_ADMIN, 0},
     {"POST", "/api/v1/inventory/import", inventory_api_import, HTTP_OPERATOR, HTTP_BODY_JSON},
+
+    /* backup: the restore's emptiness check talks to the target */
+    {"GET", "/api/v1/backup-policies", backup_api_policies_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/backup-policies", backup_api_policies_create, HTTP_ADMIN, HTTP_BODY_JSON},
+    {"GET", "/api/v1/backup-policies/{component}", backup_api_policies_get, HTTP_VIEWER, 0},
+    {"PATCH", "/api/v1/backup-policies/{component}", backup_api_policies_patch, HTTP_ADMIN,
+     HTTP_BODY_JSON},
+    {"DELETE", "/api/v1/backup-policies/{component}", backup_api_policies_delete, HTTP_ADMIN, 0},
+    {"GET", "/api/v1/backups", backup_api_list, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/backups/status", backup_api_status, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/backups/reports", backup_api_report, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"GET", "/api/v1/backups/{id}", backup_api_get, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/backups/{id}/verify", backup_api_verify, HTTP_OPERATOR, 0},
+    {"POST", "/api/v1/backups/{id}/restore", backup_api_restore, HTTP_ADMIN, HTTP_BODY_JSON},
+    {"POST", "/api/v1/databases/{id}/backups", backup_api_run, HTTP_OPERATOR, HTTP_BODY_JSON},
 };
 
 const size_t qdb_routes_count = sizeof qdb_routes / sizeof qdb_routes[0];

@@ -72,6 +72,17 @@ struct jobs_schedule_default {
 int jobs_schedule_ensure(const struct jobs_schedule_default *s);
 const struct jobs_kind *jobs_find_kind(const char *kind);
 
+/* A room's schedule kept in step with the room's own rows (a backup policy's cron), inside
+ * the caller's transaction: create the schedule `name` or replace its cron, args and
+ * enabled flag (next run recomputed). Returns 0, -1 when cron does not parse (the reason in
+ * err), or a DB_ code. Not audited here: the caller audits the change that made it. */
+int jobs_schedule_put(struct db_conn *c, const char *name, const char *cron, const char *kind,
+                      const json_t *args, int enabled, char *err, size_t errlen);
+/* Remove the schedule `name` (the room's row that owned it is gone). 1, 0 none, DB_ code. */
+int jobs_schedule_remove(struct db_conn *c, const char *name);
+/* Whether `expr` is a cron expression the engine takes: 1, or 0 with the reason in err. */
+int jobs_cron_valid(const char *expr, char *err, size_t errlen);
+
 /* ---- enqueue, inside the caller's transaction ---- */
 
 struct jobs_new {

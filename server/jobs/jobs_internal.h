@@ -336,6 +336,12 @@ int jobs_store_schedule_insert_missing(struct db_conn *c, const char *name, cons
  * when cron or enabled change (0 = keep). 1 updated, 0 none. */
 int jobs_store_schedule_update(struct db_conn *c, const char *name, const char *cron,
                                const json_t *args, int enabled, int64_t next_run_unix);
+/* Insert or replace cron, args, enabled and next run (jobs_schedule_put). */
+int jobs_store_schedule_upsert(struct db_conn *c, const char *name, const char *cron,
+                               const char *kind, const json_t *args, int enabled,
+                               int64_t next_run_unix);
+/* 1 deleted, 0 none. */
+int jobs_store_schedule_delete(struct db_conn *c, const char *name);
 /* Due schedules, locked: rows of (name, cron, kind, args, next_run_at epoch or NULL). */
 int jobs_store_schedule_due(struct db_conn *c, PGresult **res);
 /* After a fire (job_id 0: none fired, only next_run_at set). */

@@ -59,3 +59,25 @@ int jobs_schedules_apply_defaults(struct db_conn *c)
     }
     return 0;
 }
+
+int jobs_cron_valid(const char *expr, char *err, size_t errlen)
+{
+    struct jobs_cron cron;
+    return expr && jobs_cron_parse(expr, &cron, err, errlen) == 0;
+}
+
+int jobs_schedule_put(struct db_conn *c, const char *name, const char *cron, const char *kind,
+                      const json_t *args, int enabled, char *err, size_t errlen)
+{
+    struct jobs_cron parsed;
+    if (jobs_cron_parse(cron, &parsed, err, errlen) != 0)
+        return -1;
+    int64_t next = jobs_cron_next(&parsed, (int64_t)time(NULL));
+    int rc = jobs_store_schedule_upsert(c, name, cron, kind, args, enabled, next);
+    return rc < 0 ? rc : 0;
+}
+
+int jobs_schedule_remove(struct db_conn *c, const char *name)
+{
+    return jobs_store_schedule_delete(c, name);
+}

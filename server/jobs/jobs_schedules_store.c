@@ -116,3 +116,38 @@ int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_
     db_param_int_or_null(&p, job_id, job_id <= 0);
     return db_execp(c, &q_sched_fired, &p, NULL);
 }
+
+static struct db_stmt q_sched_upsert = DB_STMT(
+    "jobs_schedule_upsert", 6,
+    "INSERT INTO schedule (name, cron, kind, args, enabled, next_run_at) "
+    "VALUES ($1, $2, $3, $4::jsonb, $5::boolean, to_timestamp($6::bigint)) "
+    "ON CONFLICT (name) DO UPDATE SET cron = EXCLUDED.cron, kind = EXCLUDED.kind, "
+    "args = EXCLUDED.args, enabled = EXCLUDED.enabled, next_run_at = EXCLUDED.next_run_at, "
+    "updated_at = now()");
+
+int jobs_store_schedule_upsert(struct db_conn *c, const char *name, const char *cron,
+                               const char *kind, const json_t *args, int enabled,
+                               int64_t next_run_unix)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    db_param_text(&p, cron);
+    db_param_text(&p, kind);
+    if (args)
+        db_param_json(&p, args);
+    else
+        db_param_text(&p, "{}");
+    db_param_bool(&p, enabled);
+    db_param_int(&p, next_run_unix);
+    return db_execp(c, &q_sched_upsert, &p, NULL);
+}
+
+static struct db_stmt q_sched_delete =
+    DB_STMT("jobs_schedule_delete", 1, "DELETE FROM schedule WHERE name = $1");
+
+int jobs_store_schedule_delete(struct db_conn *c, const char *name)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, name);
+    return db_execp(c, &q_sched_delete, &p, NULL);
+}

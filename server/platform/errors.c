@@ -33,6 +33,9 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
     [QDB_E_TARGET_NOT_CONFIGURED] = {409, "target-not-configured",
                                      "The environment has no such target"},
     [QDB_E_TARGET_UNAVAILABLE] = {502, "target-unavailable", "A target system did not answer"},
+    /* backup */
+    [QDB_E_BACKUP_INVALID] = {422, "backup-invalid", "The change breaks a backup rule"},
+    [QDB_E_BACKUP_STATE] = {409, "backup-state", "The backup's status does not allow the action"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

@@ -36,6 +36,9 @@ enum qdb_error {
     QDB_E_INVENTORY_INVALID,  /* 422 the change breaks an inventory rule; extension: field */
     QDB_E_TARGET_NOT_CONFIGURED, /* 409 the environment has no such target */
     QDB_E_TARGET_UNAVAILABLE, /* 502 a target (Kafka, PostgreSQL, Connect) did not answer */
+    /* backup */
+    QDB_E_BACKUP_INVALID,     /* 422 the policy, report or restore breaks a rule; ext: field */
+    QDB_E_BACKUP_STATE,       /* 409 the backup's status does not allow the action */
 
     QDB_E__COUNT
 };

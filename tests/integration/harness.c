@@ -29,6 +29,8 @@ const char *th_default_env[] = {
      * tests (a test of the checks sets its own) */
     "QDB_INVENTORY_DRIFT_CRON=off",
     "QDB_INVENTORY_LAG_CRON=off",
+    /* backup: no RPO/RTO check (and its breach events) in other rooms' tests */
+    "QDB_BACKUP_STATUS_CRON=off",
     NULL,
 };
 

@@ -791,6 +791,170 @@ static int import_fail(struct call *c, long *status)
     return 0;
 }
 
+
+/* ---- recipes: backup ---- */
+
+static int bkp_create_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"backup_policy.create", "backup_policy", "", 201};
+    snprintf(e->resource_id, sizeof e->resource_id, "rt-policy-%d", seq++);
+    snprintf(c->body, sizeof c->body,
+             "{\"component\":\"%s\",\"method\":\"external\",\"rpo_seconds\":60,"
+             "\"rto_seconds\":60}",
+             e->resource_id);
+    return 0;
+}
+static int bkp_create_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"component\":\"rt-bad\",\"method\":\"basebackup\",\"environment\":"
+             "\"development\",\"database\":\"qdb_mpi\",\"retention_count\":0,"
+             "\"rpo_seconds\":60,\"rto_seconds\":60}");
+    *status = 400;
+    return 0;
+}
+/* A policy made for a recipe; its component into out. */
+static int new_policy(char *out, size_t n)
+{
+    char body[200];
+    snprintf(out, n, "rt-policy-%d", seq++);
+    snprintf(body, sizeof body,
+             "{\"component\":\"%s\",\"method\":\"external\",\"rpo_seconds\":60,"
+             "\"rto_seconds\":60}",
+             out);
+    json_t *j = setup("POST", "/api/v1/backup-policies", body);
+    json_decref(j);
+    return j ? 0 : -1;
+}
+static int bkp_patch_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"backup_policy.update", "backup_policy", "", 200};
+    if (new_policy(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/backup-policies/%s", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"title\":\"Renamed %d\"}", seq++);
+    return 0;
+}
+static int bkp_patch_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/backup-policies/nowhere");
+    snprintf(c->body, sizeof c->body, "{\"title\":\"x\"}");
+    *status = 404;
+    return 0;
+}
+static int bkp_delete_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"backup_policy.delete", "backup_policy", "", 204};
+    if (new_policy(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/backup-policies/%s", e->resource_id);
+    return 0;
+}
+static int bkp_delete_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/backup-policies/nowhere");
+    *status = 404;
+    return 0;
+}
+static int bk_report_ok(struct call *c, struct expect *e)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"component\":\"vault\",\"started_at\":\"2026-01-01T00:00:00Z\","
+             "\"finished_at\":\"2026-01-01T00:01:00Z\",\"ok\":true,\"size_bytes\":%d}",
+             seq++);
+    *e = (struct expect){"backup_report.create", "backup_report", "", 201};
+    return 0;
+}
+static int bk_report_fail(struct call *c, long *status)
+{
+    snprintf(c->body, sizeof c->body,
+             "{\"component\":\"nowhere\",\"started_at\":\"2026-01-01T00:00:00Z\","
+             "\"finished_at\":\"2026-01-01T00:01:00Z\",\"ok\":true}");
+    *status = 422;
+    return 0;
+}
+static int bk_run_ok(struct call *c, struct expect *e)
+{
+    /* the database has no server: the job fails later; the request is what is audited */
+    *e = (struct expect){"backup.request", "database", "", 202};
+    if (new_database(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/%s/backups", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"method\":\"dump\"}");
+    return 0;
+}
+static int bk_run_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/999999999/backups");
+    snprintf(c->body, sizeof c->body, "{}");
+    *status = 404;
+    return 0;
+}
+/* A finished backup row (of a database id no test uses), as the catalog would hold one. */
+static int new_backup(char *out, size_t n)
+{
+    PGresult *r = th_sql(url,
+                         "INSERT INTO backup (database_id, environment, database_name, method, "
+                         "status, finished_at) VALUES (999999, 'development', 'rt_gone', "
+                         "'basebackup', 'completed', now()) RETURNING id",
+                         NULL);
+    int ok = r && PQntuples(r) == 1;
+    if (ok)
+        snprintf(out, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+static int bk_verify_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"backup.verify_request", "backup", "", 202};
+    if (new_backup(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/backups/%s/verify", e->resource_id);
+    return 0;
+}
+static int bk_verify_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/backups/999999999/verify");
+    *status = 404;
+    return 0;
+}
+static int bk_restore_ok(struct call *c, struct expect *e)
+{
+    /* an empty database on the test cluster as the target */
+    *e = (struct expect){"backup.restore_request", "backup", "", 202};
+    char *turl = th_db_create("rtbk");
+    const char *slash = strrchr(turl, '/');
+    char name[96], body[400], target[32];
+    snprintf(name, sizeof name, "%s", slash ? slash + 1 : "");
+    name[strcspn(name, "?")] = '\0';
+    free(turl);
+    snprintf(body, sizeof body,
+             "{\"environment\":\"development\",\"name\":\"%s\",\"storage_initial_gb\":1,"
+             "\"storage_max_gb\":1,\"primary\":{\"host\":\"127.0.0.1\",\"port\":%d,"
+             "\"admin_user\":\"postgres\"}}",
+             name, th_pg_port());
+    json_t *j = setup("POST", "/api/v1/databases", body);
+    if (!j || new_backup(e->resource_id, sizeof e->resource_id) != 0) {
+        json_decref(j);
+        return -1;
+    }
+    id_of(j, target, sizeof target);
+    json_decref(j);
+    snprintf(c->path, sizeof c->path, "/api/v1/backups/%s/restore", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{\"target\":%s}", target);
+    return 0;
+}
+static int bk_restore_fail(struct call *c, long *status)
+{
+    char id[32];
+    if (new_backup(id, sizeof id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/backups/%s/restore", id);
+    snprintf(c->body, sizeof c->body, "{\"target\":987654321}");
+    *status = 422;
+    return 0;
+}
+
 static const struct recipe recipes[] = {
     {"POST", "/api/v1/tokens", NULL, token_create_ok, token_create_fail},
     {"DELETE", "/api/v1/tokens/{id}", NULL, token_revoke_ok, token_revoke_fail},
@@ -834,6 +998,13 @@ static const struct recipe recipes[] = {
     {"PATCH", "/api/v1/kafka/connectors/{name}", NULL, conn_patch_ok, conn_patch_fail},
     {"DELETE", "/api/v1/kafka/connectors/{name}", NULL, conn_delete_ok, conn_delete_fail},
     {"POST", "/api/v1/inventory/import", NULL, import_ok, import_fail},
+    {"POST", "/api/v1/backup-policies", NULL, bkp_create_ok, bkp_create_fail},
+    {"PATCH", "/api/v1/backup-policies/{component}", NULL, bkp_patch_ok, bkp_patch_fail},
+    {"DELETE", "/api/v1/backup-policies/{component}", NULL, bkp_delete_ok, bkp_delete_fail},
+    {"POST", "/api/v1/backups/reports", NULL, bk_report_ok, bk_report_fail},
+    {"POST", "/api/v1/databases/{id}/backups", NULL, bk_run_ok, bk_run_fail},
+    {"POST", "/api/v1/backups/{id}/verify", NULL, bk_verify_ok, bk_verify_fail},
+    {"POST", "/api/v1/backups/{id}/restore", NULL, bk_restore_ok, bk_restore_fail},
 };
 
 /* ---- the walk ---- */

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Backup benchmark: the backup room (server/backup/) beside the same work done by hand, in
+# the same run, on one pgbench database of scale SCALE (default 50, about 750 MB) on its own
+# PostgreSQL server:
+#   base    POST /api/v1/databases/{id}/backups (backup.base: pg_basebackup -Ft -z -X stream
+#           --manifest-checksums=SHA256, then the SHA-256 of every file) from the request to
+#           the job's end, beside the same pg_basebackup command run by hand (no checksums);
+#   verify  POST /api/v1/backups/{id}/verify (checksums, unpack, pg_verifybackup, a
+#           temporary PostgreSQL started from it, row counts, pg_amcheck, stop, remove),
+#           beside a hand-run unpack + start + count of pgbench_accounts + stop;
+# then the ratios service / by hand (targets <= 1.10). The service's verification does more
+# than the hand-run one (checksums, pg_verifybackup, pg_amcheck): its job log says how long
+# each step took, and the ratio is printed as measured.
+#
+#   bench/backup.sh        SCALE=50; set SCALE to change
+set -euo pipefail
+source "$(dirname "$0")/../deploy/local/lib.sh"
+
+SCALE=${SCALE:-50}
+PG_BIN=/usr/lib/postgresql/15/bin
+
+qdb_install_packages "${QDB_PACKAGES[@]}"
+
+WORK=$(mktemp -d /tmp/qdb-bench-backup-XXXXXX)
+chmod 755 "$WORK"
+PG_PORT=$(qdb_free_port)
+SRC_PORT=$(qdb_free_port)
+HTTP_PORT=$(qdb_free_port)
+SERVER_PID=
+cleanup() {
+  local rc=$?
+  [ -n "$SERVER_PID" ] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  [ -f "$WORK/hand/data/postmaster.pid" ] && qdb_pg_stop "$WORK/hand/data"
+  qdb_pg_stop "$WORK/srcdata"
+  qdb_pg_stop "$WORK/pgdata"
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT
+
+qdb_build "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DQDB_TESTS=OFF ${QDB_BENCH_CMAKE_ARGS:-}
+qdb_pg_start "$WORK/pgdata" "$PG_PORT"
+qdb_pg_start "$WORK/srcdata" "$SRC_PORT"
+qdb_pg_createdb "$SRC_PORT" bench_src
+qdb_pg_createdb "$PG_PORT" bk_state
+qdb_log "pgbench -i -s $SCALE"
+"$PG_BIN/pgbench" -i -s "$SCALE" -q -h 127.0.0.1 -p "$SRC_PORT" -U postgres bench_src >/dev/null 2>&1
+ROWS=$((SCALE * 100000))
+
+openssl rand -hex 32 > "$WORK/hmac" && chmod 600 "$WORK/hmac"
+mkdir -p "$WORK/backups" && chmod 711 "$WORK/backups"
+QDB_DATABASE_URL=postgresql://postgres@127.0.0.1:$PG_PORT/bk_state QDB_LISTEN=127.0.0.1:$HTTP_PORT \
+  QDB_AUTH_MODE=dev QDB_AUDIT_HMAC_KEY_FILE=$WORK/hmac QDB_LOG_LEVEL=${QDB_LOG_LEVEL:-warn} \
+  QDB_BACKUP_DIR=$WORK/backups QDB_BACKUP_STATUS_CRON=off QDB_WEB_DIR=$QDB_ROOT/web \
+  "$WORK/build/qdb-control" serve 2>"$WORK/server.log" &
+SERVER_PID=$!
+BASE=http://127.0.0.1:$HTTP_PORT
+for _ in $(seq 1 100); do curl -fs "$BASE/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+TOKEN=$(curl -fs -H 'Content-Type: application/json' -d '{"sub":"bench","role":"admin"}' \
+  "$BASE/dev-issuer/token" | jq -r .access_token)
+api() { curl -fs -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+DB_ID=$(api -d "{\"environment\":\"development\",\"name\":\"bench_src\",\"storage_initial_gb\":1,\"storage_max_gb\":10,\"primary\":{\"host\":\"127.0.0.1\",\"port\":$SRC_PORT,\"admin_user\":\"postgres\"}}" \
+  "$BASE/api/v1/databases" | jq -r .id)
+api -d '{"component":"bench","method":"basebackup","environment":"development","database":"bench_src","retention_count":5,"rpo_seconds":86400,"rto_seconds":3600,"tables":["pgbench_accounts"]}' \
+  "$BASE/api/v1/backup-policies" >/dev/null
+
+now() { date +%s.%N; }
+# wait_job ID: until the job ends; fails unless it succeeded
+wait_job() {
+  local st
+  while :; do
+    st=$(api "$BASE/api/v1/jobs/$1" | jq -r .state)
+    case $st in succeeded) return 0 ;; failed|cancelled) api "$BASE/api/v1/jobs/$1" | jq .errors >&2; return 1 ;; esac
+    sleep 0.1
+  done
+}
+
+# ---- base backup: the service, then the same command by hand ----
+qdb_log "base backup through the service"
+T0=$(now)
+JOB=$(api -d '{"method":"basebackup"}' "$BASE/api/v1/databases/$DB_ID/backups" | jq -r .id)
+wait_job "$JOB"
+T1=$(now)
+BACKUP_ID=$(api "$BASE/api/v1/jobs/$JOB" | jq -r .result.backup_id)
+SVC_BASE=$(echo "$T1 - $T0" | bc -l)
+
+qdb_log "the same pg_basebackup by hand"
+T0=$(now)
+"$PG_BIN/pg_basebackup" -d "host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres" \
+  -D "$WORK/hand/backup" -Ft -z -X stream --manifest-checksums=SHA256 -c fast -w
+T1=$(now)
+HAND_BASE=$(echo "$T1 - $T0" | bc -l)
+
+# ---- verification: the service's test restore, then unpack + start + count by hand ----
+qdb_log "verification (test restore) through the service"
+T0=$(now)
+JOB=$(api -X POST "$BASE/api/v1/backups/$BACKUP_ID/verify" | jq -r .id)
+wait_job "$JOB"
+T1=$(now)
+SVC_VERIFY=$(echo "$T1 - $T0" | bc -l)
+COUNTED=$(api "$BASE/api/v1/backups/$BACKUP_ID" | jq -r '.verifications[0].checks.row_counts["public.pgbench_accounts"]')
+[ "$COUNTED" = "$ROWS" ] || qdb_die "the service counted $COUNTED accounts, want $ROWS"
+
+qdb_log "unpack + start + count by hand"
+HAND_PORT=$(qdb_free_port)
+T0=$(now)
+mkdir -p "$WORK/hand/data/pg_wal"
+tar -xzf "$WORK/hand/backup/base.tar.gz" -C "$WORK/hand/data"
+tar -xzf "$WORK/hand/backup/pg_wal.tar.gz" -C "$WORK/hand/data/pg_wal"
+[ "$(id -u)" = 0 ] && chown -R postgres:postgres "$WORK/hand"
+chmod 700 "$WORK/hand/data"
+pg_as_owner "$PG_BIN/pg_ctl" -D "$WORK/hand/data" -l "$WORK/hand/server.log" -w -t 3600 \
+  -o "-c listen_addresses=127.0.0.1 -p $HAND_PORT -k ''" start >/dev/null
+HAND_ROWS=$(psql -X -Atc "SELECT count(*) FROM pgbench_accounts" -h 127.0.0.1 -p "$HAND_PORT" -U postgres bench_src)
+pg_as_owner "$PG_BIN/pg_ctl" -D "$WORK/hand/data" -m fast -w stop >/dev/null
+rm -rf "$WORK/hand/data"
+T1=$(now)
+HAND_VERIFY=$(echo "$T1 - $T0" | bc -l)
+[ "$HAND_ROWS" = "$ROWS" ] || qdb_die "by hand: $HAND_ROWS accounts, want $ROWS"
+
+SIZE=$(api "$BASE/api/v1/backups/$BACKUP_ID" | jq -r .size_bytes)
+RESTORE=$(api "$BASE/api/v1/backups/$BACKUP_ID" | jq -r .restore_seconds)
+printf '\npgbench scale %s (%s accounts), backup %s bytes\n' "$SCALE" "$ROWS" "$SIZE"
+printf '%-28s %10s %10s %8s\n' "" "service s" "by hand s" "ratio"
+printf '%-28s %10.2f %10.2f %8.2f\n' "base backup" "$SVC_BASE" "$HAND_BASE" "$(echo "$SVC_BASE / $HAND_BASE" | bc -l)"
+printf '%-28s %10.2f %10.2f %8.2f\n' "verification (test restore)" "$SVC_VERIFY" "$HAND_VERIFY" "$(echo "$SVC_VERIFY / $HAND_VERIFY" | bc -l)"
+printf 'restore time the service measured (unpack + start): %s s\n' "$RESTORE"

@@ -1,0 +1,724 @@
+/* Proving a backup by restoring it (backup.verify) and restoring it for real
+ * (backup.restore): checksums of every file against the catalog, then for a base backup an
+ * unpack, pg_verifybackup against its manifest, a temporary PostgreSQL on a free loopback
+ * port started from it, row counts and pg_amcheck; for a dump a pg_restore into a fresh
+ * temporary cluster whose row counts must equal those taken in the dump's snapshot. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "audit/audit.h"
+#include "backup/backup_internal.h"
+#include "inventory/inventory.h"
+#include "platform/log.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void tool(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", bk_pg_bin(), name);
+}
+
+/* What a job does, the system does: the request that started it was recorded with its
+ * caller; the name keeps who that was. */
+static struct audit_actor job_actor(struct jobs_ctx *ctx)
+{
+    struct audit_actor a = {
+        .subject = "system", .name = jobs_created_by(ctx), .auth_method = "system"};
+    return a;
+}
+
+/* ---- a temporary PostgreSQL in a scratch folder ---- */
+
+struct temp_pg {
+    char scratch[1100];
+    char data[1200];
+    int port;
+    int started;
+};
+
+static int write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int rc = fputs(text, f) < 0 ? -1 : 0;
+    return fclose(f) != 0 ? -1 : rc;
+}
+
+static int temp_prepare(struct jobs_ctx *ctx, struct temp_pg *tp, const char *what)
+{
+    memset(tp, 0, sizeof *tp);
+    snprintf(tp->scratch, sizeof tp->scratch, "%s/%s-%lld", bk_scratch_dir(), what,
+             (long long)jobs_id(ctx));
+    snprintf(tp->data, sizeof tp->data, "%s/data", tp->scratch);
+    bk_remove_tree(tp->scratch); /* a leftover of an earlier attempt of this job */
+    if (bk_mkdirs(tp->data, 0700) != 0) {
+        jobs_error(ctx, "scratch folder %s: %s", tp->data, strerror(errno));
+        return -1;
+    }
+    /* as root, the temporary server runs as postgres, which must reach its folder through
+     * every parent: add the search bit (not the read bit) on the way up */
+    if (geteuid() == 0) {
+        char p[1100];
+        snprintf(p, sizeof p, "%s", tp->scratch);
+        for (char *slash; (slash = strrchr(p, '/')) && slash != p;) {
+            struct stat st;
+            if (stat(p, &st) == 0 && !(st.st_mode & S_IXOTH))
+                chmod(p, (st.st_mode & 07777) | S_IXOTH);
+            *slash = '\0';
+        }
+    }
+    return 0;
+}
+
+/* Start it on a free loopback port, trusting only local connections (its own hba file,
+ * whatever the restored one said) and archiving nothing. pg_ctl -w returns once it accepts
+ * connections, that is once recovery reached consistency and it opened. */
+static int temp_start(struct jobs_ctx *ctx, struct temp_pg *tp)
+{
+    char hba[1300], conf[1300], log[1300], opts[2048], bin[600], tail[1024];
+    /* no Unix socket: its path would have to fit 107 bytes; loopback TCP only */
+    snprintf(hba, sizeof hba, "%s/hba.conf", tp->scratch);
+    snprintf(conf, sizeof conf, "%s/postgresql.conf", tp->data);
+    snprintf(log, sizeof log, "%s/server.log", tp->scratch);
+    struct stat st;
+    if (write_text(hba, "local all all trust\nhost all all 127.0.0.1/32 trust\n") != 0 ||
+        (stat(conf, &st) != 0 && write_text(conf, "") != 0)) {
+        jobs_error(ctx, "scratch folder: %s", strerror(errno));
+        return -1;
+    }
+    /* a restored standby would wait for its primary forever */
+    char sig[1300];
+    snprintf(sig, sizeof sig, "%s/standby.signal", tp->data);
+    unlink(sig);
+    chmod(tp->data, 0700);
+    if (bk_give_to_postgres(tp->scratch) != 0) {
+        jobs_error(ctx, "could not give %s to the postgres user", tp->scratch);
+        return -1;
+    }
+    tp->port = bk_free_port();
+    snprintf(opts, sizeof opts,
+             "-c listen_addresses=127.0.0.1 -p %d -k '' -c hba_file=%.1200s -c archive_mode=off "
+             "-c max_connections=20 -c shared_buffers=64MB -c max_wal_senders=0 "
+             "-c wal_level=replica -c hot_standby=on -c logging_collector=off "
+             "-c shared_preload_libraries=",
+             tp->port, hba);
+    tool(bin, sizeof bin, "pg_ctl");
+    const char *argv[] = {bin, "-D", tp->data, "-l", log, "-w", "-t", "3600", "-o", opts,
+                          "start", NULL};
+    int rc = bk_run(ctx, argv, NULL, 1, tail, sizeof tail);
+    if (rc != 0) {
+        jobs_error(ctx, "the temporary PostgreSQL did not start (%d): %s (its log: %s)", rc, tail,
+                   log);
+        /* pg_ctl may have left it starting */
+        const char *stop[] = {bin, "-D", tp->data, "-m", "immediate", "-w", "stop", NULL};
+        bk_run(ctx, stop, NULL, 1, NULL, 0);
+        return -1;
+    }
+    tp->started = 1;
+    return 0;
+}
+
+static void temp_stop(struct jobs_ctx *ctx, struct temp_pg *tp)
+{
+    if (!tp->scratch[0])
+        return;
+    if (tp->started) {
+        char bin[600];
+        tool(bin, sizeof bin, "pg_ctl");
+        const char *argv[] = {bin, "-D", tp->data, "-m", "fast", "-w", "-t", "120", "stop", NULL};
+        if (bk_run(ctx, argv, NULL, 1, NULL, 0) != 0) {
+            const char *imm[] = {bin, "-D", tp->data, "-m", "immediate", "-w", "stop", NULL};
+            bk_run(ctx, imm, NULL, 1, NULL, 0);
+        }
+        tp->started = 0;
+    }
+    if (bk_remove_tree(tp->scratch) != 0)
+        jobs_log(ctx, "warn", "could not remove %s: %s", tp->scratch, strerror(errno));
+    else
+        jobs_log(ctx, "info", "removed %s", tp->scratch);
+    tp->scratch[0] = '\0';
+}
+
+static PGconn *temp_connect(const struct temp_pg *tp, const char *user, const char *db,
+                            char *err, size_t errlen)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", tp->port);
+    const char *keys[] = {"host", "port", "user", "dbname", "connect_timeout", NULL};
+    const char *vals[] = {"127.0.0.1", port, user, db, "10", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- checks shared by verify and restore ---- */
+
+/* Every file of the catalog, checksummed again where it lies now. 0 or -1 (detail says). */
+static int check_files(struct jobs_ctx *ctx, int64_t id, const char *dir, char *detail, size_t n)
+{
+    PGresult *res = NULL;
+    int rows = bk_store_files(jobs_db(ctx), id, &res);
+    int rc = rows > 0 ? 0 : -1;
+    if (rows <= 0)
+        snprintf(detail, n, "the catalog lists no file for backup %lld", (long long)id);
+    for (int i = 0; rc == 0 && i < rows; i++) {
+        char path[1400], hex[65];
+        int64_t size = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, db_get_str(res, i, 0));
+        if (bk_sha256_file(path, hex, &size) != 0) {
+            snprintf(detail, n, "%s: %s", db_get_str(res, i, 0), strerror(errno));
+            rc = -1;
+        } else if (strcmp(hex, db_get_str(res, i, 2)) != 0 || size != db_get_int64(res, i, 1)) {
+            snprintf(detail, n, "%s: SHA-256 %s, the catalog says %s", db_get_str(res, i, 0), hex,
+                     db_get_str(res, i, 2));
+            rc = -1;
+        } else {
+            jobs_log(ctx, "info", "%s: checksum ok", db_get_str(res, i, 0));
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+/* Unpack a base backup's tars into tp->data and check it with pg_verifybackup. */
+static int unpack_base(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp, char *detail,
+                       size_t n)
+{
+    char base[1200], wal[1200], waldir[1300], manifest[1200], tail[1024], bin[600];
+    snprintf(base, sizeof base, "%s/base.tar.gz", dir);
+    snprintf(wal, sizeof wal, "%s/pg_wal.tar.gz", dir);
+    snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
+    snprintf(waldir, sizeof waldir, "%s/pg_wal", tp->data);
+    const char *untar[] = {"/bin/tar", "-xzf", base, "-C", tp->data, NULL};
+    if (bk_run(ctx, untar, NULL, 0, tail, sizeof tail) != 0) {
+        snprintf(detail, n, "unpacking base.tar.gz: %.700s", tail);
+        return -1;
+    }
+    if (bk_mkdirs(waldir, 0700) != 0) {
+        snprintf(detail, n, "%.700s: %s", waldir, strerror(errno));
+        return -1;
+    }
+    const char *unwal[] = {"/bin/tar", "-xzf", wal, "-C", waldir, NULL};
+    if (bk_run(ctx, unwal, NULL, 0, tail, sizeof tail) != 0) {
+        snprintf(detail, n, "unpacking pg_wal.tar.gz: %.700s", tail);
+        return -1;
+    }
+    tool(bin, sizeof bin, "pg_verifybackup");
+    const char *verify[] = {bin, "-m", manifest, tp->data, NULL};
+    if (bk_run(ctx, verify, NULL, 0, tail, sizeof tail) != 0) {
+        snprintf(detail, n, "pg_verifybackup: %.700s", tail);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every table the policy names must be there; returns the counts (new) or NULL. */
+static json_t *count_checked(PGconn *pg, const json_t *tables, char *detail, size_t n)
+{
+    json_t *counts = bk_count_rows(pg, tables, detail, n);
+    size_t i;
+    json_t *v;
+    if (!counts)
+        return NULL;
+    json_array_foreach(tables, i, v)
+    {
+        const char *want = json_string_value(v);
+        int found = 0;
+        const char *k;
+        json_t *cv;
+        json_object_foreach(counts, k, cv)
+        {
+            const char *dot = strchr(k, '.');
+            if (want && (strcmp(k, want) == 0 || (dot && strcmp(dot + 1, want) == 0)))
+                found = 1;
+        }
+        if (!found) {
+            snprintf(detail, n, "table %s is missing from the restored database",
+                     want ? want : "?");
+            json_decref(counts);
+            return NULL;
+        }
+    }
+    return counts;
+}
+
+/* ---- backup.verify {"backup": id} or {"policy": component} (its newest backup) ---- */
+
+static int verify_validate(json_t *args, char *err, size_t errlen)
+{
+    json_t *b = json_object_get(args, "backup"), *p = json_object_get(args, "policy");
+    if ((b && json_integer_value(b) > 0) || json_is_string(p))
+        return 0;
+    snprintf(err, errlen, "backup: a backup id (or policy: a component) expected");
+    return -1;
+}
+
+struct verified_tx {
+    struct jobs_ctx *ctx;
+    int64_t id;
+    int ok;
+    double restore_s;
+    json_t *checks;
+    const char *detail;
+};
+
+static int verified_fn(struct db_conn *c, void *cls)
+{
+    struct verified_tx *v = cls;
+    int rc = bk_store_verification_insert(c, v->id, jobs_id(v->ctx), v->ok, v->restore_s,
+                                          v->checks, v->detail);
+    if (rc >= 0)
+        rc = bk_store_backup_set_verified(c, v->id, v->ok, v->ok ? v->restore_s : -1);
+    if (rc < 0)
+        return rc;
+    char rid[32], subject[48];
+    snprintf(rid, sizeof rid, "%lld", (long long)v->id);
+    snprintf(subject, sizeof subject, "backups/%lld", (long long)v->id);
+    json_t *doc = NULL;
+    bk_store_backup_get(c, v->id, 0, &doc);
+    json_t *data = json_pack("{s:O?,s:b,s:O,s:s}", "backup", doc, "ok", v->ok, "checks",
+                             v->checks, "detail", v->detail ? v->detail : "");
+    struct audit_actor actor = job_actor(v->ctx);
+    struct audit_entry e = {.action = v->ok ? "backup.verify" : "backup.mark_bad",
+                            .resource_type = "backup",
+                            .resource_id = rid,
+                            .after = data,
+                            .job_id = jobs_id(v->ctx)};
+    rc = audit_record(c, &actor, NULL, NULL, &e);
+    if (rc >= 0)
+        rc = audit_event_emit(c, &actor,
+                              &(struct audit_event){.room = "backup",
+                                                    .verb = v->ok ? "verified" : "verification_failed",
+                                                    .subject = subject,
+                                                    .data = data});
+    json_decref(data);
+    json_decref(doc);
+    return rc;
+}
+
+static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t **result)
+{
+    int64_t id = json_integer_value(json_object_get(args, "backup"));
+    json_t *b = NULL, *policy = NULL, *checks = json_object();
+    struct temp_pg tp = {0};
+    PGconn *pg = NULL;
+    char detail[1024] = "";
+    enum jobs_outcome o = JOBS_OK;
+    const char *pname = json_string_value(json_object_get(args, "policy"));
+    if (!id && pname) {
+        json_t *pol = NULL;
+        struct inventory_database db;
+        if (bk_store_policy_get(jobs_db(ctx), pname, &pol) <= 0 ||
+            inventory_database_lookup(
+                jobs_db(ctx), 0, json_string_value(json_object_get(pol, "environment")),
+                json_string_value(json_object_get(pol, "database")), &db) <= 0 ||
+            bk_store_newest_backup(jobs_db(ctx), db.id, &id) <= 0) {
+            json_decref(pol);
+            jobs_error(ctx, "policy %s: no backup to verify", pname);
+            json_decref(checks);
+            return JOBS_FAIL;
+        }
+        json_decref(pol);
+    }
+    if (bk_store_backup_get(jobs_db(ctx), id, 0, &b) <= 0) {
+        jobs_error(ctx, "no backup %lld", (long long)id);
+        json_decref(checks);
+        return JOBS_FAIL;
+    }
+    const char *status = json_string_value(json_object_get(b, "status"));
+    const char *method = json_string_value(json_object_get(b, "method"));
+    const char *dir = json_string_value(json_object_get(b, "path"));
+    const char *dbname = json_string_value(json_object_get(b, "database"));
+    if (strcmp(status, "completed") && strcmp(status, "verified") && strcmp(status, "bad")) {
+        jobs_error(ctx, "backup %lld is %s: nothing to verify", (long long)id, status);
+        o = JOBS_FAIL;
+        goto out;
+    }
+    const char *pol_name = json_string_value(json_object_get(b, "policy"));
+    if (pol_name)
+        bk_store_policy_get(jobs_db(ctx), pol_name, &policy);
+    json_t *tables = json_object_get(policy, "tables");
+    int ok = 0;
+    double restore_s = -1;
+    jobs_progress(ctx, 5, "checksums");
+    if (check_files(ctx, id, dir, detail, sizeof detail) != 0) {
+        json_object_set_new(checks, "checksums", json_string("failed"));
+        goto record;
+    }
+    json_object_set_new(checks, "checksums", json_string("ok"));
+    if (temp_prepare(ctx, &tp, "verify") != 0) {
+        o = JOBS_RETRY;
+        goto out;
+    }
+    double t0 = now_s();
+    char bin[600], tail[1024], port[16];
+    if (strcmp(method, "basebackup") == 0) {
+        jobs_progress(ctx, 15, "unpack and pg_verifybackup");
+        double v0 = now_s();
+        if (unpack_base(ctx, dir, &tp, detail, sizeof detail) != 0) {
+            json_object_set_new(checks, "pg_verifybackup", json_string("failed"));
+            goto record;
+        }
+        /* the restore time an operator would see: unpack and start, not our extra check */
+        double vtook = now_s() - v0;
+        json_object_set_new(checks, "pg_verifybackup", json_string("ok"));
+        jobs_progress(ctx, 40, "starting a temporary PostgreSQL");
+        double s0 = now_s();
+        if (temp_start(ctx, &tp) != 0) {
+            snprintf(detail, sizeof detail, "the restored cluster did not start");
+            json_object_set_new(checks, "start", json_string("failed"));
+            goto record;
+        }
+        restore_s = vtook + (now_s() - s0);
+        json_object_set_new(checks, "start", json_string("ok"));
+        /* the restored cluster holds the source's roles: connect as its admin user */
+        struct inventory_database db;
+        const char *user = "postgres";
+        if (inventory_database_lookup(jobs_db(ctx),
+                                      json_integer_value(json_object_get(b, "database_id")), NULL,
+                                      NULL, &db) > 0 &&
+            db.primary.admin_user[0])
+            user = db.primary.admin_user;
+        pg = temp_connect(&tp, user, dbname, detail, sizeof detail);
+        if (!pg) {
+            json_object_set_new(checks, "connect", json_string("failed"));
+            goto record;
+        }
+        PGresult *r = PQexec(pg, "SELECT pg_is_in_recovery()");
+        int in_recovery = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (in_recovery) {
+            snprintf(detail, sizeof detail, "the restored cluster is still in recovery");
+            goto record;
+        }
+        json_t *counts = count_checked(pg, tables, detail, sizeof detail);
+        if (!counts) {
+            json_object_set_new(checks, "row_counts", json_string("failed"));
+            goto record;
+        }
+        json_object_set_new(checks, "row_counts", counts);
+        jobs_progress(ctx, 70, "pg_amcheck");
+        tool(bin, sizeof bin, "pg_amcheck");
+        snprintf(port, sizeof port, "%d", tp.port);
+        const char *amcheck[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user,
+                                 "--install-missing", "-w", dbname, NULL};
+        if (bk_run(ctx, amcheck, NULL, 0, tail, sizeof tail) != 0) {
+            snprintf(detail, sizeof detail, "pg_amcheck: %.700s", tail);
+            json_object_set_new(checks, "amcheck", json_string("failed"));
+            goto record;
+        }
+        json_object_set_new(checks, "amcheck", json_string("ok"));
+    } else {
+        /* a dump: a fresh cluster, pg_restore into a scratch database, equal counts */
+        jobs_progress(ctx, 15, "initdb of a scratch cluster");
+        if (bk_give_to_postgres(tp.scratch) != 0) {
+            o = JOBS_RETRY;
+            jobs_error(ctx, "could not give %s to the postgres user", tp.scratch);
+            goto out;
+        }
+        tool(bin, sizeof bin, "initdb");
+        const char *initdb[] = {bin, "-D", tp.data, "-U", "postgres", "--auth=trust", "-E",
+                                "UTF8", "--locale=C.UTF-8", "--no-sync", NULL};
+        if (bk_run(ctx, initdb, NULL, 1, tail, sizeof tail) != 0 || temp_start(ctx, &tp) != 0) {
+            jobs_error(ctx, "scratch cluster: %s", tail);
+            o = JOBS_RETRY;
+            goto out;
+        }
+        double r0 = now_s();
+        pg = temp_connect(&tp, "postgres", "postgres", detail, sizeof detail);
+        PGresult *r = pg ? PQexec(pg, "CREATE DATABASE restore_check") : NULL;
+        int made = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (pg)
+            PQfinish(pg);
+        pg = NULL;
+        if (!made) {
+            jobs_error(ctx, "scratch database: %s", detail);
+            o = JOBS_RETRY;
+            goto out;
+        }
+        char file[1200];
+        snprintf(file, sizeof file, "%s/dump.fc", dir);
+        snprintf(port, sizeof port, "%d", tp.port);
+        tool(bin, sizeof bin, "pg_restore");
+        jobs_progress(ctx, 40, "pg_restore");
+        const char *restore[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d",
+                                 "restore_check", "--no-owner", "--no-privileges",
+                                 "--exit-on-error", "-w", file, NULL};
+        if (bk_run(ctx, restore, NULL, 0, tail, sizeof tail) != 0) {
+            snprintf(detail, sizeof detail, "pg_restore: %.700s", tail);
+            json_object_set_new(checks, "pg_restore", json_string("failed"));
+            goto record;
+        }
+        restore_s = now_s() - r0;
+        json_object_set_new(checks, "pg_restore", json_string("ok"));
+        pg = temp_connect(&tp, "postgres", "restore_check", detail, sizeof detail);
+        json_t *counts = pg ? bk_count_rows(pg, NULL, detail, sizeof detail) : NULL;
+        json_t *want = json_object_get(b, "row_counts");
+        if (!counts || !json_equal(counts, want)) {
+            if (counts) {
+                char *got = json_dumps(counts, JSON_COMPACT | JSON_SORT_KEYS);
+                char *exp = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);
+                snprintf(detail, sizeof detail, "row counts %.400s differ from the dump's %.400s",
+                         got ? got : "", exp ? exp : "");
+                free(got);
+                free(exp);
+            }
+            json_object_set_new(checks, "row_counts", counts ? counts : json_string("failed"));
+            goto record;
+        }
+        json_object_set_new(checks, "row_counts", counts);
+    }
+    ok = 1;
+    (void)t0;
+record:
+    if (pg)
+        PQfinish(pg);
+    pg = NULL;
+    temp_stop(ctx, &tp);
+    jobs_log(ctx, ok ? "info" : "error", "backup %lld: %s%s%s", (long long)id,
+             ok ? "verified by a test restore" : "verification failed", detail[0] ? ": " : "",
+             detail);
+    struct verified_tx v = {ctx, id, ok, restore_s, checks, detail};
+    if (db_tx(jobs_db(ctx), verified_fn, &v) < 0) {
+        jobs_error(ctx, "state store: could not record the verification");
+        o = JOBS_RETRY;
+        goto out;
+    }
+    *result = json_pack("{s:I,s:b,s:O,s:s}", "backup_id", (json_int_t)id, "ok", ok, "checks",
+                        checks, "detail", detail);
+    if (restore_s >= 0)
+        json_object_set_new(*result, "restore_seconds", json_real(restore_s));
+    if (!ok) {
+        jobs_error(ctx, "backup %lld is bad: %s", (long long)id, detail);
+        o = JOBS_FAIL;
+    }
+out:
+    if (pg)
+        PQfinish(pg);
+    temp_stop(ctx, &tp);
+    json_decref(checks);
+    json_decref(policy);
+    json_decref(b);
+    return o;
+}
+
+const struct jobs_kind bk_kind_verify = {
+    .kind = "backup.verify",
+    .max_attempts = 2,
+    .timeout_seconds = 6 * 3600,
+    .max_running = 1,
+    .concurrency_arg = "backup",
+    .direct_role = HTTP_PUBLIC,
+    .validate = verify_validate,
+    .run = verify_run,
+};
+
+int bk_target_tables(const struct inventory_database *db, char *err, size_t errlen)
+{
+    PGconn *pg = inventory_pg_connect(&db->primary, db->name, 5, err, errlen);
+    if (!pg)
+        return -1;
+    PGresult *r = PQexec(pg, "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                             "c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN "
+                             "('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'");
+    long n = -1;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        n = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    else
+        snprintf(err, errlen, "%s", PQerrorMessage(pg));
+    PQclear(r);
+    PQfinish(pg);
+    return (int)n;
+}
+
+/* ---- backup.restore {"backup", "target": "<env>/<name>", "force"} ----
+ * A dump is restored with pg_restore; a base backup is first started in a temporary
+ * PostgreSQL (as a test restore is), its database dumped from there and restored into the
+ * target, so that restoring one database never replaces the target's whole server. */
+
+static int restore_validate(json_t *args, char *err, size_t errlen)
+{
+    if (json_integer_value(json_object_get(args, "backup")) > 0 &&
+        json_is_string(json_object_get(args, "target")))
+        return 0;
+    snprintf(err, errlen, "backup and target (\"<environment>/<name>\") expected");
+    return -1;
+}
+
+struct restored_tx {
+    struct jobs_ctx *ctx;
+    int64_t id;
+    json_t *data;
+};
+
+static int restored_fn(struct db_conn *c, void *cls)
+{
+    struct restored_tx *t = cls;
+    char rid[32], subject[48];
+    snprintf(rid, sizeof rid, "%lld", (long long)t->id);
+    snprintf(subject, sizeof subject, "backups/%lld", (long long)t->id);
+    struct audit_actor actor = job_actor(t->ctx);
+    struct audit_entry e = {.action = "backup.restore",
+                            .resource_type = "backup",
+                            .resource_id = rid,
+                            .after = t->data,
+                            .job_id = jobs_id(t->ctx)};
+    int rc = audit_record(c, &actor, NULL, NULL, &e);
+    if (rc >= 0)
+        rc = audit_event_emit(
+            c, &actor,
+            &(struct audit_event){.room = "backup", .verb = "restored", .subject = subject, .data = t->data});
+    return rc;
+}
+
+static enum jobs_outcome restore_run(struct jobs_ctx *ctx, json_t *args, json_t **result)
+{
+    int64_t id = json_integer_value(json_object_get(args, "backup"));
+    const char *key = json_string_value(json_object_get(args, "target"));
+    int force = json_is_true(json_object_get(args, "force"));
+    json_t *b = NULL, *counts = NULL;
+    struct temp_pg tp = {0};
+    struct inventory_database db;
+    char password[512] = "", env[40] = "", name[70] = "", detail[1024] = "", tail[1024];
+    int has_password = 0;
+    enum jobs_outcome o = JOBS_FAIL;
+    const char *slash = strchr(key, '/');
+    if (!slash || (size_t)(slash - key) >= sizeof env || strlen(slash + 1) >= sizeof name) {
+        jobs_error(ctx, "target: \"<environment>/<name>\" expected");
+        return JOBS_FAIL;
+    }
+    memcpy(env, key, (size_t)(slash - key));
+    snprintf(name, sizeof name, "%s", slash + 1);
+    if (bk_store_backup_get(jobs_db(ctx), id, 0, &b) <= 0) {
+        jobs_error(ctx, "no backup %lld", (long long)id);
+        return JOBS_FAIL;
+    }
+    const char *status = json_string_value(json_object_get(b, "status"));
+    const char *dir = json_string_value(json_object_get(b, "path"));
+    const char *source_db = json_string_value(json_object_get(b, "database"));
+    if (strcmp(status, "completed") && strcmp(status, "verified")) {
+        jobs_error(ctx, "backup %lld is %s: not restorable", (long long)id, status);
+        goto out;
+    }
+    if (inventory_database_lookup(jobs_db(ctx), 0, env, name, &db) <= 0) {
+        jobs_error(ctx, "no managed database %s", key);
+        goto out;
+    }
+    if (db.id == json_integer_value(json_object_get(b, "database_id"))) {
+        jobs_error(ctx, "refusing to restore backup %lld onto its own source", (long long)id);
+        goto out;
+    }
+    int tables = bk_target_tables(&db, detail, sizeof detail);
+    if (tables < 0) {
+        jobs_error(ctx, "target %s: %s", key, detail);
+        o = JOBS_RETRY;
+        goto out;
+    }
+    if (tables > 0 && !force) {
+        jobs_error(ctx, "target %s holds %d tables and force was not given", key, tables);
+        goto out;
+    }
+    if (check_files(ctx, id, dir, detail, sizeof detail) != 0) {
+        jobs_error(ctx, "backup %lld does not match its checksums: %s", (long long)id, detail);
+        goto out;
+    }
+    if (db.primary.admin_secret[0]) {
+        if (inventory_secret_resolve(db.primary.admin_secret, password, sizeof password, detail,
+                                     sizeof detail) != 0) {
+            jobs_error(ctx, "%s: admin secret: %s", key, detail);
+            goto out;
+        }
+        has_password = 1;
+    }
+    double t0 = now_s();
+    char file[1300], bin[600], port[16], ci[1400];
+    snprintf(file, sizeof file, "%s/dump.fc", dir);
+    if (strcmp(json_string_value(json_object_get(b, "method")), "basebackup") == 0) {
+        jobs_progress(ctx, 10, "starting the backup in a temporary PostgreSQL");
+        if (temp_prepare(ctx, &tp, "restore") != 0 ||
+            unpack_base(ctx, dir, &tp, detail, sizeof detail) != 0 || temp_start(ctx, &tp) != 0) {
+            jobs_error(ctx, "could not start backup %lld: %s", (long long)id, detail);
+            goto out;
+        }
+        struct inventory_database src;
+        const char *user = "postgres";
+        if (inventory_database_lookup(jobs_db(ctx),
+                                      json_integer_value(json_object_get(b, "database_id")), NULL,
+                                      NULL, &src) > 0 &&
+            src.primary.admin_user[0])
+            user = src.primary.admin_user;
+        snprintf(file, sizeof file, "%s/restore.fc", tp.scratch);
+        snprintf(port, sizeof port, "%d", tp.port);
+        tool(bin, sizeof bin, "pg_dump");
+        jobs_progress(ctx, 40, "pg_dump from the restored cluster");
+        const char *dump[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user, "-Fc", "-w",
+                              "-f", file, source_db, NULL};
+        if (bk_run(ctx, dump, NULL, 0, tail, sizeof tail) != 0) {
+            jobs_error(ctx, "pg_dump of the restored cluster: %s", tail);
+            goto out;
+        }
+    }
+    jobs_progress(ctx, 60, "pg_restore into the target");
+    tool(bin, sizeof bin, "pg_restore");
+    bk_conninfo(ci, sizeof ci, &db.primary, db.name);
+    const char *restore[] = {bin, "-d", ci, "--no-owner", "--no-privileges", "--exit-on-error",
+                             "-w", force ? "--clean" : file, force ? "--if-exists" : NULL,
+                             force ? file : NULL, NULL};
+    int rc = bk_run(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
+    if (rc != 0) {
+        jobs_error(ctx, "pg_restore into %s failed: %s", key, tail);
+        o = rc == -2 ? JOBS_CANCELLED : JOBS_FAIL;
+        goto out;
+    }
+    double took = now_s() - t0;
+    PGconn *pg = inventory_pg_connect(&db.primary, db.name, 10, detail, sizeof detail);
+    counts = pg ? bk_count_rows(pg, NULL, detail, sizeof detail) : NULL;
+    if (pg)
+        PQfinish(pg);
+    json_t *data = json_pack("{s:I,s:s,s:f,s:O?}", "backup_id", (json_int_t)id, "target", key,
+                             "restore_seconds", took, "row_counts", counts);
+    struct restored_tx t = {ctx, id, data};
+    if (db_tx(jobs_db(ctx), restored_fn, &t) < 0) {
+        json_decref(data);
+        jobs_error(ctx, "state store: could not record the restore");
+        o = JOBS_RETRY;
+        goto out;
+    }
+    *result = data;
+    o = JOBS_OK;
+out:
+    temp_stop(ctx, &tp);
+    inventory_secret_wipe(password, sizeof password);
+    json_decref(counts);
+    json_decref(b);
+    return o;
+}
+
+const struct jobs_kind bk_kind_restore = {
+    .kind = "backup.restore",
+    .max_attempts = 1,
+    .timeout_seconds = 6 * 3600,
+    .max_running = 1,
+    .concurrency_arg = "target",
+    .direct_role = HTTP_PUBLIC,
+    .validate = restore_validate,
+    .run = restore_run,
+};
