@@ -94,10 +94,14 @@ qdb_pg_createdb() {
 
 # qdb_free_port: a TCP port that nothing listens on right now.
 # (a random high port that refuses a connection; no python needed on a fresh machine)
+# Below the kernel's ephemeral range, where outgoing connections take their local ports
+# (a port such a connection holds refuses nothing, yet cannot be listened on).
 qdb_free_port() {
-  local p
+  local p low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  [ "$low" -gt 12000 ] 2>/dev/null || low=32768
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   qdb_die "no free TCP port found"
