@@ -74,6 +74,12 @@ int bk_run(struct jobs_ctx *ctx, const char *const *argv, const char *password, 
         /* the child: its own process group (so that a stop kills the whole tree), output
          * into the pipe, no stdin, the password only in its own environment */
         setpgid(0, 0);
+        /* main.c blocks SIGTERM, SIGINT and SIGHUP in every thread (the main thread waits
+         * for them); a blocked mask survives exec, and the tool could then not be stopped
+         * by the SIGTERM below. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         int devnull = open("/dev/null", O_RDONLY);
         if (devnull >= 0)
             dup2(devnull, 0);
