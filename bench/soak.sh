@@ -2,7 +2,11 @@
 # Soak (issue 16, item 4): mixed load on 2 replicas of qdb-control over one PostgreSQL for
 # a while (10 minutes by default), minute by minute:
 #   - flag evaluations: wrk on OFREP bulk on each replica (a service token bound to
-#     production), 4 connections each, as fast as they answer;
+#     production), 5 connections each, each waiting 1 ms after every answer (wrk's delay()):
+#     at most 5,000 a second per replica, about a fifth of what one replica serves on this
+#     machine (bench/scale.sh). A soak holds a steady load below saturation, so that a leak
+#     or a slow degradation shows; unpaced, wrk, 2 replicas and PostgreSQL saturate the 2
+#     cores and the soak measures only the scheduler's queue (its 2 s timeouts);
 #   - job enqueues and runs: wrk POSTing noop jobs (an admin API token) to each replica, 2 connections at about
 #     20 a second each (wrk's delay()), drained by the replicas' workers;
 #   - API reads: wrk on GET /api/v1/jobs?limit=20 and GET /api/v1/flags (alternating), 2
@@ -35,7 +39,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   qdb_pg_stop "$WORK/pgdata"
-  rm -rf "$WORK"
+  if [ -n "${QDB_BENCH_KEEP:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 QDB_PG_FSYNC=off qdb_pg_start "$WORK/pgdata" "$PG_PORT"
@@ -98,6 +102,21 @@ wrk.method = "POST"
 wrk.body = '$CTX'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $svc"
+function delay() return 1 end
+-- non-2xx answers by status, summed over the threads in done()
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  if status < 200 or status > 299 then statuses[status] = (statuses[status] or 0) + 1 end
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, t in ipairs(threads) do
+    for s, n in pairs(t:get("statuses") or {}) do all[s] = (all[s] or 0) + n end
+  end
+  for s, n in pairs(all) do io.write(string.format("status %d: %d\n", s, n)) end
+end
 LUA
 cat > "$WORK/enqueue.lua" <<LUA
 wrk.method = "POST"
@@ -105,6 +124,20 @@ wrk.body = '{"kind":"noop","args":{}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $op"
 function delay() return 50 end
+-- non-2xx answers by status, summed over the threads in done()
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  if status < 200 or status > 299 then statuses[status] = (statuses[status] or 0) + 1 end
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, t in ipairs(threads) do
+    for s, n in pairs(t:get("statuses") or {}) do all[s] = (all[s] or 0) + n end
+  end
+  for s, n in pairs(all) do io.write(string.format("status %d: %d\n", s, n)) end
+end
 LUA
 cat > "$WORK/reads.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $op"
@@ -115,6 +148,20 @@ function request()
   return wrk.format("GET", "/api/v1/jobs?limit=20")
 end
 function delay() return 20 end
+-- non-2xx answers by status, summed over the threads in done()
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  if status < 200 or status > 299 then statuses[status] = (statuses[status] or 0) + 1 end
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, t in ipairs(threads) do
+    for s, n in pairs(t:get("statuses") or {}) do all[s] = (all[s] or 0) + n end
+  end
+  for s, n in pairs(all) do io.write(string.format("status %d: %d\n", s, n)) end
+end
 LUA
 
 # The SSE client: it must stay connected for the whole run.
@@ -138,7 +185,7 @@ for m in $(seq "$MINUTES"); do
   wp=()
   for i in 0 1; do
     u=http://127.0.0.1:${PORTS[$i]}
-    wrk -t1 -c4 -d60s --latency -s "$WORK/flags.lua" "$u/ofrep/v1/evaluate/flags" > "$WORK/f$i.out" & wp+=($!)
+    wrk -t1 -c5 -d60s --latency -s "$WORK/flags.lua" "$u/ofrep/v1/evaluate/flags" > "$WORK/f$i.out" & wp+=($!)
     wrk -t1 -c2 -d60s --latency -s "$WORK/enqueue.lua" "$u/api/v1/jobs" > "$WORK/e$i.out" & wp+=($!)
     wrk -t1 -c2 -d60s --latency -s "$WORK/reads.lua" "$u/" > "$WORK/r$i.out" & wp+=($!)
   done
@@ -170,6 +217,12 @@ for m in $(seq "$MINUTES"); do
   # which load had errors (f: flags, e: enqueues, r: reads; 0/1: the replica)
   # wrk counts an answer slower than its 2 s timeout as a socket error: shown apart
   [ -z "$why" ] || echo "       errors by load:$why (of which wrk timeouts, no answer in 2 s: $slow; jobs failed: $failed)"
+  for i in 0 1; do
+    for f in f e r; do
+      st=$(awk '/^status / {printf " %s%s", $2, $3}' "$WORK/$f$i.out")
+      [ -z "$st" ] || echo "       answers not 2xx, $f$i:$st"
+    done
+  done
 done
 
 echo
