@@ -19,10 +19,15 @@
 # of the second's; the exit status is 1 when one is missed.
 #
 # Usage: bench/soak.sh [seconds=600]    (whole minutes; at least 2)
+#   QDB_SOAK_FLAG_DELAY_MS=1  the wait after each flag answer (0: unpaced, a stress run)
+#   QDB_BENCH_KEEP=1          keep the work folder (the replicas' logs, wrk's outputs)
 set -euo pipefail
 source "$(dirname "$0")/../deploy/local/lib.sh"
 SECONDS_TOTAL=${1:-600}
 MINUTES=$(( SECONDS_TOTAL / 60 ))
+# 0: the flag load unpaced (a stress run rather than a soak)
+FLAG_DELAY_MS=${QDB_SOAK_FLAG_DELAY_MS:-1}
+[[ "$FLAG_DELAY_MS" =~ ^[0-9]+$ ]] || qdb_die "QDB_SOAK_FLAG_DELAY_MS: whole milliseconds"
 [ "$MINUTES" -ge 2 ] || qdb_die "at least 120 seconds (two minutes to compare)"
 
 qdb_install_packages "${QDB_PACKAGES[@]}" wrk
@@ -102,7 +107,7 @@ wrk.method = "POST"
 wrk.body = '$CTX'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $svc"
-function delay() return 1 end
+function delay() return $FLAG_DELAY_MS end
 -- non-2xx answers by status, summed over the threads in done()
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
