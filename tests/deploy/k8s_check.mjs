@@ -273,6 +273,7 @@ for (const rule of np.spec?.ingress || []) {
 }
 const DATA_PORTS = new Set([5432, 9092, 6379, 9200, 9000]);
 let dns = false;
+let connectAllowed = false;
 for (const rule of np.spec?.egress || []) {
   check((rule.to || []).length > 0 && (rule.ports || []).length > 0, 'every egress rule names destinations and ports');
   for (const peer of rule.to || []) {
@@ -285,11 +286,15 @@ for (const rule of np.spec?.egress || []) {
       dns = ports.every((p) => p === 53);
       check(dns, 'kube-system only for DNS');
     } else {
-      check(nsOf(peer) === 'auth' && ports.every((p) => p === 8443), `in-cluster egress only to the issuer (${nsOf(peer)}:${ports})`);
+      const issuer = nsOf(peer) === 'auth' && ports.every((p) => p === 8443);
+      const connect = nsOf(peer) === 'cdc' && ports.every((p) => p === 8083);
+      check(issuer || connect, `in-cluster egress only to the issuer or Kafka Connect's REST API (${nsOf(peer)}:${ports})`);
+      if (connect) connectAllowed = true;
     }
   }
 }
 check(dns, 'DNS is allowed');
+check(connectAllowed, 'Kafka Connect REST (cdc:8083) is allowed: the inventory provisions connectors through it');
 
 // the migration Job
 const job = one('Job');
