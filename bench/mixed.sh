@@ -22,6 +22,8 @@
 # QDB_BENCH_ROUNDS=N (default 1) the two alternate N times (baseline, current, baseline,
 # ...), each on a fresh database, and the ratio printed is the median of the N rounds'
 # ratios, beside each round's.
+# Beside the flat-out streams, one paced connection on each server's /healthz (10
+# requests/s, as a liveness probe sends them) shows what a probe sees under that load.
 # Where the time of a /healthz answer goes when it is not the server's: for the server's
 # event-loop threads (libmicrohttpd's "MHD-worker", where health is answered) and nginx's
 # workers, the run-queue delay the kernel counted during the load (/proc/.../schedstat:
@@ -114,6 +116,10 @@ function init(args)
   req = wrk.format(method, nil, headers, body)
 end
 function request() return req end
+-- A paced stream (BENCH_PACE_MS): one request per connection every so many ms, as a
+-- liveness probe sends them, instead of flat out.
+local pace = tonumber(os.getenv("BENCH_PACE_MS") or "")
+if pace then function delay() return pace end end
 function response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
 end
@@ -183,7 +189,7 @@ stream() {
   local name=$1 conns=$2 url=$3 method=${4:-GET} body=${5:-}
   local args=("$method")
   [ -n "$body" ] && args+=("$body")
-  BENCH_TOKEN=${BENCH_TOKEN:-} wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 30s \
+  BENCH_TOKEN=${BENCH_TOKEN:-} BENCH_PACE_MS=${BENCH_PACE_MS:-} wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 30s \
     -s "$WORK/stream.lua" "$url" -- "${args[@]}" > "$RUN/$name.out" 2>&1 &
   WRK_PIDS+=($!)
 }
@@ -226,6 +232,9 @@ run_load() {
   BENCH_TOKEN=$token stream enqueue 4 "$Q/api/v1/jobs" POST "$NOOP"
   BENCH_TOKEN=$token stream list 4 "$Q/api/v1/jobs?limit=20"
   stream nginx 16 "http://127.0.0.1:$NGINX_PORT/healthz"
+  # and what a kubelet sees meanwhile: one probe connection, 10 requests/s, on each
+  BENCH_PACE_MS=100 stream probe 1 "$Q/healthz"
+  BENCH_PACE_MS=100 stream nginxprobe 1 "http://127.0.0.1:$NGINX_PORT/healthz"
 
   local max_rss=$idle_rss alive p r
   while :; do
@@ -249,7 +258,8 @@ run_load() {
   local total5xx=0 s name rest conns req secs
   for s in healthz:16:"qdb-control /healthz" me:8:"qdb-control /api/v1/me" \
            enqueue:4:"qdb-control POST jobs" list:4:"qdb-control GET jobs" \
-           nginx:16:"nginx (static file)"; do
+           nginx:16:"nginx (static file)" probe:1:"qdb /healthz, 10/s probe" \
+           nginxprobe:1:"nginx, 10/s probe"; do
     name=${s%%:*}; rest=${s#*:}; conns=${rest%%:*}; local lbl=${rest#*:}
     if ! grep -q '^STREAM' "$RUN/$name.out"; then
       printf '%-24s wrk failed: %s\n' "$lbl" "$(tail -3 "$RUN/$name.out" | tr '\n' ' ')"
@@ -261,7 +271,7 @@ run_load() {
       "$(field "$name" p50)" "$(field "$name" p99)" "$(field "$name" max)" \
       "$(field "$name" past2s)" "$(field "$name" s2xx)" "$(field "$name" s4xx)" \
       "$(field "$name" s5xx)" "$(field "$name" sockerr)"
-    [ "$name" != nginx ] && total5xx=$((total5xx + $(field "$name" s5xx)))
+    case $name in nginx*) ;; *) total5xx=$((total5xx + $(field "$name" s5xx))) ;; esac
   done
 
   local timeouts enq_rate
@@ -270,8 +280,9 @@ run_load() {
   enq_rate=$(awk -v r="$(field enqueue s2xx)" -v s="$(field enqueue secs)" 'BEGIN {printf "%.1f", (s > 0 ? r / s : 0)}')
   echo "$enq_rate" > "$RUN/enqueue.rate"
   field healthz p99 > "$RUN/healthz.p99"
-  printf '\n/healthz p99 %s ms, %s requests past 2 s (target p99 <= 10 ms)\n' \
-    "$(field healthz p99)" "$(field healthz past2s)"
+  printf '\n/healthz p99 %s ms, %s requests past 2 s (target p99 <= 10 ms); a paced probe meanwhile: p99 %s ms, max %s ms (nginx: %s ms, %s ms)\n' \
+    "$(field healthz p99)" "$(field healthz past2s)" "$(field probe p99)" "$(field probe max)" \
+    "$(field nginxprobe p99)" "$(field nginxprobe max)"
   printf 'enqueue: p99 %s ms, %s jobs/s accepted\n' "$(field enqueue p99)" "$enq_rate"
   printf '5xx answers of qdb-control: %d (target 0)\n' "$total5xx"
   printf 'statement timeouts: %d in PostgreSQL'"'"'s log (target 0)\n' "$timeouts"

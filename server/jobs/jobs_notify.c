@@ -9,9 +9,9 @@
  * flush, whatever the number of callers.
  *
  * Now jobs_enqueue records "id:pending" with the open transaction (a db_on_commit_owned
- * hook); the hook, right after the commit, wakes this replica's workers at once and hands the
- * entries to this thread, which sends them as one job_events notification per batch on its
- * own connection, in a transaction of its own that commits asynchronously
+ * hook); the hook, right after the commit, hands the entries to this thread, which wakes
+ * this replica's workers at once and sends the entries as one job_events notification per
+ * batch on its own connection, in a transaction of its own that commits asynchronously
  * (synchronous_commit off: it holds the queue lock for no flush). The payload keeps the
  * trigger's format ("id:state,...", at most 200 entries, then "+" for "more"), so that the
  * listeners of every replica (jobs_listener.c) and their event streams see what they saw.
@@ -129,7 +129,6 @@ static int may_claim(const struct notify_batch *b)
 static void after_commit(struct db_conn *c, void *cls)
 {
     struct notify_batch *b = cls;
-    jobs_workers_wake(); /* this replica's own workers need no round trip */
     pthread_mutex_lock(&notifier.mu);
     int running = notifier.running;
     if (running) {
@@ -138,6 +137,8 @@ static void after_commit(struct db_conn *c, void *cls)
     }
     pthread_mutex_unlock(&notifier.mu);
     /* The thread stopped meanwhile (shutdown): announce it ourselves, after the commit. */
+    if (!running)
+        jobs_workers_wake();
     if (!running && batch_payload(b) == 0 && jobs_store_notify(c, b->text.data) < 0)
         log_warn("jobs: a new job's notification was not sent; workers find it by the poll");
     batch_free(b);
@@ -172,7 +173,6 @@ int jobs_notify_new(struct db_conn *c, int64_t id)
         batch_add(&notifier.queue, entry);
         pthread_cond_signal(&notifier.cv);
         pthread_mutex_unlock(&notifier.mu);
-        jobs_workers_wake();
         return 0;
     }
     /* No engine here: inside the transaction, delivered at its commit, as the trigger did. */
@@ -200,6 +200,10 @@ static void *notifier_main(void *arg)
         batch_merge(&out, &notifier.queue);
         pthread_mutex_unlock(&notifier.mu);
         if (may_claim(&out)) {
+            /* This replica's workers first, with no round trip; from here rather than from
+             * the enqueuing request, whose thread would otherwise wait for the pool's lock
+             * (seen in its stacks under load) before it replies. */
+            jobs_workers_wake();
             out.more |= lost;
             int sent = 0;
             if (batch_payload(&out) == 0 && jobs_thread_db(&c, &notifier.dbs, &last_try))
