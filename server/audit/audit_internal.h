@@ -100,10 +100,9 @@ int audit_checkpoint_mac(int64_t seq, const char *hash, const char *verified_at,
  * clock_timestamp()) taken after the lock. */
 int audit_store_lock_head(struct db_conn *conn, int64_t *last_seq,
                           char last_hash[AUDIT_HASH_HEX + 1], char time[40]);
-/* Insert the row (before/after as canonical JSON text, NULL for none) and advance the head
- * to it, in one statement. */
-int audit_store_insert(struct db_conn *conn, const struct audit_row *r, const char *before,
-                       const char *after);
+/* Insert the chained rows of a round (a JSON array in seq order, as sequence_batch builds
+ * it) and advance the head after each, in one statement; *appended receives how many. */
+int audit_store_append(struct db_conn *conn, const char *rows_json, int64_t *appended);
 /* The head without locking: last seq and hash. */
 int audit_store_head(struct db_conn *conn, int64_t *last_seq, char last_hash[AUDIT_HASH_HEX + 1]);
 /* The stored hash of event `seq` into hash (1 row, or 0 when absent). */

@@ -46,39 +46,19 @@ int audit_store_lock_head(struct db_conn *conn, int64_t *last_seq,
     return rc;
 }
 
-static struct db_stmt q_insert = DB_STMT(
-    "audit_insert", 17,
-    "WITH e AS (INSERT INTO audit_event (seq, time, actor_subject, actor_name, auth_method, "
-    "token_id, action, resource_type, resource_id, environment, before, after, request_id, "
-    "job_id, client_addr, prev_hash, hash) VALUES ($1::bigint, $2::timestamptz, $3, $4, $5, "
-    "$6, $7, $8, $9, $10, $11::jsonb, $12::jsonb, $13, $14::bigint, $15, $16, $17) "
-    "RETURNING seq, hash) "
-    "UPDATE audit_chain_head h SET last_seq = e.seq, last_hash = e.hash FROM e "
-    "WHERE h.id = 1");
+/* The round's rows, inserted in order with the head advanced after each, server-side
+ * (migration 0017's audit_chain_append): one round trip for the round. */
+static struct db_stmt q_append = DB_STMT("audit_append", 1, "SELECT audit_chain_append($1::jsonb)");
 
-int audit_store_insert(struct db_conn *conn, const struct audit_row *r, const char *before,
-                       const char *after)
+int audit_store_append(struct db_conn *conn, const char *rows_json, int64_t *appended)
 {
-    /* before and after stay the texts that were hashed, not re-encoded. */
     struct db_params p = DB_PARAMS_INIT;
-    db_param_int(&p, r->seq);
-    db_param_text(&p, r->time);
-    db_param_text(&p, r->actor_subject);
-    db_param_text(&p, r->actor_name);
-    db_param_text(&p, r->auth_method);
-    db_param_text(&p, r->token_id);
-    db_param_text(&p, r->action);
-    db_param_text(&p, r->resource_type);
-    db_param_text(&p, r->resource_id);
-    db_param_text(&p, r->environment);
-    db_param_text(&p, before);
-    db_param_text(&p, after);
-    db_param_text(&p, r->request_id);
-    db_param_int_or_null(&p, r->job_id, !r->job_id);
-    db_param_text(&p, r->client_addr);
-    db_param_text(&p, r->prev_hash);
-    db_param_text(&p, r->hash);
-    return db_execp(conn, &q_insert, &p, NULL);
+    db_param_text(&p, rows_json);
+    PGresult *res = NULL;
+    int rc = db_execp(conn, &q_append, &p, &res);
+    *appended = rc == 1 ? db_get_int64(res, 0, 0) : 0;
+    PQclear(res);
+    return rc;
 }
 
 static struct db_stmt q_head =
@@ -235,13 +215,13 @@ int audit_store_pending_add(struct db_conn *conn, const struct audit_row *r, con
 /* Taken and removed in one statement, in the sequencer's transaction (under the head's
  * lock): a rollback puts them back. Only rows whose writers committed are visible, so an
  * open writer's row waits for a later round and blocks nobody. */
-static struct db_stmt q_pending_take = DB_STMT(
-    "audit_pending_take", 1,
-    "WITH d AS (DELETE FROM audit_pending WHERE id IN "
-    "(SELECT id FROM audit_pending ORDER BY id LIMIT $1::int) RETURNING *) "
-    "SELECT id, actor_subject, actor_name, auth_method, token_id, action, resource_type, "
-    "resource_id, environment, before::text, after::text, request_id, job_id, client_addr "
-    "FROM d ORDER BY id");
+static struct db_stmt q_pending_take =
+    DB_STMT("audit_pending_take", 1,
+            "WITH d AS (DELETE FROM audit_pending WHERE id IN "
+            "(SELECT id FROM audit_pending ORDER BY id LIMIT $1::int) RETURNING *) "
+            "SELECT id, actor_subject, actor_name, auth_method, token_id, action, resource_type, "
+            "resource_id, environment, before::text, after::text, request_id, job_id, client_addr "
+            "FROM d ORDER BY id");
 
 int audit_store_pending_take(struct db_conn *conn, int limit, PGresult **res)
 {
@@ -284,14 +264,14 @@ int audit_store_pending_any(struct db_conn *conn)
 /* One statement: the id is drawn first so that the CloudEvent's "id" is the row's id, and
  * "time" is the row's created_at, both set inside the event here, in the writer's
  * transaction. */
-static struct db_stmt q_outbox_add = DB_STMT(
-    "audit_outbox_add", 3,
-    "WITH n AS (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id, "
-    "clock_timestamp() AS t) "
-    "INSERT INTO outbox (id, topic, key, event, created_at) "
-    "SELECT n.id, $1, $2, $3::jsonb || jsonb_build_object('id', n.id::text, 'time', "
-    "to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), n.t FROM n "
-    "RETURNING id");
+static struct db_stmt q_outbox_add =
+    DB_STMT("audit_outbox_add", 3,
+            "WITH n AS (SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id, "
+            "clock_timestamp() AS t) "
+            "INSERT INTO outbox (id, topic, key, event, created_at) "
+            "SELECT n.id, $1, $2, $3::jsonb || jsonb_build_object('id', n.id::text, 'time', "
+            "to_char(n.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')), n.t FROM n "
+            "RETURNING id");
 
 int audit_store_outbox_add(struct db_conn *conn, const char *topic, const char *key,
                            const char *event, int64_t *id)

@@ -99,7 +99,8 @@ struct jobs_new {
 enum { JOBS_E_IDEMPOTENCY = -101 }; /* same key, different args */
 
 /* Insert a pending job on `conn` (inside the caller's BEGIN..COMMIT, so it commits with the
- * caller's change or not at all) and NOTIFY the workers at commit. *id receives its id;
+ * caller's change or not at all) and announce it to the workers of every replica right
+ * after that commit (never by a NOTIFY inside it: jobs_notify.c says why). *id receives its id;
  * *existed (may be NULL) is 1 when an idempotency key matched an existing job with the same
  * request. Returns 0, a DB_ code, or JOBS_E_IDEMPOTENCY. */
 int jobs_enqueue(struct db_conn *conn, const struct jobs_new *j, int64_t *id, int *existed);

@@ -147,10 +147,12 @@ int jobs_enqueue_doc(struct db_conn *conn, const struct jobs_new *j, int64_t *id
         .max_running = k->max_running > 0 ? k->max_running : 0,
     };
     rc = jobs_store_insert(conn, &ins, id, doc);
-    if (rc != 0) {
-        rc = rc > 0 ? 0 : rc;
+    if (rc > 0) {
+        rc = jobs_notify_new(conn, *id); /* after the commit: jobs_notify.c says why */
         goto out;
     }
+    if (rc < 0)
+        goto out;
     /* The key is taken: by a committed job (or one whose transaction committed while we
      * waited on the unique index). Same request: that job; different: a conflict. */
     int same = 0;
@@ -437,7 +439,7 @@ static int start(struct qdb_app *app)
         jobs_pool_start(app->instance_id, &dbs, jobs_cfg.workers, app->cfg->shutdown_timeout_s) !=
             0 ||
         jobs_maint_start(&dbs) != 0 || jobs_listener_start(&dbs) != 0 ||
-        jobs_leader_start(app->instance_id, &dbs) != 0) {
+        jobs_notify_start(&dbs) != 0 || jobs_leader_start(app->instance_id, &dbs) != 0) {
         log_error("jobs: cannot start the engine's threads");
         return -1;
     }
@@ -459,6 +461,7 @@ static void stop(void)
     jobs_leader_stop();
     jobs_maint_stop_rescue();
     jobs_pool_stop();
+    jobs_notify_stop();
     jobs_listener_stop();
     jobs_maint_stop();
     jobs_lease_stop();

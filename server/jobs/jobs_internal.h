@@ -213,6 +213,17 @@ double jobs_lease_confirmed_at(void);
 int jobs_listener_start(const struct db_settings *dbs);
 void jobs_listener_stop(void);
 
+/* ---- notifications of new jobs (jobs_notify.c) ----
+ * Sent after the enqueuing transaction commits, by one thread with its own connection,
+ * never by a trigger inside it (see the file for why). */
+/* Announce the new pending job `id` inserted on `c`: after the commit of the open
+ * transaction (and at once when there is none); inside it where the thread does not run.
+ * Returns 0 or a DB_ code. */
+int jobs_notify_new(struct db_conn *c, int64_t id);
+int jobs_notify_start(const struct db_settings *dbs);
+/* Stop the thread after sending what it holds; later enqueues notify in their transaction. */
+void jobs_notify_stop(void);
+
 /* ---- maintenance (jobs_maint.c): rescue of expired leases, gauges ---- */
 int jobs_maint_start(const struct db_settings *dbs);
 /* No more rescues (the replica is stopping); gauges go on until jobs_maint_stop. */
@@ -351,6 +362,14 @@ int jobs_store_schedule_fired(struct db_conn *c, const char *name, int64_t next_
 /* Default schedules registered with jobs_schedule_ensure (jobs_schedules.c): create the
  * missing ones on `c`. Returns 0 or a DB_ code. */
 int jobs_schedules_apply_defaults(struct db_conn *c);
+
+/* pg_notify('job_events', payload) inside the open transaction, or as its own when there
+ * is none. Rows (1) or a DB_ code. */
+int jobs_store_notify(struct db_conn *c, const char *payload);
+/* The same as a transaction of its own whose commit waits for no WAL flush: a lost
+ * notification costs a wake-up that the once-a-second poll gives anyway, and so the
+ * cluster's notify queue lock is held for no flush. Outside a transaction only. */
+int jobs_store_notify_async(struct db_conn *c, const char *payload);
 
 /* ---- small helpers ---- */
 /* Append a C string as a quoted element of a PostgreSQL array literal (NULL = NULL). */

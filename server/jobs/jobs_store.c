@@ -73,6 +73,28 @@ int jobs_store_insert(struct db_conn *c, const struct jobs_insert *j, int64_t *i
     return rc;
 }
 
+static struct db_stmt q_notify = DB_STMT("jobs_notify", 1, "SELECT pg_notify('job_events', $1)");
+
+int jobs_store_notify(struct db_conn *c, const char *payload)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, payload);
+    return db_execp(c, &q_notify, &p, NULL);
+}
+
+/* set_config(..., true): for this statement's own transaction only. */
+static struct db_stmt q_notify_async =
+    DB_STMT("jobs_notify_async", 1,
+            "SELECT set_config('synchronous_commit', 'off', true), "
+            "pg_notify('job_events', $1)");
+
+int jobs_store_notify_async(struct db_conn *c, const char *payload)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, payload);
+    return db_execp(c, &q_notify_async, &p, NULL);
+}
+
 static struct db_stmt q_idem =
     DB_STMT("jobs_idempotent_match", 5,
             "SELECT id, (kind = $2 AND args = $3::jsonb AND queue = $4 AND created_by = $5) "

@@ -20,6 +20,7 @@ static atomic_int next_slot = 1;
 
 struct commit_hook {
     void (*fn)(struct db_conn *c, void *cls);
+    void (*drop)(void *cls); /* when dropped unrun (db_on_commit_owned); NULL: nothing */
     void *cls;
 };
 
@@ -290,9 +291,19 @@ static int stmt_slot(struct db_stmt *st)
     return fresh;
 }
 
+/* Forget the open transaction's hooks unrun, giving each its cls back (drop). */
+static void drop_commit_hooks(struct db_conn *c)
+{
+    int n = c->nhooks;
+    c->nhooks = 0;
+    for (int i = 0; i < n; i++)
+        if (c->hooks[i].drop)
+            c->hooks[i].drop(c->hooks[i].cls);
+}
+
 static void conn_disconnect(struct db_conn *c)
 {
-    c->nhooks = 0; /* a reset connection has no transaction left to follow */
+    drop_commit_hooks(c); /* a reset connection has no transaction left to follow */
     if (c->pg)
         PQfinish(c->pg);
     c->pg = NULL;
@@ -652,12 +663,27 @@ int db_on_commit(struct db_conn *c, void (*fn)(struct db_conn *c, void *cls), vo
     for (int i = 0; i < c->nhooks; i++)
         if (c->hooks[i].fn == fn && c->hooks[i].cls == cls)
             return 0;
+    return db_on_commit_owned(c, fn, NULL, cls);
+}
+
+int db_on_commit_owned(struct db_conn *c, void (*fn)(struct db_conn *c, void *cls),
+                       void (*drop)(void *cls), void *cls)
+{
     if (c->nhooks >= DB_MAX_COMMIT_HOOKS)
         return -1;
     c->hooks[c->nhooks].fn = fn;
+    c->hooks[c->nhooks].drop = drop;
     c->hooks[c->nhooks].cls = cls;
     c->nhooks++;
     return 0;
+}
+
+void *db_commit_hook_cls(const struct db_conn *c, void (*fn)(struct db_conn *c, void *cls))
+{
+    for (int i = 0; i < c->nhooks; i++)
+        if (c->hooks[i].fn == fn)
+            return c->hooks[i].cls;
+    return NULL;
 }
 
 /* The hooks are taken off the connection before any runs: a hook may run transactions of
@@ -677,13 +703,13 @@ static void run_commit_hooks(struct db_conn *c)
 int db_commit(struct db_conn *c)
 {
     if (c->pg && PQtransactionStatus(c->pg) == PQTRANS_INERROR)
-        c->nhooks = 0; /* this COMMIT answers "ROLLBACK": nothing commits */
+        drop_commit_hooks(c); /* this COMMIT answers "ROLLBACK": nothing commits */
     int rc = db_exec_fixed(c, "COMMIT");
     if (rc >= 0) {
         run_commit_hooks(c);
         return 0;
     }
-    c->nhooks = 0; /* nothing committed, or nothing known: nothing to follow up */
+    drop_commit_hooks(c); /* nothing committed, or nothing known: nothing to follow up */
     if (c->broken) {
         /* The COMMIT may or may not have reached the server: never retry it blindly. */
         log_error("connection lost during COMMIT; outcome unknown");
@@ -694,7 +720,7 @@ int db_commit(struct db_conn *c)
 
 void db_rollback(struct db_conn *c)
 {
-    c->nhooks = 0;
+    drop_commit_hooks(c);
     if (c->pg && !c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
         (void)db_exec_fixed(c, "ROLLBACK");
 }
@@ -886,7 +912,7 @@ void db_release(struct db_pool *p, struct db_conn *c)
 {
     if (!c)
         return;
-    c->nhooks = 0; /* the next user's transactions are its own */
+    drop_commit_hooks(c); /* the next user's transactions are its own */
     if (c->pg && !c->broken) {
         PGTransactionStatusType ts = PQtransactionStatus(c->pg);
         if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)

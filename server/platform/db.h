@@ -162,6 +162,16 @@ void db_rollback(struct db_conn *conn); /* ROLLBACK, errors ignored */
  * Returns 0, or -1 when DB_MAX_COMMIT_HOOKS distinct hooks are already registered. */
 #define DB_MAX_COMMIT_HOOKS 8
 int db_on_commit(struct db_conn *conn, void (*fn)(struct db_conn *conn, void *cls), void *cls);
+/* db_on_commit for a hook that owns `cls` (a heap record of what the transaction did): fn
+ * takes it when the commit happens; drop(cls) is called instead wherever the hook would be
+ * dropped unrun. Never deduplicated: find it again with db_commit_hook_cls. Returns 0, or
+ * -1 when the hook list is full (cls stays the caller's then). */
+int db_on_commit_owned(struct db_conn *conn, void (*fn)(struct db_conn *conn, void *cls),
+                       void (*drop)(void *cls), void *cls);
+/* The cls of the hook `fn` registered in the open transaction on `conn`, or NULL: where a
+ * room keeps what its hook will take, so that a second change in one transaction adds to
+ * the same record. Borrowed. */
+void *db_commit_hook_cls(const struct db_conn *conn, void (*fn)(struct db_conn *conn, void *cls));
 
 /* Run fn(conn, cls) inside BEGIN ... COMMIT on `conn`, retrying the whole transaction up to
  * 5 times with a short randomized backoff when fn or COMMIT returns DB_RETRY. fn returns

@@ -86,6 +86,52 @@ static void test_hooks(void)
     db_conn_close(c);
 }
 
+/* An owned hook's record: fn takes it at the commit, drop gets it back otherwise. */
+struct owned {
+    int ran, dropped;
+};
+static void owned_fn(struct db_conn *c, void *cls)
+{
+    (void)c;
+    ((struct owned *)cls)->ran++;
+}
+static void owned_drop(void *cls)
+{
+    ((struct owned *)cls)->dropped++;
+}
+
+static void test_owned_hooks(void)
+{
+    th_step("db_on_commit_owned: taken by the commit, given back (drop) wherever it is not run");
+    struct db_settings st = {url, 5000, 3, "audit-sequencer"};
+    struct db_conn *c = db_conn_open(&st);
+    CHECK(c != NULL, "connect");
+    if (!c)
+        return;
+    struct owned a = {0}, b = {0}, d = {0}, e = {0};
+    CHECK(db_begin(c) == 0 && db_commit_hook_cls(c, owned_fn) == NULL, "none registered");
+    CHECK(db_on_commit_owned(c, owned_fn, owned_drop, &a) == 0, "register");
+    CHECK(db_commit_hook_cls(c, owned_fn) == &a, "found again by its fn");
+    CHECK(db_commit(c) == 0 && a.ran == 1 && a.dropped == 0, "run once by the commit (%d, %d)",
+          a.ran, a.dropped);
+    CHECK(db_commit_hook_cls(c, owned_fn) == NULL, "gone after it ran");
+
+    CHECK(db_begin(c) == 0 && db_on_commit_owned(c, owned_fn, owned_drop, &b) == 0, "register");
+    db_rollback(c);
+    CHECK(b.ran == 0 && b.dropped == 1, "dropped once by the rollback (%d, %d)", b.ran, b.dropped);
+    CHECK(db_begin(c) == 0 && db_commit(c) == 0 && b.ran == 0 && b.dropped == 1,
+          "and not run by the next commit");
+
+    CHECK(db_begin(c) == 0 && db_on_commit_owned(c, owned_fn, owned_drop, &d) == 0, "register");
+    CHECK(db_exec_fixed(c, "SELECT 1/0") < 0, "a statement fails: the transaction aborts");
+    db_commit(c); /* PostgreSQL answers ROLLBACK */
+    CHECK(d.ran == 0 && d.dropped == 1, "dropped by the COMMIT of an aborted transaction");
+
+    CHECK(db_begin(c) == 0 && db_on_commit_owned(c, owned_fn, owned_drop, &e) == 0, "register");
+    db_conn_close(c);
+    CHECK(e.ran == 0 && e.dropped == 1, "dropped when the connection closes in the transaction");
+}
+
 static long pending(void)
 {
     return th_sql_long(url, "SELECT count(*) FROM audit_pending", NULL);
@@ -209,6 +255,7 @@ int main(void)
     struct th_server srv;
     CHECK(th_server_start(&srv, url, NULL, 1) == 0 && th_server_stop(&srv) == 0, "migrated");
     test_hooks();
+    test_owned_hooks();
     test_open_writer();
     th_db_drop(url);
     free(url);
