@@ -72,6 +72,8 @@ int bk_store_backup_pruned(struct db_conn *c, int64_t id, const char *reason);
 int bk_store_backup_offsite(struct db_conn *c, int64_t id, const char *path);
 /* The newest finished (completed/verified) backup of a database: 1 with *id, 0 none. */
 int bk_store_newest_backup(struct db_conn *c, int64_t database_id, int64_t *id);
+/* The newest verified good backup of a database: 1 with *id, 0 none. */
+int bk_store_newest_verified(struct db_conn *c, int64_t database_id, int64_t *id);
 int bk_store_report_insert(struct db_conn *c, const char *component, int64_t started_us,
                            int64_t finished_us, int ok, int64_t size, double restore_seconds,
                            const char *detail, const char *by, json_t **doc);

@@ -325,6 +325,23 @@ int bk_store_newest_backup(struct db_conn *c, int64_t database_id, int64_t *id)
     return rc;
 }
 
+static struct db_stmt q_newest_verified = DB_STMT(
+    "backup_newest_verified", 1,
+    "SELECT id FROM backup WHERE database_id = $1 AND status = 'verified' "
+    "ORDER BY id DESC LIMIT 1");
+
+int bk_store_newest_verified(struct db_conn *c, int64_t database_id, int64_t *id)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    PGresult *res = NULL;
+    db_param_int(&p, database_id);
+    int rc = db_execp(c, &q_newest_verified, &p, &res);
+    if (rc > 0)
+        *id = db_get_int64(res, 0, 0);
+    PQclear(res);
+    return rc;
+}
+
 /* ---- reports and status ---- */
 
 static struct db_stmt q_report_insert = DB_STMT(

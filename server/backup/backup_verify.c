@@ -593,66 +593,107 @@ static int restored_fn(struct db_conn *c, void *cls)
     return rc;
 }
 
-static enum jobs_outcome restore_run(struct jobs_ctx *ctx, json_t *args, json_t **result)
+/* The timestamp of the last transaction the temporary cluster replayed, as ISO-8601 UTC
+ * ("" when recovery replayed none: a backup's own WAL often holds no commit). */
+static void recovered_to(PGconn *pg, char *out, size_t n)
 {
-    int64_t id = json_integer_value(json_object_get(args, "backup"));
-    const char *key = json_string_value(json_object_get(args, "target"));
-    int force = json_is_true(json_object_get(args, "force"));
-    json_t *b = NULL, *counts = NULL;
+    out[0] = '\0';
+    PGresult *r = PQexec(pg, "SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE "
+                             "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0))
+        snprintf(out, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
+/* -1 error, -2 cancelled: bk_run's -2 says the job was told to stop */
+#define RESTORE_FAIL(rc) ((rc) == -2 ? -2 : -1)
+
+int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
+                   struct backup_restore_outcome *out, char *err, size_t errlen)
+{
+    json_t *b = NULL;
     struct temp_pg tp = {0};
-    struct inventory_database db;
-    char password[512] = "", env[40] = "", name[70] = "", detail[1024] = "", tail[1024];
-    int has_password = 0;
-    enum jobs_outcome o = JOBS_FAIL;
-    const char *slash = strchr(key, '/');
-    if (!slash || (size_t)(slash - key) >= sizeof env || strlen(slash + 1) >= sizeof name) {
-        jobs_error(ctx, "target: \"<environment>/<name>\" expected");
-        return JOBS_FAIL;
+    const struct inventory_database *db = spec->target;
+    char password[512] = "", detail[1024] = "", tail[1024] = "", key[120];
+    int has_password = 0, ret = -1, rc;
+    int64_t id = spec->backup_id;
+    memset(out, 0, sizeof *out);
+    err[0] = '\0';
+    if (!db) {
+        snprintf(err, errlen, "no target database given");
+        return -1;
     }
-    memcpy(env, key, (size_t)(slash - key));
-    snprintf(name, sizeof name, "%s", slash + 1);
+    snprintf(key, sizeof key, "%s/%s", db->environment, db->name);
+    if (spec->point_in_time) {
+        snprintf(err, errlen,
+                 "point_in_time \"%.64s\": point-in-time recovery is not supported yet (only "
+                 "the backup's end)",
+                 spec->point_in_time);
+        return -1;
+    }
+    if (id == 0) {
+        if (spec->source_id <= 0) {
+            snprintf(err, errlen, "neither a backup nor a source database given");
+            return -1;
+        }
+        rc = bk_store_newest_verified(jobs_db(ctx), spec->source_id, &id);
+        if (rc <= 0) {
+            snprintf(err, errlen, rc < 0 ? "state store: could not look the backups up"
+                                         : "database %lld has no verified good backup",
+                     (long long)spec->source_id);
+            return -1;
+        }
+        jobs_log(ctx, "info", "restoring backup %lld, the newest verified good one",
+                 (long long)id);
+    }
+    out->backup_id = id;
     if (bk_store_backup_get(jobs_db(ctx), id, 0, &b) <= 0) {
-        jobs_error(ctx, "no backup %lld", (long long)id);
-        return JOBS_FAIL;
+        snprintf(err, errlen, "no backup %lld", (long long)id);
+        return -1;
     }
     const char *status = json_string_value(json_object_get(b, "status"));
     const char *dir = json_string_value(json_object_get(b, "path"));
     const char *source_db = json_string_value(json_object_get(b, "database"));
+    const char *source_env = json_string_value(json_object_get(b, "environment"));
+    int64_t source_id = json_integer_value(json_object_get(b, "database_id"));
+    if (spec->source_id > 0 && spec->source_id != source_id) {
+        snprintf(err, errlen, "backup %lld was taken of database %lld, not %lld", (long long)id,
+                 (long long)source_id, (long long)spec->source_id);
+        goto out;
+    }
     if (strcmp(status, "completed") && strcmp(status, "verified")) {
-        jobs_error(ctx, "backup %lld is %s: not restorable", (long long)id, status);
+        snprintf(err, errlen, "backup %lld is %s: not restorable", (long long)id, status);
         goto out;
     }
-    if (inventory_database_lookup(jobs_db(ctx), 0, env, name, &db) <= 0) {
-        jobs_error(ctx, "no managed database %s", key);
+    if (db->id == source_id ||
+        (strcmp(db->environment, source_env) == 0 && strcmp(db->name, source_db) == 0)) {
+        snprintf(err, errlen, "refusing to restore backup %lld onto its own source",
+                 (long long)id);
         goto out;
     }
-    if (db.id == json_integer_value(json_object_get(b, "database_id"))) {
-        jobs_error(ctx, "refusing to restore backup %lld onto its own source", (long long)id);
-        goto out;
-    }
-    int tables = bk_target_tables(&db, detail, sizeof detail);
+    int tables = bk_target_tables(db, detail, sizeof detail);
     if (tables < 0) {
-        jobs_error(ctx, "target %s: %s", key, detail);
-        o = JOBS_RETRY;
+        snprintf(err, errlen, "target %s: %s", key, detail);
         goto out;
     }
-    if (tables > 0 && !force) {
-        jobs_error(ctx, "target %s holds %d tables and force was not given", key, tables);
+    if (tables > 0 && !spec->force) {
+        snprintf(err, errlen, "target %s holds %d tables and force was not given", key, tables);
         goto out;
     }
+    double t0 = now_s();
     if (check_files(ctx, id, dir, detail, sizeof detail) != 0) {
-        jobs_error(ctx, "backup %lld does not match its checksums: %s", (long long)id, detail);
+        snprintf(err, errlen, "backup %lld does not match its checksums: %s", (long long)id,
+                 detail);
         goto out;
     }
-    if (db.primary.admin_secret[0]) {
-        if (inventory_secret_resolve(db.primary.admin_secret, password, sizeof password, detail,
+    if (db->primary.admin_secret[0]) {
+        if (inventory_secret_resolve(db->primary.admin_secret, password, sizeof password, detail,
                                      sizeof detail) != 0) {
-            jobs_error(ctx, "%s: admin secret: %s", key, detail);
+            snprintf(err, errlen, "%s: admin secret: %s", key, detail);
             goto out;
         }
         has_password = 1;
     }
-    double t0 = now_s();
     char file[1300], bin[600], port[16], ci[1400];
     snprintf(file, sizeof file, "%s/dump.fc", dir);
     if (strcmp(json_string_value(json_object_get(b, "method")), "basebackup") == 0) {
@@ -660,61 +701,118 @@ static enum jobs_outcome restore_run(struct jobs_ctx *ctx, json_t *args, json_t 
         if (temp_prepare(ctx, &tp, "restore") != 0 ||
             unpack_base(ctx, dir, &tp, detail, sizeof detail, NULL) != 0 ||
             temp_start(ctx, &tp) != 0) {
-            jobs_error(ctx, "could not start backup %lld: %s", (long long)id, detail);
+            snprintf(err, errlen, "could not start backup %lld: %s", (long long)id,
+                     detail[0] ? detail : "see the job's log");
             goto out;
         }
         struct inventory_database src;
         const char *user = "postgres";
-        if (inventory_database_lookup(jobs_db(ctx),
-                                      json_integer_value(json_object_get(b, "database_id")), NULL,
-                                      NULL, &src) > 0 &&
+        if (inventory_database_lookup(jobs_db(ctx), source_id, NULL, NULL, &src) > 0 &&
             src.primary.admin_user[0])
             user = src.primary.admin_user;
+        PGconn *tpg = temp_connect(&tp, user, source_db, detail, sizeof detail);
+        if (!tpg) {
+            snprintf(err, errlen, "the restored cluster: %s", detail);
+            goto out;
+        }
+        recovered_to(tpg, out->recovered_to, sizeof out->recovered_to);
+        PQfinish(tpg);
         snprintf(file, sizeof file, "%s/restore.fc", tp.scratch);
         snprintf(port, sizeof port, "%d", tp.port);
         tool(bin, sizeof bin, "pg_dump");
         jobs_progress(ctx, 40, "pg_dump from the restored cluster");
         const char *dump[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user, "-Fc", "-w",
                               "-f", file, source_db, NULL};
-        if (bk_run(ctx, dump, NULL, 0, tail, sizeof tail) != 0) {
-            jobs_error(ctx, "pg_dump of the restored cluster: %s", tail);
+        rc = bk_run(ctx, dump, NULL, 0, tail, sizeof tail);
+        if (rc != 0) {
+            snprintf(err, errlen, "pg_dump of the restored cluster: %s", tail);
+            ret = RESTORE_FAIL(rc);
             goto out;
         }
     }
     jobs_progress(ctx, 60, "pg_restore into the target");
     tool(bin, sizeof bin, "pg_restore");
-    bk_conninfo(ci, sizeof ci, &db.primary, db.name);
+    bk_conninfo(ci, sizeof ci, &db->primary, db->name);
     const char *restore[] = {bin, "-d", ci, "--no-owner", "--no-privileges", "--exit-on-error",
-                             "-w", force ? "--clean" : file, force ? "--if-exists" : NULL,
-                             force ? file : NULL, NULL};
-    int rc = bk_run(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
+                             "-w", spec->force ? "--clean" : file,
+                             spec->force ? "--if-exists" : NULL, spec->force ? file : NULL,
+                             NULL};
+    rc = bk_run(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
     if (rc != 0) {
-        jobs_error(ctx, "pg_restore into %s failed: %s", key, tail);
-        o = rc == -2 ? JOBS_CANCELLED : JOBS_FAIL;
+        snprintf(err, errlen, "pg_restore into %s failed: %s", key, tail);
+        ret = RESTORE_FAIL(rc);
         goto out;
     }
-    double took = now_s() - t0;
-    PGconn *pg = inventory_pg_connect(&db.primary, db.name, 10, detail, sizeof detail);
-    counts = pg ? bk_count_rows(pg, NULL, detail, sizeof detail) : NULL;
+    PGconn *pg = inventory_pg_connect(&db->primary, db->name, 10, detail, sizeof detail);
+    out->row_counts = pg ? bk_count_rows(pg, NULL, detail, sizeof detail) : NULL;
     if (pg)
         PQfinish(pg);
-    json_t *data = json_pack("{s:I,s:s,s:f,s:O?}", "backup_id", (json_int_t)id, "target", key,
-                             "restore_seconds", took, "row_counts", counts);
-    struct restored_tx t = {ctx, id, data};
-    if (db_tx(jobs_db(ctx), restored_fn, &t) < 0) {
-        json_decref(data);
-        jobs_error(ctx, "state store: could not record the restore");
-        o = JOBS_RETRY;
+    if (!out->row_counts) {
+        snprintf(err, errlen, "restored, but counting the rows of %s failed: %s", key, detail);
         goto out;
     }
-    *result = data;
-    o = JOBS_OK;
+    out->restore_seconds = now_s() - t0;
+    jobs_log(ctx, "info", "backup %lld restored into %s in %.3f s", (long long)id, key,
+             out->restore_seconds);
+    ret = 0;
 out:
     temp_stop(ctx, &tp);
     inventory_secret_wipe(password, sizeof password);
-    json_decref(counts);
+    if (ret != 0) {
+        json_decref(out->row_counts);
+        out->row_counts = NULL;
+    }
     json_decref(b);
-    return o;
+    return ret;
+}
+
+/* backup.restore {"backup", "target": "<env>/<name>", "force", "point_in_time"?} */
+static enum jobs_outcome restore_run(struct jobs_ctx *ctx, json_t *args, json_t **result)
+{
+    int64_t id = json_integer_value(json_object_get(args, "backup"));
+    const char *key = json_string_value(json_object_get(args, "target"));
+    struct inventory_database db;
+    char env[40] = "", name[70] = "", err[1400] = "";
+    const char *slash = strchr(key, '/');
+    if (!slash || (size_t)(slash - key) >= sizeof env || strlen(slash + 1) >= sizeof name) {
+        jobs_error(ctx, "target: \"<environment>/<name>\" expected");
+        return JOBS_FAIL;
+    }
+    memcpy(env, key, (size_t)(slash - key));
+    snprintf(name, sizeof name, "%s", slash + 1);
+    int rc = inventory_database_lookup(jobs_db(ctx), 0, env, name, &db);
+    if (rc <= 0) {
+        jobs_error(ctx, "no managed database %s", key);
+        return rc < 0 ? JOBS_RETRY : JOBS_FAIL;
+    }
+    struct backup_restore_spec spec = {
+        .backup_id = id,
+        .target = &db,
+        .force = json_is_true(json_object_get(args, "force")),
+        .point_in_time = json_string_value(json_object_get(args, "point_in_time")),
+    };
+    struct backup_restore_outcome res;
+    rc = backup_restore(ctx, &spec, &res, err, sizeof err);
+    if (rc != 0) {
+        jobs_error(ctx, "%s", err);
+        return rc == -2 ? JOBS_CANCELLED : JOBS_FAIL;
+    }
+    json_t *data = json_pack("{s:I,s:s,s:f,s:O?}", "backup_id", (json_int_t)res.backup_id,
+                             "target", key, "restore_seconds", res.restore_seconds,
+                             "row_counts", res.row_counts);
+    if (spec.point_in_time)
+        json_object_set_new(data, "point_in_time", json_string(spec.point_in_time));
+    if (res.recovered_to[0])
+        json_object_set_new(data, "recovered_to", json_string(res.recovered_to));
+    json_decref(res.row_counts);
+    struct restored_tx t = {ctx, res.backup_id, data};
+    if (db_tx(jobs_db(ctx), restored_fn, &t) < 0) {
+        json_decref(data);
+        jobs_error(ctx, "state store: could not record the restore");
+        return JOBS_RETRY;
+    }
+    *result = data;
+    return JOBS_OK;
 }
 
 const struct jobs_kind bk_kind_restore = {
