@@ -144,6 +144,13 @@ void bk_conninfo(char *out, size_t n, const struct inventory_pg_endpoint *ep, co
 /* How many user tables a managed database holds: >= 0, or -1 (err says why). */
 struct inventory_database;
 int bk_target_tables(const struct inventory_database *db, char *err, size_t errlen);
+/* Whether `backup` (its document) can be restored to point_in_time ("latest" or RFC 3339)
+ * through the WAL streamed for its database: a base backup, a stream on record, the time
+ * neither before the backup's end nor beyond what the stream has received. 0 with
+ * *target_us (0 for "latest"), -1 with the reason in err (a client's mistake), or a DB_
+ * code. */
+int bk_pitr_check(struct db_conn *c, const json_t *backup, const char *point_in_time,
+                  int64_t *target_us, char *err, size_t errlen);
 
 /* ---- RPO/RTO (backup_status.c) ---- */
 int bk_status_init(void);

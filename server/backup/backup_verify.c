@@ -3,6 +3,7 @@
  * unpack, pg_verifybackup against its manifest, a temporary PostgreSQL on a free loopback
  * port started from it, row counts and pg_amcheck; for a dump a pg_restore into a fresh
  * temporary cluster whose row counts must equal those taken in the dump's snapshot. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "backup/backup_internal.h"
 #include "inventory/inventory.h"
 #include "platform/log.h"
+#include "platform/rfc3339.h"
 
 static double now_s(void)
 {
@@ -46,6 +48,7 @@ struct temp_pg {
     char data[1200];
     int port;
     int started;
+    const char *extra; /* more server options, after the defaults (the last -c wins) */
 };
 
 static int write_text(const char *path, const char *text)
@@ -113,8 +116,8 @@ static int temp_start(struct jobs_ctx *ctx, struct temp_pg *tp)
              "-c listen_addresses=127.0.0.1 -p %d -k '' -c hba_file=%.1200s -c archive_mode=off "
              "-c max_connections=20 -c shared_buffers=64MB -c max_wal_senders=0 "
              "-c wal_level=replica -c hot_standby=on -c logging_collector=off "
-             "-c shared_preload_libraries=",
-             tp->port, hba);
+             "-c shared_preload_libraries= %s",
+             tp->port, hba, tp->extra ? tp->extra : "");
     tool(bin, sizeof bin, "pg_ctl");
     const char *argv[] = {bin, "-D", tp->data, "-l", log, "-w", "-t", "3600", "-o", opts,
                           "start", NULL};
@@ -560,10 +563,12 @@ int bk_target_tables(const struct inventory_database *db, char *err, size_t errl
 
 static int restore_validate(json_t *args, char *err, size_t errlen)
 {
+    json_t *pit = json_object_get(args, "point_in_time");
     if (json_integer_value(json_object_get(args, "backup")) > 0 &&
-        json_is_string(json_object_get(args, "target")))
+        json_is_string(json_object_get(args, "target")) && (!pit || json_is_string(pit)))
         return 0;
-    snprintf(err, errlen, "backup and target (\"<environment>/<name>\") expected");
+    snprintf(err, errlen, "backup and target (\"<environment>/<name>\") expected, and "
+                          "point_in_time a string when given");
     return -1;
 }
 
@@ -605,6 +610,347 @@ static void recovered_to(PGconn *pg, char *out, size_t n)
     PQclear(r);
 }
 
+/* ---- point in time, through the streamed WAL ---- */
+
+static int parse_time(const char *s, int64_t *us)
+{
+    return s ? rfc3339_parse(s, strlen(s), us) : -1;
+}
+
+int bk_pitr_check(struct db_conn *c, const json_t *backup, const char *point_in_time,
+                  int64_t *target_us, char *err, size_t errlen)
+{
+    *target_us = 0;
+    int latest = strcmp(point_in_time, "latest") == 0;
+    if (!latest && (strlen(point_in_time) > RFC3339_MAX_LEN ||
+                    parse_time(point_in_time, target_us) != 0)) {
+        snprintf(err, errlen, "point_in_time: \"latest\" or an RFC 3339 time "
+                              "(2026-12-01T14:00:00Z) expected");
+        return -1;
+    }
+    const char *method = json_string_value(json_object_get(backup, "method"));
+    if (!method || strcmp(method, "basebackup") != 0) {
+        snprintf(err, errlen, "point_in_time: backup %lld is a %s; only a base backup replays "
+                              "WAL to a point in time",
+                 (long long)json_integer_value(json_object_get(backup, "id")),
+                 method ? method : "?");
+        return -1;
+    }
+    json_t *w = NULL;
+    int64_t db_id = json_integer_value(json_object_get(backup, "database_id"));
+    int rc = bk_store_wal_get(c, db_id, &w);
+    if (rc <= 0) {
+        snprintf(err, errlen, rc < 0 ? "state store: could not read the WAL stream"
+                                     : "point_in_time: no WAL is streamed for this database "
+                                       "(its policy's RPO is not 0)");
+        return rc < 0 ? rc : -1;
+    }
+    int64_t started = 0, covered = 0;
+    const char *cu = json_string_value(json_object_get(w, "caught_up_at"));
+    int ok = 0;
+    if (parse_time(json_string_value(json_object_get(backup, "started_at")), &started) != 0) {
+        snprintf(err, errlen, "backup %lld has no start time", (long long)db_id);
+    } else if (!cu || parse_time(cu, &covered) != 0) {
+        snprintf(err, errlen, "point_in_time: the WAL stream has not received everything yet");
+    } else if (latest) {
+        ok = 1;
+    } else {
+        /* the backup is consistent once pg_basebackup ended: no earlier target exists */
+        int64_t end = started + json_integer_value(json_object_get(backup, "duration_ms")) * 1000;
+        char e[RFC3339_TEXT_MAX], cv[RFC3339_TEXT_MAX];
+        rfc3339_format_us(end, e, sizeof e);
+        rfc3339_format_us(covered, cv, sizeof cv);
+        if (*target_us < end)
+            snprintf(err, errlen, "point_in_time: %s is before the backup's end (%s)",
+                     point_in_time, e);
+        else if (*target_us > covered)
+            snprintf(err, errlen, "point_in_time: %s is beyond the streamed WAL (received "
+                                  "everything up to %s)",
+                     point_in_time, cv);
+        else
+            ok = 1;
+    }
+    json_decref(w);
+    return ok ? 0 : -1;
+}
+
+static int is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789ABCDEF", s[i]))
+            return 0;
+    return 1;
+}
+
+struct wal_file {
+    char name[40];
+    uint64_t segno;
+    int partial;
+};
+
+static int wal_file_cmp(const void *a, const void *b)
+{
+    const struct wal_file *x = a, *y = b;
+    return x->segno < y->segno ? -1 : x->segno > y->segno ? 1 : x->partial - y->partial;
+}
+
+/* Copy the streamed WAL a recovery from this backup needs into dst: timeline tli's
+ * segments from the one holding stop_lsn up to the newest (a ".partial" under its full
+ * name), and the timeline history files; refuses a stream that begins after the backup's
+ * end or has a hole. Returns the number of segments, or -1 with err. */
+static int copy_streamed_wal(struct jobs_ctx *ctx, const char *src, const char *dst,
+                             const char *stop_lsn, int tli, char *err, size_t n)
+{
+    unsigned int hi, lo;
+    if (!stop_lsn || sscanf(stop_lsn, "%X/%X", &hi, &lo) != 2) {
+        snprintf(err, n, "the backup has no stop LSN");
+        return -1;
+    }
+    uint64_t stop = ((uint64_t)hi << 32) | lo;
+    DIR *d = opendir(src);
+    if (!d) {
+        snprintf(err, n, "the streamed WAL %.600s: %s", src, strerror(errno));
+        return -1;
+    }
+    struct wal_file *files = NULL;
+    size_t nf = 0, cap = 0;
+    int64_t segsize = 0;
+    char tl[9];
+    snprintf(tl, sizeof tl, "%08X", (unsigned)tli);
+    struct dirent *e;
+    int rc = 0;
+    if (bk_mkdirs(dst, 0700) != 0) {
+        snprintf(err, n, "%.600s: %s", dst, strerror(errno));
+        closedir(d);
+        return -1;
+    }
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        char from[1400], to[1400];
+        if (len == 16 && strcmp(e->d_name + 8, ".history") == 0 && is_hex(e->d_name, 8)) {
+            snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+            snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
+            if (bk_copy_file(from, to) != 0) {
+                snprintf(err, n, "copying %s: %s", e->d_name, strerror(errno));
+                rc = -1;
+                break;
+            }
+            continue;
+        }
+        int partial = len == 32 && strcmp(e->d_name + 24, ".partial") == 0;
+        if (!(len == 24 || partial) || !is_hex(e->d_name, 24) || strncmp(e->d_name, tl, 8))
+            continue;
+        if (nf == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct wal_file *nfiles = realloc(files, cap * sizeof *files);
+            if (!nfiles) {
+                rc = -1;
+                snprintf(err, n, "out of memory");
+                break;
+            }
+            files = nfiles;
+        }
+        struct wal_file *f = &files[nf++];
+        snprintf(f->name, sizeof f->name, "%.32s", e->d_name);
+        f->partial = partial;
+        if (!segsize) {
+            struct stat st;
+            snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+            if (stat(from, &st) == 0 && st.st_size >= (1 << 20) &&
+                (st.st_size & (st.st_size - 1)) == 0)
+                segsize = st.st_size;
+        }
+    }
+    closedir(d);
+    if (rc == 0 && (!nf || !segsize)) {
+        snprintf(err, n, "no WAL segment of timeline %d was streamed into %.600s", tli, src);
+        rc = -1;
+    }
+    if (rc == 0) {
+        uint64_t per = 0x100000000ULL / (uint64_t)segsize;
+        for (size_t i = 0; i < nf; i++) {
+            char h[9], l[9];
+            memcpy(h, files[i].name + 8, 8);
+            h[8] = '\0';
+            memcpy(l, files[i].name + 16, 8);
+            l[8] = '\0';
+            files[i].segno = strtoull(h, NULL, 16) * per + strtoull(l, NULL, 16);
+        }
+        qsort(files, nf, sizeof *files, wal_file_cmp);
+        uint64_t want = stop / (uint64_t)segsize, first = want;
+        size_t copied = 0;
+        for (size_t i = 0; i < nf && rc == 0; i++) {
+            if (files[i].segno < first)
+                continue;
+            if (i > 0 && files[i].segno == files[i - 1].segno)
+                continue; /* a complete segment and a leftover partial of it: the complete */
+            if (files[i].segno != want) {
+                snprintf(err, n,
+                         want == first
+                             ? "the streamed WAL begins after this backup's end (its segment "
+                               "%.30s is the first after it): no point-in-time restore from it"
+                             : "the streamed WAL has a hole before segment %.30s",
+                         files[i].name);
+                rc = -1;
+                break;
+            }
+            char from[1400], to[1400];
+            snprintf(from, sizeof from, "%s/%s", src, files[i].name);
+            snprintf(to, sizeof to, "%s/%.24s", dst, files[i].name);
+            if (bk_copy_file(from, to) != 0) {
+                snprintf(err, n, "copying %s: %s", files[i].name, strerror(errno));
+                rc = -1;
+            }
+            want++;
+            copied++;
+        }
+        if (rc == 0 && copied == 0) {
+            snprintf(err, n, "the streamed WAL ends before this backup's end");
+            rc = -1;
+        }
+        if (rc == 0) {
+            jobs_log(ctx, "info", "%zu streamed WAL segments of timeline %d copied for recovery",
+                     copied, tli);
+            rc = (int)copied;
+        }
+    }
+    free(files);
+    return rc;
+}
+
+/* Whether the temporary server's log says the recovery target was never reached (no
+ * commit after it in the WAL: every transaction is older, and all of them are wanted). */
+static int target_not_reached(const struct temp_pg *tp)
+{
+    char log[1300], buf[8192];
+    snprintf(log, sizeof log, "%s/server.log", tp->scratch);
+    FILE *f = fopen(log, "r");
+    int found = 0;
+    if (!f)
+        return 0;
+    while (fgets(buf, sizeof buf, f))
+        if (strstr(buf, "recovery ended before configured recovery target was reached"))
+            found = 1;
+    fclose(f);
+    return found;
+}
+
+/* The last lines of the temporary server's log, for an error an operator can act on. */
+static void server_log_tail(const struct temp_pg *tp, char *out, size_t n)
+{
+    char log[1300];
+    out[0] = '\0';
+    snprintf(log, sizeof log, "%s/server.log", tp->scratch);
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return;
+    char buf[600];
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        if (size > (long)sizeof buf - 1)
+            fseek(f, size - (long)sizeof buf + 1, SEEK_SET);
+        else
+            rewind(f);
+    }
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = '\0';
+    for (char *c = buf; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    snprintf(out, n, "%s", buf);
+}
+
+/* After pg_ctl -w (which returns at consistency, a hot standby), wait until recovery has
+ * replayed to its target and promoted. 0, -1 (the server stopped: detail says why), -2
+ * (the job was told to stop). */
+static int wait_promoted(struct jobs_ctx *ctx, struct temp_pg *tp, const char *user,
+                         const char *db, char *detail, size_t n)
+{
+    char pidfile[1300];
+    snprintf(pidfile, sizeof pidfile, "%s/postmaster.pid", tp->data);
+    for (int i = 0;; i++) {
+        if (i % 5 == 0 && jobs_heartbeat(ctx) != 0)
+            return -2;
+        PGconn *pg = temp_connect(tp, user, db, detail, n);
+        int in_recovery = -1;
+        if (pg) {
+            PGresult *r = PQexec(pg, "SELECT pg_is_in_recovery()");
+            if (PQresultStatus(r) == PGRES_TUPLES_OK)
+                in_recovery = PQgetvalue(r, 0, 0)[0] == 't';
+            PQclear(r);
+            PQfinish(pg);
+        }
+        if (in_recovery == 0)
+            return 0;
+        if (!pg && access(pidfile, F_OK) != 0) {
+            char tail[600];
+            server_log_tail(tp, tail, sizeof tail);
+            snprintf(detail, n, "the temporary PostgreSQL stopped during recovery: %s", tail);
+            tp->started = 0;
+            return -1;
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Recovery settings for the unpacked base backup: replay the copied WAL, up to the target
+ * time (target_us > 0) or all of it, then promote. */
+static int write_recovery(struct temp_pg *tp, const char *archive, int64_t target_us)
+{
+    char path[1300], conf[3000], when[RFC3339_TEXT_MAX] = "";
+    if (strchr(archive, '\'') || strchr(archive, '"'))
+        return -1;
+    if (target_us > 0 && rfc3339_format_us(target_us, when, sizeof when) < 0)
+        return -1;
+    /* PostgreSQL's timestamp input wants a space and a numeric zone, not T and Z */
+    char *t = strchr(when, 'T'), *z = strchr(when, 'Z');
+    if (t)
+        *t = ' ';
+    if (z && (size_t)(z - when) + 4 <= sizeof when)
+        snprintf(z, 4, "+00");
+    snprintf(conf, sizeof conf,
+             "\n# point-in-time recovery (qdb-control backup.restore)\n"
+             "restore_command = 'cp \"%s/%%f\" \"%%p\"'\n"
+             "recovery_target_timeline = 'current'\n"
+             "%s%s%s",
+             archive, target_us > 0 ? "recovery_target_time = '" : "", when,
+             target_us > 0 ? "'\nrecovery_target_action = 'promote'\n" : "");
+    snprintf(path, sizeof path, "%s/postgresql.auto.conf", tp->data);
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return -1;
+    int rc = fputs(conf, f) < 0 ? -1 : 0;
+    if (fclose(f) != 0)
+        rc = -1;
+    snprintf(path, sizeof path, "%s/recovery.signal", tp->data);
+    return rc == 0 ? write_text(path, "") : -1;
+}
+
+/* Drop the recovery target from postgresql.auto.conf (recover to the end instead). */
+static int drop_target(struct temp_pg *tp)
+{
+    char path[1300], tmp[1310], line[4096];
+    snprintf(path, sizeof path, "%s/postgresql.auto.conf", tp->data);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *in = fopen(path, "r"), *out = in ? fopen(tmp, "w") : NULL;
+    if (!out) {
+        if (in)
+            fclose(in);
+        return -1;
+    }
+    while (fgets(line, sizeof line, in))
+        if (strncmp(line, "recovery_target_time", 20) && strncmp(line, "recovery_target_action", 22))
+            fputs(line, out);
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0)
+        return -1;
+    char sig[1300];
+    snprintf(sig, sizeof sig, "%s/recovery.signal", tp->data);
+    return write_text(sig, "");
+}
+
 /* -1 error, -2 cancelled: bk_run's -2 says the job was told to stop */
 #define RESTORE_FAIL(rc) ((rc) == -2 ? -2 : -1)
 
@@ -624,13 +970,6 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
         return -1;
     }
     snprintf(key, sizeof key, "%s/%s", db->environment, db->name);
-    if (spec->point_in_time) {
-        snprintf(err, errlen,
-                 "point_in_time \"%.64s\": point-in-time recovery is not supported yet (only "
-                 "the backup's end)",
-                 spec->point_in_time);
-        return -1;
-    }
     if (id == 0) {
         if (spec->source_id <= 0) {
             snprintf(err, errlen, "neither a backup nor a source database given");
@@ -665,6 +1004,10 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
         snprintf(err, errlen, "backup %lld is %s: not restorable", (long long)id, status);
         goto out;
     }
+    int64_t target_us = 0;
+    if (spec->point_in_time &&
+        bk_pitr_check(jobs_db(ctx), b, spec->point_in_time, &target_us, err, errlen) != 0)
+        goto out;
     if (db->id == source_id ||
         (strcmp(db->environment, source_env) == 0 && strcmp(db->name, source_db) == 0)) {
         snprintf(err, errlen, "refusing to restore backup %lld onto its own source",
@@ -699,17 +1042,58 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
     if (strcmp(json_string_value(json_object_get(b, "method")), "basebackup") == 0) {
         jobs_progress(ctx, 10, "starting the backup in a temporary PostgreSQL");
         if (temp_prepare(ctx, &tp, "restore") != 0 ||
-            unpack_base(ctx, dir, &tp, detail, sizeof detail, NULL) != 0 ||
-            temp_start(ctx, &tp) != 0) {
-            snprintf(err, errlen, "could not start backup %lld: %s", (long long)id,
+            unpack_base(ctx, dir, &tp, detail, sizeof detail, NULL) != 0) {
+            snprintf(err, errlen, "could not unpack backup %lld: %s", (long long)id,
                      detail[0] ? detail : "see the job's log");
             goto out;
+        }
+        if (spec->point_in_time) {
+            char src[1100], archive[1200];
+            bk_wal_dir(src, sizeof src, source_db);
+            snprintf(archive, sizeof archive, "%s/archive", tp.scratch);
+            jobs_progress(ctx, 20, "copying the streamed WAL");
+            if (copy_streamed_wal(ctx, src, archive, json_string_value(json_object_get(b, "stop_lsn")),
+                                  (int)json_integer_value(json_object_get(b, "timeline")), detail,
+                                  sizeof detail) < 0) {
+                snprintf(err, errlen, "backup %lld: %s", (long long)id, detail);
+                goto out;
+            }
+            if (write_recovery(&tp, archive, target_us) != 0) {
+                snprintf(err, errlen, "could not write the recovery settings: %s",
+                         strerror(errno));
+                goto out;
+            }
+            /* a hot standby would refuse settings below the source's (max_connections...);
+             * nothing connects before the promotion anyway: wait_promoted polls */
+            tp.extra = "-c hot_standby=off";
+            jobs_progress(ctx, 30, "replaying the streamed WAL");
+            jobs_log(ctx, "info", "recovering to %s", spec->point_in_time);
         }
         struct inventory_database src;
         const char *user = "postgres";
         if (inventory_database_lookup(jobs_db(ctx), source_id, NULL, NULL, &src) > 0 &&
             src.primary.admin_user[0])
             user = src.primary.admin_user;
+        rc = temp_start(ctx, &tp) != 0 ? -1 : 0;
+        if (rc == 0 && spec->point_in_time)
+            rc = wait_promoted(ctx, &tp, user, source_db, detail, sizeof detail);
+        if (rc == -1 && target_us > 0 && target_not_reached(&tp)) {
+            /* no commit after the target in all the WAL received: every transaction in it
+             * is older than the target, so replaying all of it is recovering to it */
+            jobs_log(ctx, "info", "no transaction after %s in the streamed WAL: replaying all "
+                                  "of it", spec->point_in_time);
+            tp.started = 0;
+            rc = drop_target(&tp) != 0 || temp_start(ctx, &tp) != 0 ? -1 : 0;
+            if (rc == 0)
+                rc = wait_promoted(ctx, &tp, user, source_db, detail, sizeof detail);
+        }
+        if (rc != 0) {
+            if (rc == -1 && !detail[0])
+                server_log_tail(&tp, detail, sizeof detail);
+            snprintf(err, errlen, "could not start backup %lld: %s", (long long)id, detail);
+            ret = rc;
+            goto out;
+        }
         PGconn *tpg = temp_connect(&tp, user, source_db, detail, sizeof detail);
         if (!tpg) {
             snprintf(err, errlen, "the restored cluster: %s", detail);
