@@ -12,6 +12,7 @@ import tokens from './pages/tokens.js';
 import environments from './pages/environments.js';
 import flags from './pages/flags.js';
 import inventory from './pages/inventory.js';
+import backups from './pages/backups.js';
 import dr from './pages/dr.js';
 
 // The rooms, in navigation order. `path` is the first segment of the hash route; `minRole`
@@ -23,7 +24,7 @@ const PAGES = [
   { path: 'audit', label: 'Audit', page: audit },
   { path: 'flags', label: 'Flags', page: flags },
   { path: 'inventory', label: 'Inventory', page: inventory },
-  // nav slot: backups               { path: 'backups', label: 'Backups', page: backups },
+  { path: 'backups', label: 'Backups', page: backups },
   { path: 'dr', label: 'DR', page: dr },
   { path: 'environments', label: 'Environments', page: environments },
   { path: 'tokens', label: 'API tokens', page: tokens, minRole: 'admin' },
