@@ -107,9 +107,11 @@ int dr_status_compute(struct db_conn *c, json_t **out)
     json_int_t failover_target = 0;
     size_t i;
     json_t *v;
-    json_array_foreach(scen, i, v) if (strcmp(json_string_value(json_object_get(v, "slug")),
-                                              "database-primary-failure") == 0) failover_target =
-        json_integer_value(json_object_get(v, "target_rto_seconds"));
+    json_array_foreach(scen, i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "slug")), "database-primary-failure") == 0)
+            failover_target = json_integer_value(json_object_get(v, "target_rto_seconds"));
+    }
     json_t *g = json_object();
     json_array_foreach(rows, i, v)
     {

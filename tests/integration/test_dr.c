@@ -63,9 +63,11 @@ static long long db_id(const struct th_server *s, const char *tok, const char *e
     long long id = 0;
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(r.json, "items"), i,
-                       v) if (strcmp(str_of(v, "name"), name) == 0) id =
-        (long long)json_integer_value(json_object_get(v, "id"));
+    json_array_foreach(json_object_get(r.json, "items"), i, v)
+    {
+        if (strcmp(str_of(v, "name"), name) == 0)
+            id = (long long)json_integer_value(json_object_get(v, "id"));
+    }
     th_resp_free(&r);
     return id;
 }
@@ -170,6 +172,12 @@ int main(void)
     char *pa = dr_url(pp, "postgres");
     PQclear(th_sql(pa, "CREATE DATABASE qdb_read_store", NULL));
     PQclear(th_sql(pa, "CREATE DATABASE qdb_keycloak", NULL));
+    PQclear(th_sql(pa, "CREATE DATABASE qdb_mpi", NULL));
+    char *mpi_url = dr_url(pp, "qdb_mpi");
+    PQclear(th_sql(mpi_url, "CREATE TABLE person (id bigserial PRIMARY KEY, name text)", NULL));
+    PQclear(th_sql(mpi_url,
+                   "INSERT INTO person (name) SELECT 'p' || g FROM generate_series(1, 1000) g",
+                   NULL));
     char *src_url = dr_url(pp, "qdb_read_store");
     snprintf(port_s, sizeof port_s, "%d", pp);
     const char *bench[] = {
@@ -192,6 +200,7 @@ int main(void)
     CHECK(dr_server(&pgs, "primary", "c", pc, 0) == 0, "the DR server starts");
     char *pcu = dr_url(pc, "postgres");
     PQclear(th_sql(pcu, "CREATE DATABASE qdb_read_store", NULL));
+    PQclear(th_sql(pcu, "CREATE DATABASE qdb_mpi", NULL));
     free(pcu);
 
     snprintf(bdir, sizeof bdir, "%s/backups", pgs.root);
@@ -222,11 +231,13 @@ int main(void)
     CHECK(json_array_size(items) == 6 && primary_failure && full_cluster,
           "six scenarios, primary failure < 30 s in 5 steps, full cluster 2-4 h");
     int rs_ok = 0;
-    json_array_foreach(json_object_get(sc, "targets"), i,
-                       v) if (strcmp(str_of(v, "component"), "read-store") == 0) rs_ok =
-        json_integer_value(json_object_get(v, "rpo_seconds")) == 300 &&
-        json_integer_value(json_object_get(v, "rto_seconds")) == 7200 &&
-        strcmp(str_of(v, "database"), "qdb_read_store") == 0;
+    json_array_foreach(json_object_get(sc, "targets"), i, v)
+    {
+        if (strcmp(str_of(v, "component"), "read-store") == 0)
+            rs_ok = json_integer_value(json_object_get(v, "rpo_seconds")) == 300 &&
+                    json_integer_value(json_object_get(v, "rto_seconds")) == 7200 &&
+                    strcmp(str_of(v, "database"), "qdb_read_store") == 0;
+    }
     CHECK(json_array_size(json_object_get(sc, "targets")) == 5 && rs_ok,
           "five targets; read store RPO 5 min, RTO 2 h");
     json_decref(sc);
@@ -241,12 +252,16 @@ int main(void)
     long long dst = db_id(&srv, viewer, "dr", "qdb_read_store");
     long long kc = db_id(&srv, viewer, "production", "qdb_keycloak");
     long long kc_dr = db_id(&srv, viewer, "dr", "qdb_keycloak");
-    CHECK(src && dst && kc && kc_dr, "seeded rows");
+    long long mpi = db_id(&srv, viewer, "production", "qdb_mpi");
+    long long mpi_dr = db_id(&srv, viewer, "dr", "qdb_mpi");
+    CHECK(src && dst && kc && kc_dr && mpi && mpi_dr, "seeded rows");
     CHECK(point_db(&srv, admin, src, pp, ps) == 200,
           "production/qdb_read_store: primary + standby");
     CHECK(point_db(&srv, admin, dst, pc, 0) == 200, "dr/qdb_read_store: the third server");
     CHECK(point_db(&srv, admin, kc, pp, 0) == 200, "production/qdb_keycloak: no standby");
     CHECK(point_db(&srv, admin, kc_dr, pp, 0) == 200, "dr/qdb_keycloak: on the source's server");
+    CHECK(point_db(&srv, admin, mpi, pp, 0) == 200 && point_db(&srv, admin, mpi_dr, pc, 0) == 200,
+          "production/qdb_mpi (RPO 0) on the primary's server, dr/qdb_mpi on the DR server");
 
     th_step("bad input: 4xx problem+json, nothing written");
     long ops_before = th_sql_long(url, "SELECT count(*) FROM dr_failover", NULL);
@@ -313,13 +328,46 @@ int main(void)
           j ? inv_errors(j) : "");
     json_decref(j);
 
-    th_step("a drill restores it into the DR server and reports RTO and RPO");
+    th_step("the MPI (RPO 0): its WAL streamed by the backup room, a verified base backup");
+    int streaming = 0;
+    for (double end = th_now_ms() + 60000; !streaming && th_now_ms() < end; th_sleep_ms(200))
+        streaming = th_sql_long(url,
+                                "SELECT count(*) FROM backup_wal_stream WHERE database_name = "
+                                "'qdb_mpi' AND state = 'streaming'",
+                                NULL) == 1;
+    CHECK(streaming, "the backup room streams production/qdb_mpi's WAL");
+    snprintf(path, sizeof path, "/api/v1/databases/%lld/backups", mpi);
+    j = post_job(&srv, admin, path, "{\"method\":\"basebackup\"}", 120000);
+    long long mpi_backup =
+        (long long)json_integer_value(json_object_get(json_object_get(j, "result"), "backup_id"));
+    CHECK(j && strcmp(job_state(j), "succeeded") == 0 && mpi_backup > 0, "MPI backup: %s %s",
+          job_state(j), j ? inv_errors(j) : "");
+    json_decref(j);
+    snprintf(path, sizeof path, "/api/v1/backups/%lld/verify", mpi_backup);
+    j = post_job(&srv, admin, path, NULL, 180000);
+    CHECK(j && strcmp(job_state(j), "succeeded") == 0, "verify: %s %s", job_state(j),
+          j ? inv_errors(j) : "");
+    json_decref(j);
+    /* written after the backup: only the streamed WAL holds these */
+    PQclear(th_sql(mpi_url,
+                   "INSERT INTO person (name) SELECT 'late' || g FROM generate_series(1, 500) g",
+                   NULL));
+    long persons = th_sql_long(mpi_url, "SELECT count(*) FROM person", NULL);
+    for (double end = th_now_ms() + 30000;
+         th_now_ms() < end && th_sql_long(url,
+                                          "SELECT count(*) FROM backup_wal_stream WHERE "
+                                          "database_name = 'qdb_mpi' AND lag_bytes = 0",
+                                          NULL) != 1;)
+        th_sleep_ms(100);
+
+    th_step("a drill restores both into the DR server and reports RTO and RPO of each");
     long accounts = th_sql_long(src_url, "SELECT count(*) FROM pgbench_accounts", NULL);
     long src_audit = th_sql_long(url,
                                  "SELECT count(*) FROM audit_event WHERE resource_type = "
                                  "'database' AND resource_id = $1",
                                  (snprintf(body, sizeof body, "%lld", src), body), NULL);
-    snprintf(body, sizeof body, "{\"databases\":[%lld],\"target_environment\":\"dr\"}", src);
+    snprintf(body, sizeof body, "{\"databases\":[%lld,%lld],\"target_environment\":\"dr\"}", src,
+             mpi);
     long long drill_job = post_202(&srv, operator, "/api/v1/dr/drills", body);
     j = drill_job ? inv_wait_job(&srv, operator, drill_job, 300000) : NULL;
     CHECK(j && strcmp(job_state(j), "succeeded") == 0, "drill: %s %s", job_state(j),
@@ -358,6 +406,21 @@ int main(void)
            json_is_number(rpo) ? (snprintf(path, sizeof path, "%.3f", json_number_value(rpo)), path)
                                : "null",
            json_number_value(json_object_get(res, "restore_seconds")));
+    json_t *mres = json_array_get(json_object_get(d, "results"), 1);
+    json_t *mrpo = json_object_get(mres, "rpo_seconds");
+    CHECK(json_is_true(json_object_get(mres, "ok")) &&
+              strcmp(str_of(mres, "component"), "mpi") == 0 &&
+              strcmp(str_of(mres, "point_in_time"), "latest") == 0 &&
+              json_integer_value(json_object_get(mres, "target_rpo_seconds")) == 0 &&
+              str_of(mres, "recovered_to")[0] && json_is_number(mrpo) &&
+              json_number_value(mrpo) >= 0 &&
+              json_integer_value(
+                  json_object_get(json_object_get(mres, "row_counts"), "public.person")) == persons,
+          "the MPI replayed its streamed WAL to the latest: every person, its RPO measured: %s",
+          mres ? json_dumps(mres, JSON_COMPACT) : "");
+    printf("drill: MPI RTO %.3f s (target 14400 s), RPO %.3f s (target 0 s), WAL replayed to %s\n",
+           json_number_value(json_object_get(mres, "rto_seconds")), json_number_value(mrpo),
+           str_of(mres, "recovered_to"));
     json_decref(d);
     char *dst_url = dr_url(pc, "qdb_read_store");
     CHECK(th_sql_long(dst_url, "SELECT count(*) FROM pgbench_accounts", NULL) == 100000,
@@ -472,8 +535,11 @@ int main(void)
     th_step("status and events");
     json_t *st = get_json(&srv, viewer, "/api/v1/dr/status");
     json_t *rs = NULL;
-    json_array_foreach(json_object_get(st, "components"), i,
-                       v) if (strcmp(str_of(v, "component"), "read-store") == 0) rs = v;
+    json_array_foreach(json_object_get(st, "components"), i, v)
+    {
+        if (strcmp(str_of(v, "component"), "read-store") == 0)
+            rs = v;
+    }
     CHECK(rs && json_is_object(json_object_get(rs, "last_drill")) &&
               json_is_object(json_object_get(rs, "last_failover")) &&
               json_is_object(json_object_get(rs, "last_switchover")) &&
@@ -483,10 +549,14 @@ int main(void)
           "when the RPO was not measured: %s",
           rs ? json_dumps(rs, JSON_COMPACT) : "");
     int others_warn = 1;
-    json_array_foreach(json_object_get(st, "components"), i,
-                       v) if (strcmp(str_of(v, "component"), "read-store") != 0) others_warn &=
-        strcmp(str_of(v, "state"), "warning") == 0;
-    CHECK(others_warn, "never-drilled components are a warning");
+    json_array_foreach(json_object_get(st, "components"), i, v)
+    {
+        const char *comp = str_of(v, "component");
+        if (strcmp(comp, "read-store") != 0 && strcmp(comp, "mpi") != 0)
+            others_warn &= strcmp(str_of(v, "state"), "warning") == 0;
+    }
+    CHECK(others_warn, "never-drilled components are a warning: %s",
+          json_dumps(json_object_get(st, "components"), JSON_COMPACT));
     json_decref(st);
     CHECK(th_sql_long(url,
                       "SELECT count(*) FROM outbox WHERE event->>'type' IN "
@@ -507,6 +577,7 @@ out:
     free(viewer);
     free(pa);
     free(src_url);
+    free(mpi_url);
     free(inv_seen);
     th_db_drop(url);
     free(url);
