@@ -258,14 +258,33 @@ static int promote(struct op *o, PGconn *pg, uint64_t *replayed, char *err, size
         dr_lsn_parse(v, replayed);
     step(o, "promote", "pg_promote on %s:%d returned; recovery ended at %s", o->db.standby.host,
          o->db.standby.port, v);
+    /* a standby copied from a fenced primary (pg_basebackup, or pg_rewind with nothing to
+     * rewind) carries the fence in its postgresql.auto.conf: the new primary must not */
+    if (dr_pg_command(pg, unfence_sql, err, errlen) != 0 ||
+        dr_pg_command(pg, "SELECT pg_reload_conf()", err, errlen) != 0)
+        jobs_log(o->ctx, "warn",
+                 "could not reset default_transaction_read_only on the new "
+                 "primary: %s",
+                 err);
     /* the write check: a transaction id assigned and committed is a commit record in the
-     * WAL, refused while the server is still in recovery, and touches no user table */
+     * WAL, refused while the server is still in recovery, and touches no user table; a
+     * session that would be read-only (a fence the reload has not reached yet) does not
+     * count as taking writes */
     double until = now_s() + 30;
     for (;;) {
-        if (dr_pg_value(pg, "SELECT pg_current_xact_id()::text", v, sizeof v, err, errlen) > 0)
+        rc = dr_pg_value(pg,
+                         "SELECT CASE WHEN current_setting('default_transaction_read_only') "
+                         "= 'off' THEN pg_current_xact_id()::text END",
+                         v, sizeof v, err, errlen);
+        if (rc > 0)
             break;
-        if (now_s() > until)
+        if (now_s() > until) {
+            if (rc == 0)
+                snprintf(err, errlen,
+                         "the new primary is still read-only "
+                         "(default_transaction_read_only)");
             return -1;
+        }
         sleep_ms(50);
     }
     return 0;
