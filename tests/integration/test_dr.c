@@ -584,6 +584,28 @@ int main(void)
     CHECK(others_warn, "never-drilled components are a warning: %s",
           json_dumps(json_object_get(st, "components"), JSON_COMPACT));
     json_decref(st);
+    CHECK(th_metric(&srv, "qdb_dr_last_drill_rpo_seconds{component=\"mpi\"}") == 0,
+          "the RPO metric of the MPI");
+    /* a drill older than the drill period (a quarter) is stale */
+    PQclear(th_sql(url,
+                   "UPDATE dr_drill_result SET finished_at = now() - interval '100 days' "
+                   "WHERE component = 'mpi'",
+                   NULL));
+    st = get_json(&srv, viewer, "/api/v1/dr/status");
+    char *st_text = json_dumps(st, JSON_COMPACT);
+    int stale = 0;
+    json_array_foreach(json_object_get(st, "components"), i, v)
+    {
+        if (strcmp(str_of(v, "component"), "mpi") == 0) {
+            char *row = json_dumps(v, JSON_COMPACT);
+            stale = strcmp(str_of(v, "state"), "warning") == 0 && row &&
+                    strstr(row, "older than the drill period") != NULL;
+            free(row);
+        }
+    }
+    CHECK(stale, "a 100-day-old drill is a warning: %s", st_text ? st_text : "");
+    free(st_text);
+    json_decref(st);
     CHECK(th_sql_long(url,
                       "SELECT count(*) FROM outbox WHERE event->>'type' IN "
                       "('qa.qdb.controlplane.dr.failed_over', "
