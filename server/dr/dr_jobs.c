@@ -324,11 +324,34 @@ static void tool(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", dr_pg_bin(), name);
 }
 
+/* A libpq connection string value, quoted ('...' with \' and \\): the inventory takes any
+ * text as a host or user, and none of it may add a keyword of its own. */
+static void conn_quote(char *out, size_t n, const char *v)
+{
+    size_t o = 0;
+    if (o + 1 < n)
+        out[o++] = '\'';
+    for (; *v && o + 3 < n; v++) {
+        if (*v == '\'' || *v == '\\')
+            out[o++] = '\\';
+        out[o++] = *v;
+    }
+    if (o + 1 < n)
+        out[o++] = '\'';
+    out[o] = '\0';
+}
+
+/* The new primary as pg_rewind's and pg_basebackup's source. The password travels in
+ * PGPASSWORD, not in this string, which goes into the job's log; -R writes the connection
+ * (with the password, which the new standby needs to stream) into its primary_conninfo. */
 static void conninfo(char *out, size_t n, const struct inventory_pg_endpoint *ep)
 {
-    /* host and user are checked by the inventory ([A-Za-z0-9.-] and [a-z_0-9]) */
-    snprintf(out, n, "host=%s port=%d user=%s dbname=postgres%s%s connect_timeout=10", ep->host,
-             ep->port, ep->admin_user, ep->sslmode[0] ? " sslmode=" : "", ep->sslmode);
+    char h[600], u[140], m[40];
+    conn_quote(h, sizeof h, ep->host);
+    conn_quote(u, sizeof u, ep->admin_user);
+    conn_quote(m, sizeof m, ep->sslmode[0] ? ep->sslmode : "prefer");
+    snprintf(out, n, "host=%s port=%d user=%s dbname=postgres sslmode=%s connect_timeout=10", h,
+             ep->port, u, m);
 }
 
 /* Make the stopped old primary in `dir` a standby of the new one (ep) and start it with
@@ -337,7 +360,7 @@ static void conninfo(char *out, size_t n, const struct inventory_pg_endpoint *ep
 static int rejoin(struct op *o, const char *dir, const struct inventory_pg_endpoint *ep,
                   const char *method_out[1], char *err, size_t errlen)
 {
-    char bin[600], ci[700], tail[1024], log[1300], password[512] = "";
+    char bin[600], ci[1000], tail[1024], log[1300], password[512] = "";
     const char *pw = NULL;
     if (ep->admin_secret[0]) {
         if (inventory_secret_resolve(ep->admin_secret, password, sizeof password, err, errlen) != 0)
