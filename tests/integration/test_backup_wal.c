@@ -374,6 +374,52 @@ int main(void)
     CHECK(th_sql_long(tgt_url, "SELECT count(*) FROM marks WHERE v IN (-1, -2)", NULL) == 2,
           "both inserts are there");
 
+    th_step("retention keeps the streamed WAL from the oldest kept backup's stop on");
+    CHECK(inv_call(other, admin2, "PATCH", "/api/v1/backup-policies/test-wal",
+                   "{\"retention_count\":1}", &r) == 200,
+          "retention 1: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    snprintf(path, sizeof path, "/api/v1/databases/%lld/backups", src_id);
+    j = post_job(other, admin2, path, "{\"method\":\"basebackup\"}", 90000);
+    long long second =
+        j && strcmp(job_state(j), "succeeded") == 0
+            ? (long long)json_integer_value(json_object_get(json_object_get(j, "result"), "backup_id"))
+            : 0;
+    CHECK(second > 0, "a second base backup: %s", job_state(j));
+    json_decref(j);
+    /* the prune that the second backup enqueued: it deletes the first backup, and the
+     * streamed segments before the second one's stop */
+    char pruned[400];
+    snprintf(pruned, sizeof pruned,
+             "SELECT count(*) FROM job WHERE kind = 'backup.prune' AND state = 'succeeded' AND "
+             "result->'deleted' @> '[{\"id\": %lld}]' AND (result->>'wal_segments_deleted')::int > 0",
+             backup_id);
+    until = th_now_ms() + 60000;
+    while (th_now_ms() < until && th_sql_long(url, pruned, NULL) < 1)
+        th_sleep_ms(200);
+    CHECK(th_sql_long(url, pruned, NULL) == 1,
+          "the prune after it deleted the first backup and streamed segments");
+    PQclear(th_sql(src_url, "INSERT INTO marks (v) VALUES (9001)", NULL));
+    PQclear(th_sql(src_url, "SELECT pg_switch_wal()", NULL));
+    PQclear(th_sql(src_url, "INSERT INTO marks (v) VALUES (9002)", NULL));
+    CHECK(wait_wal(url, "lag_bytes = 0 AND state = 'streaming'", 30000), "caught up");
+    PGresult *sr = th_sql(url, "SELECT stop_lsn, status FROM backup WHERE id = $1::bigint",
+                          second == 0 ? "0" : (snprintf(cond, sizeof cond, "%lld", second), cond),
+                          NULL);
+    char stopseg[25] = "";
+    if (sr && PQntuples(sr) == 1) {
+        unsigned hi = 0, lo = 0;
+        sscanf(PQgetvalue(sr, 0, 0), "%X/%X", &hi, &lo);
+        snprintf(stopseg, sizeof stopseg, "%08X%08X%08X", 1u, hi, lo >> 24);
+    }
+    PQclear(sr);
+    CHECK(wal_without_gap(waldir, first, last, &nseg) && strcmp(first, stopseg) == 0,
+          "the streamed WAL now begins at the kept backup's stop segment %s: %s .. %s", stopseg,
+          first, last);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM backup WHERE status = 'pruned' AND id = $1::bigint",
+                      (snprintf(cond, sizeof cond, "%lld", backup_id), cond), NULL) == 1,
+          "the first backup was pruned");
+
     th_step("a clean stop: the stream is marked stopped, no receiver is left");
     CHECK(th_server_stop(other) == 0, "the replica stops cleanly");
     CHECK(wait_wal(url, "state = 'stopped'", 10000), "the stream row says stopped");
