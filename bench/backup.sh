@@ -83,7 +83,7 @@ wait_job() {
 # fastest of ROUNDS runs.
 ROUNDS=${ROUNDS:-2}
 checkpoint() { psql -X -qAtc CHECKPOINT -h 127.0.0.1 -p "$SRC_PORT" -U postgres postgres >/dev/null; }
-min() { echo "$1 $2" | awk '{ print ($1 == "" || $2 < $1) ? $2 : $1 }'; }
+min() { if [ -z "$1" ]; then echo "$2"; else awk -v a="$1" -v b="$2" 'BEGIN { print (b < a) ? b : a }'; fi; }
 # job_steps JOB: the job's log as seconds since its first line, for where the time goes
 job_steps() {
   api "$BASE/api/v1/jobs/$1/logs?limit=1000" | jq -r '.items[] | "\(.time) \(.message)"' |

@@ -106,6 +106,11 @@ int bk_store_wal_get(struct db_conn *c, int64_t database_id, json_t **doc);
 int bk_wal_start(struct qdb_app *app);
 void bk_wal_quiesce(void);
 void bk_wal_stop(void);
+/* Delete the complete streamed segments of `database` that come before the segment of
+ * stop_lsn (the oldest kept base backup's) on timeline tli or an older one: no kept backup
+ * can replay them. 0 with *deleted, or -1 with err (a deletion failed). */
+int bk_wal_prune(const char *database, const char *stop_lsn, int tli, int *deleted, char *err,
+                 size_t errlen);
 /* The folder of the WAL streamed for a database: QDB_BACKUP_DIR/<name>/wal. */
 void bk_wal_dir(char *out, size_t n, const char *database);
 

@@ -22,6 +22,7 @@
  * written no later than the first tick whose position lay beyond what was received. It
  * does not rely on the receiver's feedback, so a stuck receiver shows a growing lag. */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -127,7 +128,12 @@ static void read_last_line(const char *path, char *out, size_t n)
     while (got > 0 && (buf[got - 1] == '\n' || buf[got - 1] == '\r'))
         buf[--got] = '\0';
     char *nl = strrchr(buf, '\n');
-    snprintf(out, n, "%s", nl ? nl + 1 : buf);
+    const char *last = nl ? nl + 1 : buf;
+    size_t len = strlen(last);
+    if (len >= n)
+        len = n - 1; /* the start of a long line is enough */
+    memcpy(out, last, len);
+    out[len] = '\0';
 }
 
 /* fork + exec of pg_receivewal with its output appended to s->log. Everything the child
@@ -528,4 +534,58 @@ void bk_wal_stop(void)
     atomic_store(&wal.stopping, 1);
     pthread_join(wal.thread, NULL);
     wal.started = 0;
+}
+
+/* ---- retention of the streamed WAL (backup.prune) ---- */
+
+int bk_wal_prune(const char *database, const char *stop_lsn, int tli, int *deleted, char *err,
+                 size_t errlen)
+{
+    char dir[1100];
+    uint64_t stop;
+    *deleted = 0;
+    bk_wal_dir(dir, sizeof dir, database);
+    if (parse_lsn(stop_lsn, &stop) != 0) {
+        snprintf(err, errlen, "the oldest kept backup has no stop LSN: streamed WAL kept");
+        return 0;
+    }
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT)
+            return 0; /* nothing streamed for it */
+        snprintf(err, errlen, "%.900s: %s", dir, strerror(errno));
+        return -1;
+    }
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        /* complete segments only: a .partial is the one being written, .history is small */
+        if (strlen(n) != 24 || strspn(n, "0123456789ABCDEF") != 24)
+            continue;
+        char path[1200];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%.24s", dir, n);
+        if (stat(path, &st) != 0 || st.st_size < (1 << 20) || (st.st_size & (st.st_size - 1)))
+            continue;
+        char t[9], hi[9], lo[9];
+        memcpy(t, n, 8);
+        memcpy(hi, n + 8, 8);
+        memcpy(lo, n + 16, 8);
+        t[8] = hi[8] = lo[8] = '\0';
+        uint64_t per = 0x100000000ULL / (uint64_t)st.st_size;
+        uint64_t segno = strtoull(hi, NULL, 16) * per + strtoull(lo, NULL, 16);
+        /* the oldest kept backup replays from the segment of its stop LSN on: anything
+         * before it, on its timeline or an older one, no kept backup can use */
+        if (strtoul(t, NULL, 16) > (unsigned long)tli || segno >= stop / (uint64_t)st.st_size)
+            continue;
+        if (unlink(path) != 0) {
+            snprintf(err, errlen, "could not delete %.900s: %s", path, strerror(errno));
+            rc = -1;
+            break;
+        }
+        (*deleted)++;
+    }
+    closedir(d);
+    return rc;
 }

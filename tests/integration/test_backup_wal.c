@@ -244,6 +244,8 @@ int main(void)
     CHECK(th_metric(&a, "qdb_backup_wal_lag_seconds{component=\"test-wal\"}") >= 0,
           "qdb_backup_wal_lag_seconds of test-wal");
 
+    char cond[300];
+    json_t *res = NULL;
     th_step("a base backup of the source");
     snprintf(path, sizeof path, "/api/v1/databases/%lld/backups", src_id);
     json_t *j = post_job(&a, admin, path, "{\"method\":\"basebackup\"}", 90000);
@@ -253,6 +255,68 @@ int main(void)
             : 0;
     CHECK(backup_id > 0, "base backup: %s %s", job_state(j), j ? inv_errors(j) : "");
     json_decref(j);
+
+    th_step("verify: a file whose SHA-256 differs from the manifest's is found while unpacking");
+    {
+        char mpath[400], cmd[2400], sha[65] = "";
+        PGresult *pr = th_sql(url, "SELECT path FROM backup WHERE id = $1::bigint",
+                              (snprintf(cond, sizeof cond, "%lld", backup_id), cond), NULL);
+        snprintf(mpath, sizeof mpath, "%s/backup_manifest", pr && PQntuples(pr) ? PQgetvalue(pr, 0, 0) : "");
+        PQclear(pr);
+        /* the manifest says another SHA-256 for global/pg_control; the catalog's checksum of
+         * the manifest file is brought in line, so that only the manifest check can object */
+        snprintf(cmd, sizeof cmd,
+                 "cp '%s' '%s.orig' && python3 -c \"import json,sys; p=sys.argv[1]; m=json.load(open(p)); "
+                 "f=[x for x in m['Files'] if x['Path']=='global/pg_control'][0]; "
+                 "f['Checksum']=('0' if f['Checksum'][0]!='0' else '1')+f['Checksum'][1:]; "
+                 "json.dump(m, open(p,'w'))\" '%s'", mpath, mpath, mpath);
+        CHECK(system(cmd) == 0, "manifest edited");
+        snprintf(cmd, sizeof cmd, "sha256sum '%s'", mpath);
+        FILE *pp = popen(cmd, "r");
+        if (pp) {
+            if (fscanf(pp, "%64s", sha) != 1)
+                sha[0] = '\0';
+            pclose(pp);
+        }
+        struct stat mst;
+        char msize[32] = "0";
+        if (stat(mpath, &mst) == 0)
+            snprintf(msize, sizeof msize, "%lld", (long long)mst.st_size);
+        PQclear(th_sql(url, "UPDATE backup_file SET sha256 = $2, size_bytes = $3::bigint WHERE "
+                            "backup_id = $1::bigint AND name = 'backup_manifest'",
+                       (snprintf(cond, sizeof cond, "%lld", backup_id), cond), sha, msize, NULL));
+        snprintf(path, sizeof path, "/api/v1/backups/%lld/verify", backup_id);
+        j = post_job(&a, admin, path, NULL, 120000);
+        const char *errs = j ? inv_errors(j) : "";
+        CHECK(j && strcmp(job_state(j), "failed") == 0 && strstr(errs, "global/pg_control") &&
+                  strstr(errs, "the manifest says"),
+              "verification failed on global/pg_control: %s %s", job_state(j), errs);
+        json_decref(j);
+        /* put it back: the original manifest, its checksum in the catalog, the backup good */
+        snprintf(cmd, sizeof cmd, "mv '%s.orig' '%s'", mpath, mpath);
+        CHECK(system(cmd) == 0, "manifest restored");
+        snprintf(cmd, sizeof cmd, "sha256sum '%s'", mpath);
+        pp = popen(cmd, "r");
+        if (pp) {
+            if (fscanf(pp, "%64s", sha) != 1)
+                sha[0] = '\0';
+            pclose(pp);
+        }
+        if (stat(mpath, &mst) == 0)
+            snprintf(msize, sizeof msize, "%lld", (long long)mst.st_size);
+        PQclear(th_sql(url, "UPDATE backup_file SET sha256 = $2, size_bytes = $3::bigint WHERE "
+                            "backup_id = $1::bigint AND name = 'backup_manifest'",
+                       (snprintf(cond, sizeof cond, "%lld", backup_id), cond), sha, msize, NULL));
+        j = post_job(&a, admin, path, NULL, 120000);
+        res = j ? json_object_get(j, "result") : NULL;
+        CHECK(j && strcmp(job_state(j), "succeeded") == 0 &&
+                  strcmp(json_string_value(json_object_get(json_object_get(res, "checks"),
+                                                           "manifest_checksums")) ?: "",
+                         "ok (while unpacking)") == 0,
+              "verified again, the manifest's checksums taken while unpacking: %s %s",
+              job_state(j), j ? inv_errors(j) : "");
+        json_decref(j);
+    }
 
     th_step("the receiver killed: restarted, no gap in the received WAL");
     char *pid_text = wal_col(url, "receiver_pid");
@@ -271,7 +335,6 @@ int main(void)
     if (lr && PQntuples(lr) == 1)
         snprintf(after, sizeof after, "%s", PQgetvalue(lr, 0, 0));
     PQclear(lr);
-    char cond[300];
     snprintf(cond, sizeof cond,
              "restarts >= 1 AND state = 'streaming' AND receiver_pid <> %ld AND "
              "received_lsn::pg_lsn >= '%s'::pg_lsn",
@@ -352,7 +415,7 @@ int main(void)
     j = post_job(other, admin2, path, body, 180000);
     CHECK(j && strcmp(job_state(j), "succeeded") == 0, "restore to %s: %s %s", between,
           job_state(j), j ? inv_errors(j) : "");
-    json_t *res = json_object_get(j, "result");
+    res = json_object_get(j, "result");
     CHECK(json_is_string(json_object_get(res, "recovered_to")) &&
               json_is_object(json_object_get(res, "row_counts")),
           "recovered_to and row counts: %s", j ? json_dumps(res, JSON_COMPACT) : "");
@@ -373,6 +436,57 @@ int main(void)
     json_decref(j);
     CHECK(th_sql_long(tgt_url, "SELECT count(*) FROM marks WHERE v IN (-1, -2)", NULL) == 2,
           "both inserts are there");
+
+    th_step("retention keeps the streamed WAL from the oldest kept backup's stop on");
+    CHECK(inv_call(other, admin2, "PATCH", "/api/v1/backup-policies/test-wal",
+                   "{\"retention_count\":1}", &r) == 200,
+          "retention 1: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    snprintf(path, sizeof path, "/api/v1/databases/%lld/backups", src_id);
+    j = post_job(other, admin2, path, "{\"method\":\"basebackup\"}", 90000);
+    long long second =
+        j && strcmp(job_state(j), "succeeded") == 0
+            ? (long long)json_integer_value(json_object_get(json_object_get(j, "result"), "backup_id"))
+            : 0;
+    CHECK(second > 0, "a second base backup: %s", job_state(j));
+    json_decref(j);
+    /* the first backup is the newest verified good one, which retention always keeps (and
+     * the WAL from its stop on): verify the second, then prune */
+    snprintf(path, sizeof path, "/api/v1/backups/%lld/verify", second);
+    j = post_job(other, admin2, path, NULL, 120000);
+    CHECK(j && strcmp(job_state(j), "succeeded") == 0, "the second backup verified: %s",
+          job_state(j));
+    json_decref(j);
+    j = inv_run_job(other, admin2,
+                    "{\"kind\":\"backup.prune\",\"args\":{\"database\":\"development/wal_src\"}}",
+                    60000);
+    res = j ? json_object_get(j, "result") : NULL;
+    CHECK(j && strcmp(job_state(j), "succeeded") == 0 &&
+              json_integer_value(json_object_get(res, "wal_segments_deleted")) > 0 &&
+              json_array_size(json_object_get(res, "deleted")) == 1,
+          "the prune deleted the first backup and streamed segments: %s %s", job_state(j),
+          j ? inv_errors(j) : "");
+    json_decref(j);
+    PQclear(th_sql(src_url, "INSERT INTO marks (v) VALUES (9001)", NULL));
+    PQclear(th_sql(src_url, "SELECT pg_switch_wal()", NULL));
+    PQclear(th_sql(src_url, "INSERT INTO marks (v) VALUES (9002)", NULL));
+    CHECK(wait_wal(url, "lag_bytes = 0 AND state = 'streaming'", 30000), "caught up");
+    PGresult *sr = th_sql(url, "SELECT stop_lsn, status FROM backup WHERE id = $1::bigint",
+                          second == 0 ? "0" : (snprintf(cond, sizeof cond, "%lld", second), cond),
+                          NULL);
+    char stopseg[25] = "";
+    if (sr && PQntuples(sr) == 1) {
+        unsigned hi = 0, lo = 0;
+        sscanf(PQgetvalue(sr, 0, 0), "%X/%X", &hi, &lo);
+        snprintf(stopseg, sizeof stopseg, "%08X%08X%08X", 1u, hi, lo >> 24);
+    }
+    PQclear(sr);
+    CHECK(wal_without_gap(waldir, first, last, &nseg) && strcmp(first, stopseg) == 0,
+          "the streamed WAL now begins at the kept backup's stop segment %s: %s .. %s", stopseg,
+          first, last);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM backup WHERE status = 'pruned' AND id = $1::bigint",
+                      (snprintf(cond, sizeof cond, "%lld", backup_id), cond), NULL) == 1,
+          "the first backup was pruned");
 
     th_step("a clean stop: the stream is marked stopped, no receiver is left");
     CHECK(th_server_stop(other) == 0, "the replica stops cleanly");
