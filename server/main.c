@@ -15,6 +15,7 @@
 #include "flags/flags.h"
 #include "inventory/inventory.h"
 #include "backup/backup.h"
+#include "dr/dr.h"
 #include "jobs/jobs.h"
 #include "module.h"
 #include "platform/config.h"
@@ -35,6 +36,7 @@ static const struct qdb_module *const modules[] = {
     &flags_module,
     &inventory_module,
     &backup_module,
+    &dr_module,
 };
 #define NMODULES (sizeof modules / sizeof modules[0])
 

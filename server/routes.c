@@ -5,6 +5,7 @@
 #include "flags/flags.h"
 #include "inventory/inventory.h"
 #include "backup/backup.h"
+#include "dr/dr.h"
 #include "jobs/jobs.h"
 #include "platform/environment.h"
 #include "platform/health.h"
@@ -152,6 +153,17 @@ const struct http_route qdb_routes[] = {
     {"POST", "/api/v1/backups/{id}/verify", backup_api_verify, HTTP_OPERATOR, 0},
     {"POST", "/api/v1/backups/{id}/restore", backup_api_restore, HTTP_ADMIN, HTTP_BODY_JSON},
     {"POST", "/api/v1/databases/{id}/backups", backup_api_run, HTTP_OPERATOR, HTTP_BODY_JSON},
+
+    /* dr: the switchover's checks and the drill's talk to the pair's servers */
+    {"GET", "/api/v1/dr/scenarios", dr_api_scenarios, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/dr/status", dr_api_status, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/dr/failovers", dr_api_failovers_list, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/dr/failovers/{id}", dr_api_failovers_get, HTTP_VIEWER, 0},
+    {"GET", "/api/v1/dr/drills", dr_api_drills_list, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/dr/drills", dr_api_drills_create, HTTP_OPERATOR, HTTP_BODY_JSON},
+    {"GET", "/api/v1/dr/drills/{id}", dr_api_drills_get, HTTP_VIEWER, 0},
+    {"POST", "/api/v1/databases/{id}/failover", dr_api_failover, HTTP_ADMIN, 0},
+    {"POST", "/api/v1/databases/{id}/switchover", dr_api_switchover, HTTP_ADMIN, HTTP_BODY_JSON},
 };
 
 const size_t qdb_routes_count = sizeof qdb_routes / sizeof qdb_routes[0];

@@ -12,6 +12,8 @@ import tokens from './pages/tokens.js';
 import environments from './pages/environments.js';
 import flags from './pages/flags.js';
 import inventory from './pages/inventory.js';
+import backups from './pages/backups.js';
+import dr from './pages/dr.js';
 
 // The rooms, in navigation order. `path` is the first segment of the hash route; `minRole`
 // hides the entry from roles below it (the server still enforces: a deep link shows its 403).
@@ -22,8 +24,8 @@ const PAGES = [
   { path: 'audit', label: 'Audit', page: audit },
   { path: 'flags', label: 'Flags', page: flags },
   { path: 'inventory', label: 'Inventory', page: inventory },
-  // nav slot: backups               { path: 'backups', label: 'Backups', page: backups },
-  // nav slot: DR                    { path: 'dr', label: 'DR', page: dr },
+  { path: 'backups', label: 'Backups', page: backups },
+  { path: 'dr', label: 'DR', page: dr },
   { path: 'environments', label: 'Environments', page: environments },
   { path: 'tokens', label: 'API tokens', page: tokens, minRole: 'admin' },
 ];

@@ -14,6 +14,7 @@
 #include "inventory/inventory.h"
 #include "platform/jsonspec.h"
 #include "platform/queryspec.h"
+#include "platform/rfc3339.h"
 
 static int id_param(struct http_request *req, const char *what, int64_t *id)
 {
@@ -510,19 +511,28 @@ void backup_api_verify(struct http_request *req)
     json_decref(doc);
 }
 
-/* POST /api/v1/backups/{id}/restore {"target": database id, "force"?: bool}: refuses the
- * backup's own source, and a target that holds tables unless force. */
+/* POST /api/v1/backups/{id}/restore {"target": database id, "force"?: bool,
+ * "point_in_time"?: "latest" | RFC 3339}: refuses the backup's own source, a target that
+ * holds tables unless force, and a point in time the streamed WAL cannot reach. */
 void backup_api_restore(struct http_request *req)
 {
     int64_t id, target = 0;
     int force = 0;
+    const char *pit = NULL;
     const struct jspec_field f[] = {
         {"target", JSPEC_INT, 1, 1, INT64_MAX / 2, NULL, &target, NULL},
         {"force", JSPEC_BOOL, 0, 0, 0, NULL, &force, NULL},
+        {"point_in_time", JSPEC_STRING, 0, 1, 64, NULL, &pit, NULL},
         JSPEC_END,
     };
     if (id_param(req, "backup", &id) != 0 || jspec_parse(req, http_body(req), f, NULL, 0) != 0)
         return;
+    int64_t pit_us = 0;
+    if (pit && strcmp(pit, "latest") != 0 && rfc3339_parse(pit, strlen(pit), &pit_us) != 0) {
+        http_reply_invalid(req, "point_in_time",
+                           "point_in_time: \"latest\" or an RFC 3339 time (2026-12-01T14:00:00Z)");
+        return;
+    }
     struct db_conn *c = http_db_or_reply(req);
     if (!c)
         return;
@@ -532,6 +542,18 @@ void backup_api_restore(struct http_request *req)
         return;
     struct inventory_database db;
     char err[512];
+    if (pit) {
+        int prc = bk_pitr_check(c, doc, pit, &pit_us, err, sizeof err);
+        if (prc < -1) {
+            http_reply_db_error(req, prc);
+            goto out;
+        }
+        if (prc != 0) {
+            http_reply_problem_ext(req, QDB_E_BACKUP_INVALID,
+                                   json_pack("{s:s}", "field", "point_in_time"), "%s", err);
+            goto out;
+        }
+    }
     int rc = inventory_database_lookup(c, target, NULL, NULL, &db);
     if (rc <= 0) {
         if (rc < 0)
@@ -569,6 +591,8 @@ void backup_api_restore(struct http_request *req)
     snprintf(key, sizeof key, "%s/%s", db.environment, db.name);
     json_t *args = json_pack("{s:I,s:s,s:b}", "backup", (json_int_t)id, "target", key, "force",
                              force);
+    if (pit)
+        json_object_set_new(args, "point_in_time", json_string(pit));
     struct enqueue_tx t = {.req = req,
                            .kind = "backup.restore",
                            .action = "backup.restore_request",

@@ -72,13 +72,47 @@ int bk_store_backup_pruned(struct db_conn *c, int64_t id, const char *reason);
 int bk_store_backup_offsite(struct db_conn *c, int64_t id, const char *path);
 /* The newest finished (completed/verified) backup of a database: 1 with *id, 0 none. */
 int bk_store_newest_backup(struct db_conn *c, int64_t database_id, int64_t *id);
+/* The newest verified good backup of a database: 1 with *id, 0 none. */
+int bk_store_newest_verified(struct db_conn *c, int64_t database_id, int64_t *id);
 int bk_store_report_insert(struct db_conn *c, const char *component, int64_t started_us,
                            int64_t finished_us, int ok, int64_t size, double restore_seconds,
                            const char *detail, const char *by, json_t **doc);
 /* One row per policy: (component, doc, last_good_age_s, last_restore_s, last_verified_age_s,
- * last_state). */
+ * last_state, wal stream doc or NULL). */
 int bk_store_status_rows(struct db_conn *c, PGresult **res);
 int bk_store_status_state_set(struct db_conn *c, const char *component, const char *state);
+
+/* ---- WAL streaming (backup_wal.c and its rows in the store) ---- */
+/* Enabled base-backup policies whose RPO is 0: rows (component, environment, database). */
+int bk_store_wal_policies(struct db_conn *c, PGresult **res);
+struct bk_wal_row {
+    int64_t database_id;
+    const char *component, *environment, *database, *slot, *wal_dir, *holder, *state;
+    int receiver_pid; /* <= 0: none */
+    char received_lsn[32], server_lsn[32]; /* "": unknown (the row keeps its last) */
+    int64_t lag_bytes;                     /* < 0: unknown */
+    double lag_seconds;                    /* < 0: unknown */
+    int caught_up;                         /* everything written was received: now */
+    int restarts;
+    const char *last_exit;
+};
+int bk_store_wal_put(struct db_conn *c, const struct bk_wal_row *w);
+/* The row of a database that `holder` streams becomes 'stopped'. */
+int bk_store_wal_stopped(struct db_conn *c, int64_t database_id, const char *holder,
+                         const char *why);
+/* The stream's document of a database: 1 with *doc, 0 none. */
+int bk_store_wal_get(struct db_conn *c, int64_t database_id, json_t **doc);
+/* Start and stop the supervisor thread (backup_module.c's start and quiesce/stop). */
+int bk_wal_start(struct qdb_app *app);
+void bk_wal_quiesce(void);
+void bk_wal_stop(void);
+/* Delete the complete streamed segments of `database` that come before the segment of
+ * stop_lsn (the oldest kept base backup's) on timeline tli or an older one: no kept backup
+ * can replay them. 0 with *deleted, or -1 with err (a deletion failed). */
+int bk_wal_prune(const char *database, const char *stop_lsn, int tli, int *deleted, char *err,
+                 size_t errlen);
+/* The folder of the WAL streamed for a database: QDB_BACKUP_DIR/<name>/wal. */
+void bk_wal_dir(char *out, size_t n, const char *database);
 
 /* ---- child processes (backup_tools.c) ---- */
 /* Run argv (argv[0] a full path) with stdout and stderr into the job's log line by line,
@@ -115,6 +149,13 @@ void bk_conninfo(char *out, size_t n, const struct inventory_pg_endpoint *ep, co
 /* How many user tables a managed database holds: >= 0, or -1 (err says why). */
 struct inventory_database;
 int bk_target_tables(const struct inventory_database *db, char *err, size_t errlen);
+/* Whether `backup` (its document) can be restored to point_in_time ("latest" or RFC 3339)
+ * through the WAL streamed for its database: a base backup, a stream on record, the time
+ * neither before the backup's end nor beyond what the stream has received. 0 with
+ * *target_us (0 for "latest"), -1 with the reason in err (a client's mistake), or a DB_
+ * code. */
+int bk_pitr_check(struct db_conn *c, const json_t *backup, const char *point_in_time,
+                  int64_t *target_us, char *err, size_t errlen);
 
 /* ---- RPO/RTO (backup_status.c) ---- */
 int bk_status_init(void);

@@ -539,8 +539,10 @@ out:
  * Keeps, per database: the newest retention_count finished backups (failed runs do not
  * count), those younger than retention_days, always the newest one, and always the newest
  * verified good one, even when every newer one failed its verification. A base backup
- * carries the WAL it needs (-X stream) in its own folder, so deleting a backup's folder never
- * deletes WAL that a kept backup needs. A deletion that fails fails the job (and emits
+ * carries the WAL it needs to be consistent (-X stream) in its own folder, so deleting a
+ * backup's folder never deletes WAL that a kept backup needs; the WAL streamed for a
+ * point-in-time restore is kept from the segment of the oldest kept backup's stop LSN on,
+ * and only what lies before it is deleted. A deletion that fails fails the job (and emits
  * prune_failed): a retention that cannot run is never silent. */
 
 static int prune_mark_fn(struct db_conn *c, void *cls)
@@ -668,8 +670,33 @@ static enum jobs_outcome prune_run(struct jobs_ctx *ctx, json_t *args, json_t **
                                                  path, "reason", why));
     }
     PQclear(res);
-    *result = json_pack("{s:s,s:s,s:o,s:o}", "database", key, "method", method, "kept", kept,
-                        "deleted", deleted);
+    int wal_deleted = 0;
+    json_t *oldest = NULL;
+    if (o == JOBS_OK && strcmp(method, "basebackup") == 0 && json_array_size(kept) > 0 &&
+        bk_store_backup_get(jobs_db(ctx),
+                            json_integer_value(json_object_get(
+                                json_array_get(kept, json_array_size(kept) - 1), "id")),
+                            0, &oldest) > 0) {
+        char err[1000] = "";
+        const char *stop = json_string_value(json_object_get(oldest, "stop_lsn"));
+        if (bk_wal_prune(name, stop ? stop : "", (int)json_integer_value(json_object_get(oldest, "timeline")),
+                         &wal_deleted, err, sizeof err) != 0) {
+            jobs_error(ctx, "streamed WAL: %s", err);
+            json_t *data = json_pack("{s:s,s:s}", "database", key, "error", err);
+            struct prune_fail_tx ft = {ctx, key, data};
+            db_tx(jobs_db(ctx), prune_fail_fn, &ft);
+            json_decref(data);
+            o = JOBS_FAIL;
+        } else if (wal_deleted) {
+            jobs_log(ctx, "info", "deleted %d streamed WAL segments older than backup %lld's "
+                                  "stop LSN %s (the oldest kept)",
+                     wal_deleted,
+                     (long long)json_integer_value(json_object_get(oldest, "id")), stop);
+        }
+    }
+    json_decref(oldest);
+    *result = json_pack("{s:s,s:s,s:o,s:o,s:i}", "database", key, "method", method, "kept", kept,
+                        "deleted", deleted, "wal_segments_deleted", wal_deleted);
     json_decref(policy);
     return o;
 }

@@ -1,5 +1,5 @@
 /* The backup room's module (module.h): settings, kinds, the schedules of the policies, the
- * RPO/RTO check and its metrics. */
+ * RPO/RTO check and its metrics, and (start) the WAL stream supervisor. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,8 +114,19 @@ static int init(struct qdb_app *app)
     return seed_policies(app);
 }
 
+static int start(struct qdb_app *app)
+{
+    return bk_wal_start(app);
+}
+
+static void quiesce(void)
+{
+    bk_wal_quiesce();
+}
+
 static void stop(void)
 {
+    bk_wal_stop();
     bk_status_free();
     /* the engine's table of defaults still points at these until the process ends; stop
      * runs at the very end, after the jobs room stopped */
@@ -125,5 +136,7 @@ const struct qdb_module backup_module = {
     .name = "backup",
     .config_load = backup_config_load,
     .init = init,
+    .start = start,
+    .quiesce = quiesce,
     .stop = stop,
 };

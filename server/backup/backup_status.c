@@ -19,6 +19,13 @@
 /* Components whose RPO is 0 are protected continuously (replication, erasure coding) by
  * their own systems, which must report at least this often for the table to believe it. */
 #define BK_CONTINUOUS_REPORT_S 3600
+/* RPO 0 through WAL streaming: what a loss now would cost is the WAL not yet received.
+ * Beyond these many seconds of it the component is in warning / breach. A stream row not
+ * refreshed for WAL_STALE_S has no supervisor: its lag is then counted from the last
+ * moment everything was received. */
+#define BK_WAL_WARN_S 5.0
+#define BK_WAL_BREACH_S 30.0
+#define BK_WAL_STALE_S 10.0
 /* 7.4: a test restore at least monthly. */
 #define BK_VERIFY_MAX_AGE_S (31 * 86400)
 
@@ -37,7 +44,7 @@ static void worsen(const char **state, const char *to, json_t *reasons, const ch
 /* The gauges of the last computation on this replica: per component the Unix time of its
  * last good backup and its last measured restore time (NAN: none). */
 static pthread_mutex_t gauge_lock = PTHREAD_MUTEX_INITIALIZER;
-static json_t *gauges; /* {component: [last_good_unix|null, restore_s|null]} */
+static json_t *gauges; /* {component: [last_good_unix|null, restore_s|null, wal_lag_s|null]} */
 
 static void collect(struct buf *out, void *cls)
 {
@@ -68,7 +75,34 @@ static void collect(struct buf *out, void *cls)
         metrics_escape_label(out, k);
         buf_printf(out, "\"} %.3f\n", json_number_value(r));
     }
+    metrics_family(out, "qdb_backup_wal_lag_seconds", "gauge",
+                   "Age of the oldest WAL not yet received by the stream of each component "
+                   "whose RPO is 0.");
+    json_object_foreach(gauges, k, v)
+    {
+        json_t *l = json_array_get(v, 2);
+        if (!json_is_number(l))
+            continue;
+        buf_puts(out, "qdb_backup_wal_lag_seconds{component=\"");
+        metrics_escape_label(out, k);
+        buf_printf(out, "\"} %.3f\n", json_number_value(l));
+    }
     pthread_mutex_unlock(&gauge_lock);
+}
+
+/* The WAL lag of a stream row in seconds (see BK_WAL_STALE_S), NAN when unknown. */
+static double wal_lag_of(const json_t *w)
+{
+    if (!w)
+        return NAN;
+    double age = json_number_value(json_object_get(w, "age_seconds"));
+    const char *st = json_string_value(json_object_get(w, "state"));
+    json_t *lag = json_object_get(w, "lag_seconds"), *cu = json_object_get(w, "caught_up_age_seconds");
+    if (st && strcmp(st, "streaming") == 0 && age <= BK_WAL_STALE_S && json_is_number(lag))
+        return json_number_value(lag) + age;
+    if (json_is_number(cu))
+        return json_number_value(cu);
+    return NAN;
 }
 
 int bk_status_init(void)
@@ -110,14 +144,28 @@ int bk_status_compute(struct db_conn *c, json_t **out)
         const char *state = "ok";
         json_t *reasons = json_array();
         char why[200];
-        /* RPO: what would be lost now is what was written since the last good backup, as
-         * long as no WAL is streamed (this build streams none) */
+        /* RPO: what would be lost now is what was written since the last good backup, or
+         * for RPO 0 the WAL its stream has not received */
         double limit = rpo > 0 ? rpo : external ? BK_CONTINUOUS_REPORT_S : 0;
+        json_t *walrow = PQgetisnull(res, i, 6) ? NULL : json_loads(db_get_str(res, i, 6), 0, NULL);
+        double wlag = wal_lag_of(walrow);
         if (json_is_null(age)) {
             worsen(&state, "breach", reasons, "no good backup on record");
-        } else if (limit == 0) {
+        } else if (limit == 0 && !walrow) {
             worsen(&state, "breach", reasons,
                    "RPO 0 needs continuous WAL streaming, which is not running for it");
+        } else if (limit == 0 && isnan(wlag)) {
+            worsen(&state, "breach", reasons, "RPO 0: the WAL stream's lag is not known");
+        } else if (limit == 0 && wlag > BK_WAL_BREACH_S) {
+            snprintf(why, sizeof why, "WAL stream %.1f s behind (%s), beyond RPO 0's %.0f s",
+                     wlag, json_string_value(json_object_get(walrow, "state")), BK_WAL_BREACH_S);
+            worsen(&state, "breach", reasons, why);
+        } else if (limit == 0 && wlag > BK_WAL_WARN_S) {
+            snprintf(why, sizeof why, "WAL stream %.1f s behind, near RPO 0's %.0f s", wlag,
+                     BK_WAL_BREACH_S);
+            worsen(&state, "warning", reasons, why);
+        } else if (limit == 0) {
+            /* streaming within bounds */
         } else if (json_real_value(age) > limit) {
             snprintf(why, sizeof why, "last good backup %.0f s ago, beyond the RPO's %.0f s",
                      json_real_value(age), limit);
@@ -143,20 +191,23 @@ int bk_status_compute(struct db_conn *c, json_t **out)
             worsen(&state, "warning", reasons, "last test restore older than a month (7.4)");
         const char *component = db_get_str(res, i, 0);
         json_array_append_new(
-            arr, json_pack("{s:s,s:O,s:O,s:O,s:I,s:I,s:O,s:O,s:O,s:n,s:s,s:s?,s:o}", "component",
+            arr, json_pack("{s:s,s:O,s:O,s:O,s:I,s:I,s:O,s:O,s:O,s:o,s:O?,s:s,s:s?,s:o}",
+                           "component",
                            component, "title", json_object_get(pol, "title"), "method",
                            json_object_get(pol, "method"), "database",
                            json_object_get(pol, "database"), "rpo_seconds", (json_int_t)rpo,
                            "rto_seconds", (json_int_t)rto, "last_success_age_seconds", age,
                            "last_restore_seconds", restore, "last_verified_age_seconds", vage,
-                           "wal_lag_seconds", "state", state, "previous_state",
+                           "wal_lag_seconds", isnan(wlag) ? json_null() : json_real(wlag),
+                           "wal_stream", walrow, "state", state, "previous_state",
                            PQgetisnull(res, i, 5) ? NULL : db_get_str(res, i, 5), "reasons",
                            reasons));
         json_object_set_new(g, component,
-                            json_pack("[o,O]",
+                            json_pack("[o,O,o]",
                                       json_is_null(age) ? json_null()
                                                         : json_real(now - json_real_value(age)),
-                                      restore));
+                                      restore, isnan(wlag) ? json_null() : json_real(wlag)));
+        json_decref(walrow);
         json_decref(age);
         json_decref(restore);
         json_decref(vage);

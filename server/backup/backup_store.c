@@ -325,6 +325,23 @@ int bk_store_newest_backup(struct db_conn *c, int64_t database_id, int64_t *id)
     return rc;
 }
 
+static struct db_stmt q_newest_verified = DB_STMT(
+    "backup_newest_verified", 1,
+    "SELECT id FROM backup WHERE database_id = $1 AND status = 'verified' "
+    "ORDER BY id DESC LIMIT 1");
+
+int bk_store_newest_verified(struct db_conn *c, int64_t database_id, int64_t *id)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    PGresult *res = NULL;
+    db_param_int(&p, database_id);
+    int rc = db_execp(c, &q_newest_verified, &p, &res);
+    if (rc > 0)
+        *id = db_get_int64(res, 0, 0);
+    PQclear(res);
+    return rc;
+}
+
 /* ---- reports and status ---- */
 
 static struct db_stmt q_report_insert = DB_STMT(
@@ -363,7 +380,7 @@ static struct db_stmt q_status_rows = DB_STMT(
     "extract(epoch FROM now() - greatest(b.last_good, r.last_good))::bigint, "
     "coalesce(v.restore_seconds, r.restore_seconds), "
     "extract(epoch FROM now() - coalesce(v.verified_at, r.restored_at))::bigint, "
-    "s.state FROM backup_policy p "
+    "s.state, ws.doc FROM backup_policy p "
     "LEFT JOIN LATERAL (SELECT max(finished_at) AS last_good FROM backup WHERE policy = "
     "p.component AND status IN ('completed', 'verified')) b ON true "
     "LEFT JOIN LATERAL (SELECT x.restore_seconds, x.verified_at FROM backup x WHERE "
@@ -374,7 +391,10 @@ static struct db_stmt q_status_rows = DB_STMT(
     "restore_seconds IS NOT NULL))[1] AS restore_seconds, max(finished_at) FILTER (WHERE ok "
     "AND restore_seconds IS NOT NULL) AS restored_at FROM backup_report WHERE component = "
     "p.component) r ON true "
-    "LEFT JOIN backup_status_state s ON s.component = p.component ORDER BY p.component");
+    "LEFT JOIN backup_status_state s ON s.component = p.component "
+    "LEFT JOIN LATERAL (SELECT backup_wal_stream_doc(w)::text AS doc FROM backup_wal_stream w "
+    "WHERE w.component = p.component ORDER BY w.updated_at DESC LIMIT 1) ws ON true "
+    "ORDER BY p.component");
 
 int bk_store_status_rows(struct db_conn *c, PGresult **res)
 {
@@ -393,4 +413,85 @@ int bk_store_status_state_set(struct db_conn *c, const char *component, const ch
     db_param_text(&p, component);
     db_param_text(&p, state);
     return db_execp(c, &q_status_state_set, &p, NULL);
+}
+
+/* ---- WAL streaming (backup_wal.c) ---- */
+
+static struct db_stmt q_wal_policies = DB_STMT(
+    "backup_wal_policies", 0,
+    "SELECT component, environment, database_name FROM backup_policy WHERE enabled AND "
+    "method = 'basebackup' AND rpo_seconds = 0 ORDER BY component");
+
+int bk_store_wal_policies(struct db_conn *c, PGresult **res)
+{
+    return db_exec(c, &q_wal_policies, NULL, res);
+}
+
+static struct db_stmt q_wal_put = DB_STMT(
+    "backup_wal_put", 16,
+    "INSERT INTO backup_wal_stream AS w (database_id, component, environment, database_name, "
+    "slot, wal_dir, holder, receiver_pid, state, received_lsn, server_lsn, lag_bytes, "
+    "lag_seconds, caught_up_at, restarts, last_exit, started_at, updated_at) VALUES ($1, $2, "
+    "$3, $4, $5, $6, $7, $8::integer, $9, $10, $11, $12::bigint, $13::double precision, "
+    "CASE WHEN $14::boolean THEN now() END, $15::integer, $16, now(), now()) "
+    "ON CONFLICT (database_id) DO UPDATE SET component = EXCLUDED.component, "
+    "environment = EXCLUDED.environment, database_name = EXCLUDED.database_name, "
+    "slot = EXCLUDED.slot, wal_dir = EXCLUDED.wal_dir, holder = EXCLUDED.holder, "
+    "receiver_pid = EXCLUDED.receiver_pid, state = EXCLUDED.state, "
+    "received_lsn = coalesce(EXCLUDED.received_lsn, w.received_lsn), "
+    "server_lsn = coalesce(EXCLUDED.server_lsn, w.server_lsn), lag_bytes = EXCLUDED.lag_bytes, "
+    "lag_seconds = EXCLUDED.lag_seconds, "
+    "caught_up_at = coalesce(EXCLUDED.caught_up_at, w.caught_up_at), "
+    "restarts = EXCLUDED.restarts, last_exit = EXCLUDED.last_exit, "
+    "started_at = CASE WHEN w.holder = EXCLUDED.holder THEN w.started_at ELSE now() END, "
+    "updated_at = now()");
+
+int bk_store_wal_put(struct db_conn *c, const struct bk_wal_row *w)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    char secs[40];
+    snprintf(secs, sizeof secs, "%.3f", w->lag_seconds);
+    db_param_int(&p, w->database_id);
+    db_param_text(&p, w->component);
+    db_param_text(&p, w->environment);
+    db_param_text(&p, w->database);
+    db_param_text(&p, w->slot);
+    db_param_text(&p, w->wal_dir);
+    db_param_text(&p, w->holder);
+    db_param_int_or_null(&p, w->receiver_pid, w->receiver_pid <= 0);
+    db_param_text(&p, w->state);
+    db_param_text(&p, w->received_lsn[0] ? w->received_lsn : NULL);
+    db_param_text(&p, w->server_lsn[0] ? w->server_lsn : NULL);
+    db_param_int_or_null(&p, w->lag_bytes, w->lag_bytes < 0);
+    db_param_text(&p, w->lag_seconds < 0 ? NULL : secs);
+    db_param_bool(&p, w->caught_up);
+    db_param_int(&p, w->restarts);
+    db_param_text(&p, w->last_exit);
+    return db_execp(c, &q_wal_put, &p, NULL);
+}
+
+static struct db_stmt q_wal_stopped = DB_STMT(
+    "backup_wal_stopped", 3,
+    "UPDATE backup_wal_stream SET state = 'stopped', receiver_pid = NULL, last_exit = $3, "
+    "updated_at = now() WHERE database_id = $1 AND holder = $2");
+
+int bk_store_wal_stopped(struct db_conn *c, int64_t database_id, const char *holder,
+                         const char *why)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, database_id);
+    db_param_text(&p, holder);
+    db_param_text(&p, why);
+    return db_execp(c, &q_wal_stopped, &p, NULL);
+}
+
+static struct db_stmt q_wal_get = DB_STMT(
+    "backup_wal_get", 1,
+    "SELECT backup_wal_stream_doc(w)::text FROM backup_wal_stream w WHERE database_id = $1");
+
+int bk_store_wal_get(struct db_conn *c, int64_t database_id, json_t **doc)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, database_id);
+    return db_execp_json(c, &q_wal_get, &p, doc);
 }

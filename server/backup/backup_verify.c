@@ -3,7 +3,14 @@
  * unpack, pg_verifybackup against its manifest, a temporary PostgreSQL on a free loopback
  * port started from it, row counts and pg_amcheck; for a dump a pg_restore into a fresh
  * temporary cluster whose row counts must equal those taken in the dump's snapshot. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <strings.h>
+#include <sys/wait.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +19,13 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
+#include <openssl/evp.h>
 
 #include "audit/audit.h"
 #include "backup/backup_internal.h"
 #include "inventory/inventory.h"
 #include "platform/log.h"
+#include "platform/rfc3339.h"
 
 static double now_s(void)
 {
@@ -46,6 +55,7 @@ struct temp_pg {
     char data[1200];
     int port;
     int started;
+    const char *extra; /* more server options, after the defaults (the last -c wins) */
 };
 
 static int write_text(const char *path, const char *text)
@@ -113,8 +123,8 @@ static int temp_start(struct jobs_ctx *ctx, struct temp_pg *tp)
              "-c listen_addresses=127.0.0.1 -p %d -k '' -c hba_file=%.1200s -c archive_mode=off "
              "-c max_connections=20 -c shared_buffers=64MB -c max_wal_senders=0 "
              "-c wal_level=replica -c hot_standby=on -c logging_collector=off "
-             "-c shared_preload_libraries=",
-             tp->port, hba);
+             "-c shared_preload_libraries= %s",
+             tp->port, hba, tp->extra ? tp->extra : "");
     tool(bin, sizeof bin, "pg_ctl");
     const char *argv[] = {bin, "-D", tp->data, "-l", log, "-w", "-t", "3600", "-o", opts,
                           "start", NULL};
@@ -170,47 +180,100 @@ static PGconn *temp_connect(const struct temp_pg *tp, const char *user, const ch
 
 /* ---- checks shared by verify and restore ---- */
 
-/* Every file of the catalog, checksummed again where it lies now. 0 or -1 (detail says). */
-static int check_files(struct jobs_ctx *ctx, int64_t id, const char *dir, char *detail, size_t n)
+/* Every file of the catalog, checksummed again where it lies now. The hashing runs on a
+ * thread of its own (check_start ... check_finish), so that a verification overlaps it with
+ * the unpack, which reads the same files: on two cores the SHA-256 pass then costs nothing
+ * beside gunzip. The thread touches no database connection and writes no job log; the
+ * runner's thread does both, before and after. */
+struct file_check {
+    PGresult *res;
+    int rows;
+    const char *dir;
+    char (*hex)[65];
+    int64_t *size;
+    int *errnum;
+    pthread_t thread;
+    int running;
+};
+
+static void *hash_files(void *arg)
 {
-    PGresult *res = NULL;
-    int rows = bk_store_files(jobs_db(ctx), id, &res);
-    int rc = rows > 0 ? 0 : -1;
-    if (rows <= 0)
+    struct file_check *fc = arg;
+    for (int i = 0; i < fc->rows; i++) {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", fc->dir, db_get_str(fc->res, i, 0));
+        fc->errnum[i] = bk_sha256_file(path, fc->hex[i], &fc->size[i]) != 0 ? (errno ? errno : EIO) : 0;
+    }
+    return NULL;
+}
+
+static int check_start(struct jobs_ctx *ctx, int64_t id, const char *dir, struct file_check *fc,
+                       char *detail, size_t n)
+{
+    memset(fc, 0, sizeof *fc);
+    fc->dir = dir;
+    fc->rows = bk_store_files(jobs_db(ctx), id, &fc->res);
+    if (fc->rows <= 0) {
         snprintf(detail, n, "the catalog lists no file for backup %lld", (long long)id);
-    for (int i = 0; rc == 0 && i < rows; i++) {
-        char path[1400], hex[65];
-        int64_t size = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, db_get_str(res, i, 0));
-        if (bk_sha256_file(path, hex, &size) != 0) {
-            snprintf(detail, n, "%s: %s", db_get_str(res, i, 0), strerror(errno));
+        return -1;
+    }
+    fc->hex = calloc((size_t)fc->rows, sizeof *fc->hex);
+    fc->size = calloc((size_t)fc->rows, sizeof *fc->size);
+    fc->errnum = calloc((size_t)fc->rows, sizeof *fc->errnum);
+    if (!fc->hex || !fc->size || !fc->errnum) {
+        snprintf(detail, n, "out of memory");
+        return -1;
+    }
+    if (pthread_create(&fc->thread, NULL, hash_files, fc) == 0)
+        fc->running = 1;
+    else
+        hash_files(fc); /* no thread: hash here */
+    return 0;
+}
+
+/* Wait for the hashes and compare them with the catalog. 0 or -1 (detail says). Frees fc. */
+static int check_finish(struct jobs_ctx *ctx, struct file_check *fc, int rc, char *detail, size_t n)
+{
+    if (fc->running)
+        pthread_join(fc->thread, NULL);
+    fc->running = 0;
+    for (int i = 0; rc == 0 && i < fc->rows; i++) {
+        const char *name = db_get_str(fc->res, i, 0);
+        if (fc->errnum[i]) {
+            snprintf(detail, n, "%s: %s", name, strerror(fc->errnum[i]));
             rc = -1;
-        } else if (strcmp(hex, db_get_str(res, i, 2)) != 0 || size != db_get_int64(res, i, 1)) {
-            snprintf(detail, n, "%s: SHA-256 %s, the catalog says %s", db_get_str(res, i, 0), hex,
-                     db_get_str(res, i, 2));
+        } else if (strcmp(fc->hex[i], db_get_str(fc->res, i, 2)) != 0 ||
+                   fc->size[i] != db_get_int64(fc->res, i, 1)) {
+            snprintf(detail, n, "%s: SHA-256 %s, the catalog says %s", name, fc->hex[i],
+                     db_get_str(fc->res, i, 2));
             rc = -1;
         } else {
-            jobs_log(ctx, "info", "%s: checksum ok", db_get_str(res, i, 0));
+            jobs_log(ctx, "info", "%s: checksum ok", name);
         }
     }
-    PQclear(res);
+    PQclear(fc->res);
+    free(fc->hex);
+    free(fc->size);
+    free(fc->errnum);
+    memset(fc, 0, sizeof *fc);
     return rc;
 }
 
-/* Unpack a base backup's tars into tp->data and check it with pg_verifybackup. */
-static int unpack_base(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp, char *detail,
-                       size_t n, double *verify_s)
+static int check_files(struct jobs_ctx *ctx, int64_t id, const char *dir, char *detail, size_t n)
 {
-    char base[1200], wal[1200], waldir[1300], manifest[1200], tail[1024], bin[600];
-    snprintf(base, sizeof base, "%s/base.tar.gz", dir);
+    struct file_check fc;
+    int rc = check_start(ctx, id, dir, &fc, detail, n);
+    return check_finish(ctx, &fc, rc, detail, n);
+}
+
+
+/* Unpack pg_wal.tar.gz into tp->data/pg_wal. 0 or -1 (detail says). */
+static int unpack_wal(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp, char *detail,
+                      size_t n)
+{
+    char wal[1200], waldir[1300], tail[1024];
     snprintf(wal, sizeof wal, "%s/pg_wal.tar.gz", dir);
-    snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
     snprintf(waldir, sizeof waldir, "%s/pg_wal", tp->data);
-    const char *untar[] = {"/bin/tar", "-xzf", base, "-C", tp->data, NULL};
-    if (bk_run(ctx, untar, NULL, 0, tail, sizeof tail) != 0) {
-        snprintf(detail, n, "unpacking base.tar.gz: %.700s", tail);
-        return -1;
-    }
     if (bk_mkdirs(waldir, 0700) != 0) {
         snprintf(detail, n, "%.700s: %s", waldir, strerror(errno));
         return -1;
@@ -220,8 +283,19 @@ static int unpack_base(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp
         snprintf(detail, n, "unpacking pg_wal.tar.gz: %.700s", tail);
         return -1;
     }
+    return 0;
+}
+
+/* pg_verifybackup of the unpacked backup against its manifest; its time in *verify_s.
+ * skip_checksums when unpack_base_checked compared every file's SHA-256 already. */
+static int run_verifybackup(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp,
+                            char *detail, size_t n, double *verify_s, int skip_checksums)
+{
+    char manifest[1200], tail[1024], bin[600];
+    snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
     tool(bin, sizeof bin, "pg_verifybackup");
-    const char *verify[] = {bin, "-m", manifest, tp->data, NULL};
+    const char *verify[] = {bin, "-m", manifest, tp->data, skip_checksums ? "--skip-checksums" : NULL,
+                            NULL};
     double v0 = now_s();
     int rc = bk_run(ctx, verify, NULL, 0, tail, sizeof tail);
     if (verify_s)
@@ -231,6 +305,305 @@ static int unpack_base(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp
         return -1;
     }
     return 0;
+}
+
+/* ---- the unpack of base.tar.gz that checks the manifest's checksums as it goes ----
+ * pg_verifybackup reads every unpacked file back to compare its SHA-256 with the
+ * manifest's: at scale 50 that is a second pass over 750 MB after tar's. Here gzip -dc
+ * feeds a thread that parses the tar stream, hashes each member against its manifest entry
+ * and hands the bytes on to tar -x: gunzip on one core, hashing and writing on the other,
+ * so the checksums cost about nothing beside the unpack a restore needs anyway. When every
+ * file of the manifest was seen and matched, pg_verifybackup then runs with
+ * --skip-checksums (it still checks the manifest's own checksum, that every file is there
+ * with its size and none is extra, and parses the WAL); on anything this parser does not
+ * know (an extended header, a member the manifest does not list) it runs in full. */
+
+struct tar_check {
+    int in, out;            /* gzip's output, tar's input */
+    json_t *files;          /* manifest path -> {Size, Checksum-Algorithm, Checksum} */
+    size_t matched, seen;   /* regular members checked against the manifest; all members */
+    int mismatch, unknown;  /* a checksum or size that differs; something not checked */
+    char detail[600];
+    int write_errno;
+    atomic_int done;
+};
+
+static uint64_t tar_number(const unsigned char *f, size_t n)
+{
+    uint64_t v = 0;
+    if (f[0] & 0x80) { /* base-256 (sizes beyond 8 GB) */
+        v = f[0] & 0x7f;
+        for (size_t i = 1; i < n; i++)
+            v = (v << 8) | f[i];
+        return v;
+    }
+    for (size_t i = 0; i < n && f[i]; i++)
+        if (f[i] >= '0' && f[i] <= '7')
+            v = v * 8 + (uint64_t)(f[i] - '0');
+    return v;
+}
+
+/* The member's digest against the manifest's. */
+static void member_done(struct tar_check *tc, EVP_MD_CTX *md, const char *name, const char *want)
+{
+    unsigned char d[32];
+    unsigned int dl = 0;
+    char hex[65];
+    EVP_DigestFinal_ex(md, d, &dl);
+    for (unsigned k = 0; k < 32; k++)
+        snprintf(hex + 2 * k, 3, "%02x", d[k]);
+    if (strcasecmp(hex, want) == 0) {
+        tc->matched++;
+    } else if (!tc->mismatch) {
+        tc->mismatch = 1;
+        snprintf(tc->detail, sizeof tc->detail, "%.300s: SHA-256 %s, the manifest says %.64s",
+                 name, hex, want);
+    }
+}
+
+static void *tar_check_main(void *arg)
+{
+    struct tar_check *tc = arg;
+    unsigned char hdr[512], *buf = malloc(1 << 18);
+    size_t hlen = 0;
+    uint64_t remaining = 0, pad = 0, expect_size = 0;
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    const char *want = NULL; /* the current member's manifest checksum, NULL: not hashed */
+    char name[512] = "";
+    ssize_t got;
+    while (buf && md && (got = read(tc->in, buf, 1 << 18)) > 0) {
+        for (ssize_t i = 0; i < got;) {
+            if (remaining > 0) {
+                size_t take = (size_t)got - (size_t)i < remaining ? (size_t)got - (size_t)i : (size_t)remaining;
+                if (want)
+                    EVP_DigestUpdate(md, buf + i, take);
+                i += (ssize_t)take;
+                remaining -= take;
+                if (remaining == 0 && want) {
+                    member_done(tc, md, name, want);
+                    want = NULL;
+                }
+                continue;
+            }
+            if (pad > 0) {
+                size_t take = (size_t)got - (size_t)i < pad ? (size_t)got - (size_t)i : (size_t)pad;
+                i += (ssize_t)take;
+                pad -= take;
+                continue;
+            }
+            size_t take = (size_t)got - (size_t)i < 512 - hlen ? (size_t)got - (size_t)i : 512 - hlen;
+            memcpy(hdr + hlen, buf + i, take);
+            hlen += take;
+            i += (ssize_t)take;
+            if (hlen < 512)
+                continue;
+            hlen = 0;
+            int zero = 1;
+            for (int k = 0; k < 512 && zero; k++)
+                zero = hdr[k] == 0;
+            if (zero)
+                continue; /* the end-of-archive blocks */
+            char type = (char)hdr[156];
+            uint64_t size = tar_number(hdr + 124, 12);
+            char nm[101], prefix[156];
+            memcpy(nm, hdr, 100);
+            nm[100] = '\0';
+            memcpy(prefix, hdr + 345, 155);
+            prefix[155] = '\0';
+            if (memcmp(hdr + 257, "ustar", 5) == 0 && prefix[0])
+                snprintf(name, sizeof name, "%s/%s", prefix, nm);
+            else
+                snprintf(name, sizeof name, "%s", nm);
+            tc->seen++;
+            remaining = size;
+            pad = (512 - size % 512) % 512;
+            if (type == '0' || type == '\0') {
+                json_t *e = json_object_get(tc->files, name);
+                const char *alg = json_string_value(json_object_get(e, "Checksum-Algorithm"));
+                want = alg && strcmp(alg, "SHA256") == 0
+                           ? json_string_value(json_object_get(e, "Checksum")) : NULL;
+                expect_size = (uint64_t)json_integer_value(json_object_get(e, "Size"));
+                if (!want) {
+                    tc->unknown++;
+                } else if (expect_size != size && !tc->mismatch) {
+                    tc->mismatch = 1;
+                    snprintf(tc->detail, sizeof tc->detail,
+                             "%.300s: %llu bytes, the manifest says %llu", name,
+                             (unsigned long long)size, (unsigned long long)expect_size);
+                    want = NULL;
+                }
+                if (want) {
+                    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+                    if (size == 0) { /* an empty file: its digest now */
+                        member_done(tc, md, name, want);
+                        want = NULL;
+                    }
+                }
+            } else if (type != '5' && type != '2') {
+                tc->unknown++; /* not a file, directory or symbolic link: not ours to judge */
+            }
+        }
+        for (ssize_t off = 0; off < got && !tc->write_errno;) {
+            ssize_t w = write(tc->out, buf + off, (size_t)(got - off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                tc->write_errno = w < 0 ? errno : EIO;
+            else
+                off += w;
+        }
+        if (tc->write_errno)
+            break;
+    }
+    if (remaining || want)
+        tc->unknown++; /* the stream ended inside a member */
+    EVP_MD_CTX_free(md);
+    free(buf);
+    close(tc->out);
+    close(tc->in);
+    atomic_store(&tc->done, 1);
+    return NULL;
+}
+
+/* fork + exec argv with stdin from in_fd and stdout to out_fd (-1: /dev/null), stderr
+ * appended to errpath. Everything is prepared before the fork. The child's pid, or -1. */
+static pid_t spawn_piped(const char *const *argv, int in_fd, int out_fd, const char *errpath)
+{
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int err = open(errpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    pid_t pid = nul >= 0 && err >= 0 ? fork() : -1;
+    if (pid == 0) {
+        setpgid(0, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        dup2(in_fd >= 0 ? in_fd : nul, 0);
+        dup2(out_fd >= 0 ? out_fd : nul, 1);
+        dup2(err, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (nul >= 0)
+        close(nul);
+    if (err >= 0)
+        close(err);
+    return pid;
+}
+
+static int wait_child(pid_t pid)
+{
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* Unpack base.tar.gz into tp->data, checking each member against the manifest on the way.
+ * Returns 0 (*all_checked: every manifest file matched), -1 (detail says: a checksum or
+ * size differs, or the unpack failed), -2 (the job was told to stop). */
+static int unpack_base_checked(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp,
+                               int *all_checked, char *detail, size_t n)
+{
+    char base[1200], manifest[1200], errpath[1300];
+    snprintf(base, sizeof base, "%s/base.tar.gz", dir);
+    snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
+    snprintf(errpath, sizeof errpath, "%s/unpack.err", tp->scratch);
+    *all_checked = 0;
+    json_error_t jerr;
+    json_t *m = json_load_file(manifest, 0, &jerr);
+    struct tar_check tc = {.in = -1, .out = -1};
+    tc.files = json_object();
+    size_t i, nfiles = 0;
+    json_t *f;
+    json_array_foreach(json_object_get(m, "Files"), i, f)
+    {
+        const char *p = json_string_value(json_object_get(f, "Path"));
+        if (p) {
+            json_object_set(tc.files, p, f);
+            nfiles++;
+        }
+    }
+    json_decref(m);
+    int a[2] = {-1, -1}, b[2] = {-1, -1};
+    pid_t gz = -1, tar = -1;
+    int rc = -1;
+    if (pipe2(a, O_CLOEXEC) != 0 || pipe2(b, O_CLOEXEC) != 0) {
+        snprintf(detail, n, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    const char *gzip[] = {"/bin/gzip", "-dc", base, NULL};
+    const char *untar[] = {"/bin/tar", "-xf", "-", "-C", tp->data, NULL};
+    jobs_log(ctx, "info", "run: /bin/gzip -dc base.tar.gz | (the manifest's SHA-256 of each "
+                          "file) | /bin/tar -x");
+    gz = spawn_piped(gzip, -1, a[1], errpath);
+    tar = spawn_piped(untar, b[0], -1, errpath);
+    close(a[1]);
+    close(b[0]);
+    a[1] = b[0] = -1;
+    if (gz < 0 || tar < 0) {
+        snprintf(detail, n, "could not start gzip and tar: %s", strerror(errno));
+        goto out;
+    }
+    tc.in = a[0];
+    tc.out = b[1];
+    pthread_t th;
+    if (pthread_create(&th, NULL, tar_check_main, &tc) != 0) {
+        snprintf(detail, n, "could not start the checking thread");
+        goto out;
+    }
+    a[0] = b[1] = -1; /* the thread closes them */
+    int stopped = 0;
+    for (int k = 0; !atomic_load(&tc.done); k++) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        if (k % 10 == 9 && !stopped && jobs_heartbeat(ctx) != 0) {
+            stopped = 1;
+            kill(-gz, SIGTERM);
+            kill(-tar, SIGTERM);
+        }
+    }
+    pthread_join(th, NULL);
+    int grc = wait_child(gz), trc = wait_child(tar);
+    gz = tar = -1;
+    if (stopped) {
+        snprintf(detail, n, "stopped");
+        rc = -2;
+    } else if (tc.mismatch) {
+        snprintf(detail, n, "%s", tc.detail);
+    } else if (grc != 0 || trc != 0 || tc.write_errno) {
+        char tail[600] = "";
+        FILE *ef = fopen(errpath, "r");
+        if (ef) {
+            size_t got = fread(tail, 1, sizeof tail - 1, ef);
+            tail[got] = '\0';
+            fclose(ef);
+        }
+        snprintf(detail, n, "unpacking base.tar.gz: gzip %d, tar %d: %.500s", grc, trc, tail);
+    } else {
+        *all_checked = tc.unknown == 0 && tc.matched == nfiles && nfiles > 0;
+        jobs_log(ctx, "info", "base.tar.gz unpacked: %zu of the manifest's %zu files matched "
+                              "their SHA-256%s",
+                 tc.matched, nfiles, *all_checked ? "" : " (pg_verifybackup checks them all)");
+        rc = 0;
+    }
+out:
+    for (int k = 0; k < 2; k++) {
+        if (a[k] >= 0)
+            close(a[k]);
+        if (b[k] >= 0)
+            close(b[k]);
+    }
+    if (gz > 0) {
+        kill(-gz, SIGKILL);
+        wait_child(gz);
+    }
+    if (tar > 0) {
+        kill(-tar, SIGKILL);
+        wait_child(tar);
+    }
+    json_decref(tc.files);
+    return rc;
 }
 
 /* Every table the policy names must be there; returns the counts (new) or NULL. */
@@ -361,22 +734,41 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
     json_t *tables = json_object_get(policy, "tables");
     int ok = 0;
     double restore_s = -1;
-    jobs_progress(ctx, 5, "checksums");
-    if (check_files(ctx, id, dir, detail, sizeof detail) != 0) {
-        json_object_set_new(checks, "checksums", json_string("failed"));
-        goto record;
-    }
-    json_object_set_new(checks, "checksums", json_string("ok"));
+    int base = strcmp(method, "basebackup") == 0;
     if (temp_prepare(ctx, &tp, "verify") != 0) {
         o = JOBS_RETRY;
         goto out;
     }
     double t0 = now_s();
     char bin[600], tail[1024], port[16];
-    if (strcmp(method, "basebackup") == 0) {
-        jobs_progress(ctx, 15, "unpack and pg_verifybackup");
-        double v0 = now_s(), verify_s = 0;
-        if (unpack_base(ctx, dir, &tp, detail, sizeof detail, &verify_s) != 0) {
+    jobs_progress(ctx, 5, base ? "checksums and unpack" : "checksums");
+    /* a base backup's checksums are taken while tar unpacks it (check_start) */
+    struct file_check fc;
+    double v0 = now_s(), verify_s = 0;
+    int crc = check_start(ctx, id, dir, &fc, detail, sizeof detail), all_checked = 0;
+    int urc = crc == 0 && base ? unpack_base_checked(ctx, dir, &tp, &all_checked, tail, sizeof tail)
+                               : 0;
+    if (urc == 0 && crc == 0 && base)
+        urc = unpack_wal(ctx, dir, &tp, tail, sizeof tail);
+    if (check_finish(ctx, &fc, crc, detail, sizeof detail) != 0) {
+        json_object_set_new(checks, "checksums", json_string("failed"));
+        goto record;
+    }
+    json_object_set_new(checks, "checksums", json_string("ok"));
+    if (base) {
+        if (urc == -2) {
+            o = JOBS_CANCELLED;
+            goto out;
+        }
+        json_object_set_new(checks, "manifest_checksums",
+                            json_string(urc != 0 ? "failed"
+                                        : all_checked ? "ok (while unpacking)"
+                                                      : "left to pg_verifybackup"));
+        jobs_progress(ctx, 15, "pg_verifybackup");
+        if (urc != 0 ||
+            run_verifybackup(ctx, dir, &tp, detail, sizeof detail, &verify_s, all_checked) != 0) {
+            if (urc != 0)
+                snprintf(detail, sizeof detail, "%s", tail);
             json_object_set_new(checks, "pg_verifybackup", json_string("failed"));
             goto record;
         }
@@ -421,8 +813,9 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
         jobs_progress(ctx, 70, "pg_amcheck");
         tool(bin, sizeof bin, "pg_amcheck");
         snprintf(port, sizeof port, "%d", tp.port);
+        /* two connections: the heap of the biggest table and its index are checked at once */
         const char *amcheck[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user,
-                                 "--install-missing", "-w", dbname, NULL};
+                                 "--install-missing", "--jobs=2", "-w", dbname, NULL};
         if (bk_run(ctx, amcheck, NULL, 0, tail, sizeof tail) != 0) {
             snprintf(detail, sizeof detail, "pg_amcheck: %.700s", tail);
             json_object_set_new(checks, "amcheck", json_string("failed"));
@@ -560,10 +953,12 @@ int bk_target_tables(const struct inventory_database *db, char *err, size_t errl
 
 static int restore_validate(json_t *args, char *err, size_t errlen)
 {
+    json_t *pit = json_object_get(args, "point_in_time");
     if (json_integer_value(json_object_get(args, "backup")) > 0 &&
-        json_is_string(json_object_get(args, "target")))
+        json_is_string(json_object_get(args, "target")) && (!pit || json_is_string(pit)))
         return 0;
-    snprintf(err, errlen, "backup and target (\"<environment>/<name>\") expected");
+    snprintf(err, errlen, "backup and target (\"<environment>/<name>\") expected, and "
+                          "point_in_time a string when given");
     return -1;
 }
 
@@ -593,17 +988,571 @@ static int restored_fn(struct db_conn *c, void *cls)
     return rc;
 }
 
+/* The timestamp of the last transaction the temporary cluster replayed, as ISO-8601 UTC
+ * ("" when recovery replayed none: a backup's own WAL often holds no commit). */
+static void recovered_to(PGconn *pg, char *out, size_t n)
+{
+    out[0] = '\0';
+    PGresult *r = PQexec(pg, "SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE "
+                             "'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0))
+        snprintf(out, n, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+}
+
+/* ---- point in time, through the streamed WAL ---- */
+
+static int parse_time(const char *s, int64_t *us)
+{
+    return s ? rfc3339_parse(s, strlen(s), us) : -1;
+}
+
+int bk_pitr_check(struct db_conn *c, const json_t *backup, const char *point_in_time,
+                  int64_t *target_us, char *err, size_t errlen)
+{
+    *target_us = 0;
+    int latest = strcmp(point_in_time, "latest") == 0;
+    if (!latest && (strlen(point_in_time) > RFC3339_MAX_LEN ||
+                    parse_time(point_in_time, target_us) != 0)) {
+        snprintf(err, errlen, "point_in_time: \"latest\" or an RFC 3339 time "
+                              "(2026-12-01T14:00:00Z) expected");
+        return -1;
+    }
+    const char *method = json_string_value(json_object_get(backup, "method"));
+    if (!method || strcmp(method, "basebackup") != 0) {
+        snprintf(err, errlen, "point_in_time: backup %lld is a %s; only a base backup replays "
+                              "WAL to a point in time",
+                 (long long)json_integer_value(json_object_get(backup, "id")),
+                 method ? method : "?");
+        return -1;
+    }
+    json_t *w = NULL;
+    int64_t db_id = json_integer_value(json_object_get(backup, "database_id"));
+    int rc = bk_store_wal_get(c, db_id, &w);
+    if (rc <= 0) {
+        snprintf(err, errlen, rc < 0 ? "state store: could not read the WAL stream"
+                                     : "point_in_time: no WAL is streamed for this database "
+                                       "(its policy's RPO is not 0)");
+        return rc < 0 ? rc : -1;
+    }
+    int64_t started = 0, covered = 0;
+    const char *cu = json_string_value(json_object_get(w, "caught_up_at"));
+    int ok = 0;
+    if (parse_time(json_string_value(json_object_get(backup, "started_at")), &started) != 0) {
+        snprintf(err, errlen, "backup %lld has no start time", (long long)db_id);
+    } else if (!cu || parse_time(cu, &covered) != 0) {
+        snprintf(err, errlen, "point_in_time: the WAL stream has not received everything yet");
+    } else if (latest) {
+        ok = 1;
+    } else {
+        /* the backup is consistent once pg_basebackup ended: no earlier target exists */
+        int64_t end = started + json_integer_value(json_object_get(backup, "duration_ms")) * 1000;
+        char e[RFC3339_TEXT_MAX], cv[RFC3339_TEXT_MAX];
+        rfc3339_format_us(end, e, sizeof e);
+        rfc3339_format_us(covered, cv, sizeof cv);
+        if (*target_us < end)
+            snprintf(err, errlen, "point_in_time: %s is before the backup's end (%s)",
+                     point_in_time, e);
+        else if (*target_us > covered)
+            snprintf(err, errlen, "point_in_time: %s is beyond the streamed WAL (received "
+                                  "everything up to %s)",
+                     point_in_time, cv);
+        else
+            ok = 1;
+    }
+    json_decref(w);
+    return ok ? 0 : -1;
+}
+
+static int is_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strchr("0123456789ABCDEF", s[i]))
+            return 0;
+    return 1;
+}
+
+struct wal_file {
+    char name[40];
+    uint64_t segno;
+    int partial;
+};
+
+static int wal_file_cmp(const void *a, const void *b)
+{
+    const struct wal_file *x = a, *y = b;
+    return x->segno < y->segno ? -1 : x->segno > y->segno ? 1 : x->partial - y->partial;
+}
+
+/* Copy the streamed WAL a recovery from this backup needs into dst: timeline tli's
+ * segments from the one holding stop_lsn up to the newest (a ".partial" under its full
+ * name), and the timeline history files; refuses a stream that begins after the backup's
+ * end or has a hole. Returns the number of segments, or -1 with err. */
+static int copy_streamed_wal(struct jobs_ctx *ctx, const char *src, const char *dst,
+                             const char *stop_lsn, int tli, char *err, size_t n)
+{
+    unsigned int hi, lo;
+    if (!stop_lsn || sscanf(stop_lsn, "%X/%X", &hi, &lo) != 2) {
+        snprintf(err, n, "the backup has no stop LSN");
+        return -1;
+    }
+    uint64_t stop = ((uint64_t)hi << 32) | lo;
+    DIR *d = opendir(src);
+    if (!d) {
+        snprintf(err, n, "the streamed WAL %.600s: %s", src, strerror(errno));
+        return -1;
+    }
+    struct wal_file *files = NULL;
+    size_t nf = 0, cap = 0;
+    int64_t segsize = 0;
+    char tl[9];
+    snprintf(tl, sizeof tl, "%08X", (unsigned)tli);
+    struct dirent *e;
+    int rc = 0;
+    if (bk_mkdirs(dst, 0700) != 0) {
+        snprintf(err, n, "%.600s: %s", dst, strerror(errno));
+        closedir(d);
+        return -1;
+    }
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        char from[1400], to[1400];
+        if (len == 16 && strcmp(e->d_name + 8, ".history") == 0 && is_hex(e->d_name, 8)) {
+            snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+            snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
+            if (bk_copy_file(from, to) != 0) {
+                snprintf(err, n, "copying %s: %s", e->d_name, strerror(errno));
+                rc = -1;
+                break;
+            }
+            continue;
+        }
+        int partial = len == 32 && strcmp(e->d_name + 24, ".partial") == 0;
+        if (!(len == 24 || partial) || !is_hex(e->d_name, 24) || strncmp(e->d_name, tl, 8))
+            continue;
+        if (nf == cap) {
+            cap = cap ? cap * 2 : 64;
+            struct wal_file *nfiles = realloc(files, cap * sizeof *files);
+            if (!nfiles) {
+                rc = -1;
+                snprintf(err, n, "out of memory");
+                break;
+            }
+            files = nfiles;
+        }
+        struct wal_file *f = &files[nf++];
+        snprintf(f->name, sizeof f->name, "%.32s", e->d_name);
+        f->partial = partial;
+        if (!segsize) {
+            struct stat st;
+            snprintf(from, sizeof from, "%s/%s", src, e->d_name);
+            if (stat(from, &st) == 0 && st.st_size >= (1 << 20) &&
+                (st.st_size & (st.st_size - 1)) == 0)
+                segsize = st.st_size;
+        }
+    }
+    closedir(d);
+    if (rc == 0 && (!nf || !segsize)) {
+        snprintf(err, n, "no WAL segment of timeline %d was streamed into %.600s", tli, src);
+        rc = -1;
+    }
+    if (rc == 0) {
+        uint64_t per = 0x100000000ULL / (uint64_t)segsize;
+        for (size_t i = 0; i < nf; i++) {
+            char h[9], l[9];
+            memcpy(h, files[i].name + 8, 8);
+            h[8] = '\0';
+            memcpy(l, files[i].name + 16, 8);
+            l[8] = '\0';
+            files[i].segno = strtoull(h, NULL, 16) * per + strtoull(l, NULL, 16);
+        }
+        qsort(files, nf, sizeof *files, wal_file_cmp);
+        uint64_t want = stop / (uint64_t)segsize, first = want;
+        size_t copied = 0;
+        for (size_t i = 0; i < nf && rc == 0; i++) {
+            if (files[i].segno < first)
+                continue;
+            if (i > 0 && files[i].segno == files[i - 1].segno)
+                continue; /* a complete segment and a leftover partial of it: the complete */
+            if (files[i].segno != want) {
+                snprintf(err, n,
+                         want == first
+                             ? "the streamed WAL begins after this backup's end (its segment "
+                               "%.30s is the first after it): no point-in-time restore from it"
+                             : "the streamed WAL has a hole before segment %.30s",
+                         files[i].name);
+                rc = -1;
+                break;
+            }
+            char from[1400], to[1400];
+            snprintf(from, sizeof from, "%s/%s", src, files[i].name);
+            snprintf(to, sizeof to, "%s/%.24s", dst, files[i].name);
+            if (bk_copy_file(from, to) != 0) {
+                snprintf(err, n, "copying %s: %s", files[i].name, strerror(errno));
+                rc = -1;
+            }
+            want++;
+            copied++;
+        }
+        if (rc == 0 && copied == 0) {
+            snprintf(err, n, "the streamed WAL ends before this backup's end");
+            rc = -1;
+        }
+        if (rc == 0) {
+            jobs_log(ctx, "info", "%zu streamed WAL segments of timeline %d copied for recovery",
+                     copied, tli);
+            rc = (int)copied;
+        }
+    }
+    free(files);
+    return rc;
+}
+
+/* Whether the temporary server's log says the recovery target was never reached (no
+ * commit after it in the WAL: every transaction is older, and all of them are wanted). */
+static int target_not_reached(const struct temp_pg *tp)
+{
+    char log[1300], buf[8192];
+    snprintf(log, sizeof log, "%s/server.log", tp->scratch);
+    FILE *f = fopen(log, "r");
+    int found = 0;
+    if (!f)
+        return 0;
+    while (fgets(buf, sizeof buf, f))
+        if (strstr(buf, "recovery ended before configured recovery target was reached"))
+            found = 1;
+    fclose(f);
+    return found;
+}
+
+/* The last lines of the temporary server's log, for an error an operator can act on. */
+static void server_log_tail(const struct temp_pg *tp, char *out, size_t n)
+{
+    char log[1300];
+    out[0] = '\0';
+    snprintf(log, sizeof log, "%s/server.log", tp->scratch);
+    FILE *f = fopen(log, "r");
+    if (!f)
+        return;
+    char buf[600];
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        if (size > (long)sizeof buf - 1)
+            fseek(f, size - (long)sizeof buf + 1, SEEK_SET);
+        else
+            rewind(f);
+    }
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = '\0';
+    for (char *c = buf; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    snprintf(out, n, "%s", buf);
+}
+
+/* After pg_ctl -w (which returns at consistency, a hot standby), wait until recovery has
+ * replayed to its target and promoted. 0, -1 (the server stopped: detail says why), -2
+ * (the job was told to stop). */
+static int wait_promoted(struct jobs_ctx *ctx, struct temp_pg *tp, const char *user,
+                         const char *db, char *detail, size_t n)
+{
+    char pidfile[1300];
+    snprintf(pidfile, sizeof pidfile, "%s/postmaster.pid", tp->data);
+    for (int i = 0;; i++) {
+        if (i % 5 == 0 && jobs_heartbeat(ctx) != 0)
+            return -2;
+        PGconn *pg = temp_connect(tp, user, db, detail, n);
+        int in_recovery = -1;
+        if (pg) {
+            PGresult *r = PQexec(pg, "SELECT pg_is_in_recovery()");
+            if (PQresultStatus(r) == PGRES_TUPLES_OK)
+                in_recovery = PQgetvalue(r, 0, 0)[0] == 't';
+            PQclear(r);
+            PQfinish(pg);
+        }
+        if (in_recovery == 0)
+            return 0;
+        if (!pg && access(pidfile, F_OK) != 0) {
+            char tail[600];
+            server_log_tail(tp, tail, sizeof tail);
+            snprintf(detail, n, "the temporary PostgreSQL stopped during recovery: %s", tail);
+            tp->started = 0;
+            return -1;
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Recovery settings for the unpacked base backup: replay the copied WAL, up to the target
+ * time (target_us > 0) or all of it, then promote. */
+static int write_recovery(struct temp_pg *tp, const char *archive, int64_t target_us)
+{
+    char path[1300], conf[3000], when[RFC3339_TEXT_MAX] = "";
+    if (strchr(archive, '\'') || strchr(archive, '"'))
+        return -1;
+    if (target_us > 0 && rfc3339_format_us(target_us, when, sizeof when) < 0)
+        return -1;
+    /* PostgreSQL's timestamp input wants a space and a numeric zone, not T and Z */
+    char *t = strchr(when, 'T'), *z = strchr(when, 'Z');
+    if (t)
+        *t = ' ';
+    if (z && (size_t)(z - when) + 4 <= sizeof when)
+        snprintf(z, 4, "+00");
+    snprintf(conf, sizeof conf,
+             "\n# point-in-time recovery (qdb-control backup.restore)\n"
+             "restore_command = 'cp \"%s/%%f\" \"%%p\"'\n"
+             "recovery_target_timeline = 'current'\n"
+             "%s%s%s",
+             archive, target_us > 0 ? "recovery_target_time = '" : "", when,
+             target_us > 0 ? "'\nrecovery_target_action = 'promote'\n" : "");
+    snprintf(path, sizeof path, "%s/postgresql.auto.conf", tp->data);
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return -1;
+    int rc = fputs(conf, f) < 0 ? -1 : 0;
+    if (fclose(f) != 0)
+        rc = -1;
+    snprintf(path, sizeof path, "%s/recovery.signal", tp->data);
+    return rc == 0 ? write_text(path, "") : -1;
+}
+
+/* Drop the recovery target from postgresql.auto.conf (recover to the end instead). */
+static int drop_target(struct temp_pg *tp)
+{
+    char path[1300], tmp[1310], line[4096];
+    snprintf(path, sizeof path, "%s/postgresql.auto.conf", tp->data);
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    FILE *in = fopen(path, "r"), *out = in ? fopen(tmp, "w") : NULL;
+    if (!out) {
+        if (in)
+            fclose(in);
+        return -1;
+    }
+    while (fgets(line, sizeof line, in))
+        if (strncmp(line, "recovery_target_time", 20) && strncmp(line, "recovery_target_action", 22))
+            fputs(line, out);
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0)
+        return -1;
+    char sig[1300];
+    snprintf(sig, sizeof sig, "%s/recovery.signal", tp->data);
+    return write_text(sig, "");
+}
+
+/* -1 error, -2 cancelled: bk_run's -2 says the job was told to stop */
+#define RESTORE_FAIL(rc) ((rc) == -2 ? -2 : -1)
+
+int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
+                   struct backup_restore_outcome *out, char *err, size_t errlen)
+{
+    json_t *b = NULL;
+    struct temp_pg tp = {0};
+    const struct inventory_database *db = spec->target;
+    char password[512] = "", detail[1024] = "", tail[1024] = "", key[120];
+    int has_password = 0, ret = -1, rc;
+    int64_t id = spec->backup_id;
+    memset(out, 0, sizeof *out);
+    err[0] = '\0';
+    if (!db) {
+        snprintf(err, errlen, "no target database given");
+        return -1;
+    }
+    snprintf(key, sizeof key, "%s/%s", db->environment, db->name);
+    if (id == 0) {
+        if (spec->source_id <= 0) {
+            snprintf(err, errlen, "neither a backup nor a source database given");
+            return -1;
+        }
+        rc = bk_store_newest_verified(jobs_db(ctx), spec->source_id, &id);
+        if (rc <= 0) {
+            snprintf(err, errlen, rc < 0 ? "state store: could not look the backups up"
+                                         : "database %lld has no verified good backup",
+                     (long long)spec->source_id);
+            return -1;
+        }
+        jobs_log(ctx, "info", "restoring backup %lld, the newest verified good one",
+                 (long long)id);
+    }
+    out->backup_id = id;
+    if (bk_store_backup_get(jobs_db(ctx), id, 0, &b) <= 0) {
+        snprintf(err, errlen, "no backup %lld", (long long)id);
+        return -1;
+    }
+    const char *status = json_string_value(json_object_get(b, "status"));
+    const char *dir = json_string_value(json_object_get(b, "path"));
+    const char *source_db = json_string_value(json_object_get(b, "database"));
+    const char *source_env = json_string_value(json_object_get(b, "environment"));
+    int64_t source_id = json_integer_value(json_object_get(b, "database_id"));
+    if (spec->source_id > 0 && spec->source_id != source_id) {
+        snprintf(err, errlen, "backup %lld was taken of database %lld, not %lld", (long long)id,
+                 (long long)source_id, (long long)spec->source_id);
+        goto out;
+    }
+    if (strcmp(status, "completed") && strcmp(status, "verified")) {
+        snprintf(err, errlen, "backup %lld is %s: not restorable", (long long)id, status);
+        goto out;
+    }
+    int64_t target_us = 0;
+    if (spec->point_in_time &&
+        bk_pitr_check(jobs_db(ctx), b, spec->point_in_time, &target_us, err, errlen) != 0)
+        goto out;
+    if (db->id == source_id ||
+        (strcmp(db->environment, source_env) == 0 && strcmp(db->name, source_db) == 0)) {
+        snprintf(err, errlen, "refusing to restore backup %lld onto its own source",
+                 (long long)id);
+        goto out;
+    }
+    int tables = bk_target_tables(db, detail, sizeof detail);
+    if (tables < 0) {
+        snprintf(err, errlen, "target %s: %s", key, detail);
+        goto out;
+    }
+    if (tables > 0 && !spec->force) {
+        snprintf(err, errlen, "target %s holds %d tables and force was not given", key, tables);
+        goto out;
+    }
+    double t0 = now_s();
+    if (check_files(ctx, id, dir, detail, sizeof detail) != 0) {
+        snprintf(err, errlen, "backup %lld does not match its checksums: %s", (long long)id,
+                 detail);
+        goto out;
+    }
+    if (db->primary.admin_secret[0]) {
+        if (inventory_secret_resolve(db->primary.admin_secret, password, sizeof password, detail,
+                                     sizeof detail) != 0) {
+            snprintf(err, errlen, "%s: admin secret: %s", key, detail);
+            goto out;
+        }
+        has_password = 1;
+    }
+    char file[1300], bin[600], port[16], ci[1400];
+    snprintf(file, sizeof file, "%s/dump.fc", dir);
+    if (strcmp(json_string_value(json_object_get(b, "method")), "basebackup") == 0) {
+        jobs_progress(ctx, 10, "starting the backup in a temporary PostgreSQL");
+        int all_checked = 0;
+        rc = temp_prepare(ctx, &tp, "restore") != 0 ? -1
+             : unpack_base_checked(ctx, dir, &tp, &all_checked, detail, sizeof detail);
+        if (rc == 0 && (unpack_wal(ctx, dir, &tp, detail, sizeof detail) != 0 ||
+                        run_verifybackup(ctx, dir, &tp, detail, sizeof detail, NULL, all_checked) != 0))
+            rc = -1;
+        if (rc != 0) {
+            snprintf(err, errlen, "could not unpack backup %lld: %s", (long long)id,
+                     detail[0] ? detail : "see the job's log");
+            ret = rc == -2 ? -2 : -1;
+            goto out;
+        }
+        if (spec->point_in_time) {
+            char src[1100], archive[1200];
+            bk_wal_dir(src, sizeof src, source_db);
+            snprintf(archive, sizeof archive, "%s/archive", tp.scratch);
+            jobs_progress(ctx, 20, "copying the streamed WAL");
+            if (copy_streamed_wal(ctx, src, archive, json_string_value(json_object_get(b, "stop_lsn")),
+                                  (int)json_integer_value(json_object_get(b, "timeline")), detail,
+                                  sizeof detail) < 0) {
+                snprintf(err, errlen, "backup %lld: %s", (long long)id, detail);
+                goto out;
+            }
+            if (write_recovery(&tp, archive, target_us) != 0) {
+                snprintf(err, errlen, "could not write the recovery settings: %s",
+                         strerror(errno));
+                goto out;
+            }
+            /* a hot standby would refuse settings below the source's (max_connections...);
+             * nothing connects before the promotion anyway: wait_promoted polls */
+            tp.extra = "-c hot_standby=off";
+            jobs_progress(ctx, 30, "replaying the streamed WAL");
+            jobs_log(ctx, "info", "recovering to %s", spec->point_in_time);
+        }
+        struct inventory_database src;
+        const char *user = "postgres";
+        if (inventory_database_lookup(jobs_db(ctx), source_id, NULL, NULL, &src) > 0 &&
+            src.primary.admin_user[0])
+            user = src.primary.admin_user;
+        rc = temp_start(ctx, &tp) != 0 ? -1 : 0;
+        if (rc == 0 && spec->point_in_time)
+            rc = wait_promoted(ctx, &tp, user, source_db, detail, sizeof detail);
+        if (rc == -1 && target_us > 0 && target_not_reached(&tp)) {
+            /* no commit after the target in all the WAL received: every transaction in it
+             * is older than the target, so replaying all of it is recovering to it */
+            jobs_log(ctx, "info", "no transaction after %s in the streamed WAL: replaying all "
+                                  "of it", spec->point_in_time);
+            tp.started = 0;
+            rc = drop_target(&tp) != 0 || temp_start(ctx, &tp) != 0 ? -1 : 0;
+            if (rc == 0)
+                rc = wait_promoted(ctx, &tp, user, source_db, detail, sizeof detail);
+        }
+        if (rc != 0) {
+            if (rc == -1 && !detail[0])
+                server_log_tail(&tp, detail, sizeof detail);
+            snprintf(err, errlen, "could not start backup %lld: %s", (long long)id, detail);
+            ret = rc;
+            goto out;
+        }
+        PGconn *tpg = temp_connect(&tp, user, source_db, detail, sizeof detail);
+        if (!tpg) {
+            snprintf(err, errlen, "the restored cluster: %s", detail);
+            goto out;
+        }
+        recovered_to(tpg, out->recovered_to, sizeof out->recovered_to);
+        PQfinish(tpg);
+        snprintf(file, sizeof file, "%s/restore.fc", tp.scratch);
+        snprintf(port, sizeof port, "%d", tp.port);
+        tool(bin, sizeof bin, "pg_dump");
+        jobs_progress(ctx, 40, "pg_dump from the restored cluster");
+        const char *dump[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user, "-Fc", "-w",
+                              "-f", file, source_db, NULL};
+        rc = bk_run(ctx, dump, NULL, 0, tail, sizeof tail);
+        if (rc != 0) {
+            snprintf(err, errlen, "pg_dump of the restored cluster: %s", tail);
+            ret = RESTORE_FAIL(rc);
+            goto out;
+        }
+    }
+    jobs_progress(ctx, 60, "pg_restore into the target");
+    tool(bin, sizeof bin, "pg_restore");
+    bk_conninfo(ci, sizeof ci, &db->primary, db->name);
+    const char *restore[] = {bin, "-d", ci, "--no-owner", "--no-privileges", "--exit-on-error",
+                             "-w", spec->force ? "--clean" : file,
+                             spec->force ? "--if-exists" : NULL, spec->force ? file : NULL,
+                             NULL};
+    rc = bk_run(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
+    if (rc != 0) {
+        snprintf(err, errlen, "pg_restore into %s failed: %s", key, tail);
+        ret = RESTORE_FAIL(rc);
+        goto out;
+    }
+    PGconn *pg = inventory_pg_connect(&db->primary, db->name, 10, detail, sizeof detail);
+    out->row_counts = pg ? bk_count_rows(pg, NULL, detail, sizeof detail) : NULL;
+    if (pg)
+        PQfinish(pg);
+    if (!out->row_counts) {
+        snprintf(err, errlen, "restored, but counting the rows of %s failed: %s", key, detail);
+        goto out;
+    }
+    out->restore_seconds = now_s() - t0;
+    jobs_log(ctx, "info", "backup %lld restored into %s in %.3f s", (long long)id, key,
+             out->restore_seconds);
+    ret = 0;
+out:
+    temp_stop(ctx, &tp);
+    inventory_secret_wipe(password, sizeof password);
+    if (ret != 0) {
+        json_decref(out->row_counts);
+        out->row_counts = NULL;
+    }
+    json_decref(b);
+    return ret;
+}
+
+/* backup.restore {"backup", "target": "<env>/<name>", "force", "point_in_time"?} */
 static enum jobs_outcome restore_run(struct jobs_ctx *ctx, json_t *args, json_t **result)
 {
     int64_t id = json_integer_value(json_object_get(args, "backup"));
     const char *key = json_string_value(json_object_get(args, "target"));
-    int force = json_is_true(json_object_get(args, "force"));
-    json_t *b = NULL, *counts = NULL;
-    struct temp_pg tp = {0};
     struct inventory_database db;
-    char password[512] = "", env[40] = "", name[70] = "", detail[1024] = "", tail[1024];
-    int has_password = 0;
-    enum jobs_outcome o = JOBS_FAIL;
+    char env[40] = "", name[70] = "", err[1400] = "";
     const char *slash = strchr(key, '/');
     if (!slash || (size_t)(slash - key) >= sizeof env || strlen(slash + 1) >= sizeof name) {
         jobs_error(ctx, "target: \"<environment>/<name>\" expected");
@@ -611,110 +1560,39 @@ static enum jobs_outcome restore_run(struct jobs_ctx *ctx, json_t *args, json_t 
     }
     memcpy(env, key, (size_t)(slash - key));
     snprintf(name, sizeof name, "%s", slash + 1);
-    if (bk_store_backup_get(jobs_db(ctx), id, 0, &b) <= 0) {
-        jobs_error(ctx, "no backup %lld", (long long)id);
-        return JOBS_FAIL;
-    }
-    const char *status = json_string_value(json_object_get(b, "status"));
-    const char *dir = json_string_value(json_object_get(b, "path"));
-    const char *source_db = json_string_value(json_object_get(b, "database"));
-    if (strcmp(status, "completed") && strcmp(status, "verified")) {
-        jobs_error(ctx, "backup %lld is %s: not restorable", (long long)id, status);
-        goto out;
-    }
-    if (inventory_database_lookup(jobs_db(ctx), 0, env, name, &db) <= 0) {
+    int rc = inventory_database_lookup(jobs_db(ctx), 0, env, name, &db);
+    if (rc <= 0) {
         jobs_error(ctx, "no managed database %s", key);
-        goto out;
+        return rc < 0 ? JOBS_RETRY : JOBS_FAIL;
     }
-    if (db.id == json_integer_value(json_object_get(b, "database_id"))) {
-        jobs_error(ctx, "refusing to restore backup %lld onto its own source", (long long)id);
-        goto out;
-    }
-    int tables = bk_target_tables(&db, detail, sizeof detail);
-    if (tables < 0) {
-        jobs_error(ctx, "target %s: %s", key, detail);
-        o = JOBS_RETRY;
-        goto out;
-    }
-    if (tables > 0 && !force) {
-        jobs_error(ctx, "target %s holds %d tables and force was not given", key, tables);
-        goto out;
-    }
-    if (check_files(ctx, id, dir, detail, sizeof detail) != 0) {
-        jobs_error(ctx, "backup %lld does not match its checksums: %s", (long long)id, detail);
-        goto out;
-    }
-    if (db.primary.admin_secret[0]) {
-        if (inventory_secret_resolve(db.primary.admin_secret, password, sizeof password, detail,
-                                     sizeof detail) != 0) {
-            jobs_error(ctx, "%s: admin secret: %s", key, detail);
-            goto out;
-        }
-        has_password = 1;
-    }
-    double t0 = now_s();
-    char file[1300], bin[600], port[16], ci[1400];
-    snprintf(file, sizeof file, "%s/dump.fc", dir);
-    if (strcmp(json_string_value(json_object_get(b, "method")), "basebackup") == 0) {
-        jobs_progress(ctx, 10, "starting the backup in a temporary PostgreSQL");
-        if (temp_prepare(ctx, &tp, "restore") != 0 ||
-            unpack_base(ctx, dir, &tp, detail, sizeof detail, NULL) != 0 ||
-            temp_start(ctx, &tp) != 0) {
-            jobs_error(ctx, "could not start backup %lld: %s", (long long)id, detail);
-            goto out;
-        }
-        struct inventory_database src;
-        const char *user = "postgres";
-        if (inventory_database_lookup(jobs_db(ctx),
-                                      json_integer_value(json_object_get(b, "database_id")), NULL,
-                                      NULL, &src) > 0 &&
-            src.primary.admin_user[0])
-            user = src.primary.admin_user;
-        snprintf(file, sizeof file, "%s/restore.fc", tp.scratch);
-        snprintf(port, sizeof port, "%d", tp.port);
-        tool(bin, sizeof bin, "pg_dump");
-        jobs_progress(ctx, 40, "pg_dump from the restored cluster");
-        const char *dump[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user, "-Fc", "-w",
-                              "-f", file, source_db, NULL};
-        if (bk_run(ctx, dump, NULL, 0, tail, sizeof tail) != 0) {
-            jobs_error(ctx, "pg_dump of the restored cluster: %s", tail);
-            goto out;
-        }
-    }
-    jobs_progress(ctx, 60, "pg_restore into the target");
-    tool(bin, sizeof bin, "pg_restore");
-    bk_conninfo(ci, sizeof ci, &db.primary, db.name);
-    const char *restore[] = {bin, "-d", ci, "--no-owner", "--no-privileges", "--exit-on-error",
-                             "-w", force ? "--clean" : file, force ? "--if-exists" : NULL,
-                             force ? file : NULL, NULL};
-    int rc = bk_run(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
+    struct backup_restore_spec spec = {
+        .backup_id = id,
+        .target = &db,
+        .force = json_is_true(json_object_get(args, "force")),
+        .point_in_time = json_string_value(json_object_get(args, "point_in_time")),
+    };
+    struct backup_restore_outcome res;
+    rc = backup_restore(ctx, &spec, &res, err, sizeof err);
     if (rc != 0) {
-        jobs_error(ctx, "pg_restore into %s failed: %s", key, tail);
-        o = rc == -2 ? JOBS_CANCELLED : JOBS_FAIL;
-        goto out;
+        jobs_error(ctx, "%s", err);
+        return rc == -2 ? JOBS_CANCELLED : JOBS_FAIL;
     }
-    double took = now_s() - t0;
-    PGconn *pg = inventory_pg_connect(&db.primary, db.name, 10, detail, sizeof detail);
-    counts = pg ? bk_count_rows(pg, NULL, detail, sizeof detail) : NULL;
-    if (pg)
-        PQfinish(pg);
-    json_t *data = json_pack("{s:I,s:s,s:f,s:O?}", "backup_id", (json_int_t)id, "target", key,
-                             "restore_seconds", took, "row_counts", counts);
-    struct restored_tx t = {ctx, id, data};
+    json_t *data = json_pack("{s:I,s:s,s:f,s:O?}", "backup_id", (json_int_t)res.backup_id,
+                             "target", key, "restore_seconds", res.restore_seconds,
+                             "row_counts", res.row_counts);
+    if (spec.point_in_time)
+        json_object_set_new(data, "point_in_time", json_string(spec.point_in_time));
+    if (res.recovered_to[0])
+        json_object_set_new(data, "recovered_to", json_string(res.recovered_to));
+    json_decref(res.row_counts);
+    struct restored_tx t = {ctx, res.backup_id, data};
     if (db_tx(jobs_db(ctx), restored_fn, &t) < 0) {
         json_decref(data);
         jobs_error(ctx, "state store: could not record the restore");
-        o = JOBS_RETRY;
-        goto out;
+        return JOBS_RETRY;
     }
     *result = data;
-    o = JOBS_OK;
-out:
-    temp_stop(ctx, &tp);
-    inventory_secret_wipe(password, sizeof password);
-    json_decref(counts);
-    json_decref(b);
-    return o;
+    return JOBS_OK;
 }
 
 const struct jobs_kind bk_kind_restore = {

@@ -12,6 +12,7 @@
 #ifndef QDB_INVENTORY_H
 #define QDB_INVENTORY_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,6 +49,13 @@ struct inventory_database {
  * The connection is the caller's (a request's or a worker's). */
 int inventory_database_lookup(struct db_conn *conn, int64_t id, const char *environment,
                               const char *name, struct inventory_database *out);
+
+/* A failover or switchover made the standby the primary: swap the database's primary and
+ * standby connections inside the caller's transaction. *before and *after (new, NULL when
+ * nothing changed) are its API documents, for the caller's audit record. Returns 1, 0 when
+ * there is no such database or it has no standby, or a DB_ code. */
+int inventory_database_swap_roles(struct db_conn *conn, int64_t id, json_t **before,
+                                  json_t **after);
 
 /* Whether `ref` is a secret reference this process accepts: "file:/abs/path" under one of
  * QDB_SECRET_DIRS' directories (no "." or ".." segment), or "env:NAME" when QDB_SECRET_DIRS

@@ -169,6 +169,30 @@ int inv_store_db_update(struct db_conn *c, int64_t id, const json_t *doc)
     return db_execp(c, &q_db_update, &p, NULL);
 }
 
+/* A failover or switchover made the standby the primary (the DR room, inventory.h): the two
+ * connections change places in one statement (SET reads the row's old values). */
+static struct db_stmt q_db_swap = DB_STMT(
+    "inv_db_swap_roles", 1,
+    "UPDATE inventory_database SET primary_conn = standby_conn, standby_conn = primary_conn, "
+    "updated_at = now() WHERE id = $1 AND standby_conn IS NOT NULL RETURNING " DB_DOC);
+
+int inventory_database_swap_roles(struct db_conn *conn, int64_t id, json_t **before,
+                                  json_t **after)
+{
+    *before = *after = NULL;
+    int rc = inv_store_db_get(conn, id, before);
+    if (rc <= 0)
+        return rc;
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_int(&p, id);
+    rc = db_execp_json(conn, &q_db_swap, &p, after);
+    if (rc <= 0) {
+        json_decref(*before);
+        *before = NULL;
+    }
+    return rc;
+}
+
 static struct db_stmt q_db_delete =
     DB_STMT("inv_db_delete", 1, "DELETE FROM inventory_database WHERE id = $1");
 

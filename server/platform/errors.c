@@ -36,6 +36,9 @@ static const struct qdb_error_info catalogue[QDB_E__COUNT] = {
     /* backup */
     [QDB_E_BACKUP_INVALID] = {422, "backup-invalid", "The change breaks a backup rule"},
     [QDB_E_BACKUP_STATE] = {409, "backup-state", "The backup's status does not allow the action"},
+    [QDB_E_DR_INVALID] = {422, "dr-invalid", "The request breaks a disaster recovery rule"},
+    [QDB_E_DR_BUSY] = {409, "dr-busy", "A failover or switchover of the database is running"},
+    [QDB_E_DR_REFUSED] = {409, "dr-refused", "The database's servers do not allow the change now"},
 };
 
 const struct qdb_error_info *qdb_error_info(enum qdb_error code)

@@ -39,6 +39,10 @@ enum qdb_error {
     /* backup */
     QDB_E_BACKUP_INVALID,     /* 422 the policy, report or restore breaks a rule; ext: field */
     QDB_E_BACKUP_STATE,       /* 409 the backup's status does not allow the action */
+    /* dr */
+    QDB_E_DR_INVALID,         /* 422 the drill or failover breaks a DR rule; extension: field */
+    QDB_E_DR_BUSY,            /* 409 a failover or switchover of the database already runs */
+    QDB_E_DR_REFUSED,         /* 409 the pair is not in a state that allows the change */
 
     QDB_E__COUNT
 };

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dr_helpers.h"
 #include "harness.h"
 
 static char *url;
@@ -955,6 +956,123 @@ static int bk_restore_fail(struct call *c, long *status)
     return 0;
 }
 
+/* ---- recipes: dr ---- */
+/* A database whose primary and standby are loopback ports nothing listens on: the API takes
+ * the failover (it talks to no server), and the job then fails at its first check, the
+ * standby, before it could change anything. */
+static int dr_dead_pair(char *out, size_t n)
+{
+    char body[400];
+    snprintf(body, sizeof body,
+             "{\"environment\":\"development\",\"name\":\"rt_dr_%d\",\"storage_initial_gb\":1,"
+             "\"storage_max_gb\":2,\"primary\":{\"host\":\"127.0.0.1\",\"port\":%d},"
+             "\"standby\":{\"host\":\"127.0.0.1\",\"port\":%d}}",
+             seq++, th_free_port(), th_free_port());
+    json_t *j = setup("POST", "/api/v1/databases", body);
+    if (!j)
+        return -1;
+    id_of(j, out, n);
+    json_decref(j);
+    return 0;
+}
+static int dr_failover_ok(struct call *c, struct expect *e)
+{
+    *e = (struct expect){"database.failover_request", "database", "", 202};
+    if (dr_dead_pair(e->resource_id, sizeof e->resource_id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/%s/failover", e->resource_id);
+    return 0;
+}
+static int dr_failover_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/999999999/failover");
+    *status = 404;
+    return 0;
+}
+/* A switchover is checked against the live pair before it is taken: a real primary with a
+ * streaming standby of its own (never the shared cluster, which the job would fence). The
+ * job runs the whole switchover; the walk waits for it before the servers go. */
+static struct dr_servers dr_pgs;
+static int dr_switchover_ok(struct call *c, struct expect *e)
+{
+    int pp = th_free_port(), ps = th_free_port();
+    while (ps == pp)
+        ps = th_free_port();
+    if (dr_servers_init(&dr_pgs) != 0 || dr_server(&dr_pgs, "primary", "a", pp, 0) != 0 ||
+        dr_server(&dr_pgs, "standby", "b", ps, pp) != 0)
+        return -1;
+    char body[400];
+    snprintf(body, sizeof body,
+             "{\"environment\":\"development\",\"name\":\"postgres\",\"storage_initial_gb\":1,"
+             "\"storage_max_gb\":2,\"primary\":{\"host\":\"127.0.0.1\",\"port\":%d,"
+             "\"admin_user\":\"postgres\"},\"standby\":{\"host\":\"127.0.0.1\",\"port\":%d,"
+             "\"admin_user\":\"postgres\"}}",
+             pp, ps);
+    json_t *j = setup("POST", "/api/v1/databases", body);
+    if (!j)
+        return -1;
+    *e = (struct expect){"database.switchover_request", "database", "", 202};
+    id_of(j, e->resource_id, sizeof e->resource_id);
+    json_decref(j);
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/%s/switchover", e->resource_id);
+    snprintf(c->body, sizeof c->body, "{}");
+    return 0;
+}
+static int dr_switchover_fail(struct call *c, long *status)
+{
+    /* a database without a standby */
+    char id[32];
+    if (new_database(id, sizeof id) != 0)
+        return -1;
+    snprintf(c->path, sizeof c->path, "/api/v1/databases/%s/switchover", id);
+    snprintf(c->body, sizeof c->body, "{}");
+    *status = 409;
+    return 0;
+}
+static int dr_drill_ok(struct call *c, struct expect *e)
+{
+    /* production and dr qdb_openfga on two ports nothing listens on: the request is taken
+     * (it needs distinct servers, not live ones); the job then fails to restore */
+    char body[200], path[64];
+    long long ids[2] = {0, 0};
+    const char *envs[] = {"production", "dr"};
+    for (int k = 0; k < 2; k++) {
+        PGresult *r = th_sql(url, "SELECT id FROM inventory_database WHERE environment = $1 AND "
+                                  "name = 'qdb_openfga'", envs[k], NULL);
+        if (r && PQntuples(r) == 1)
+            ids[k] = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        snprintf(path, sizeof path, "/api/v1/databases/%lld", ids[k]);
+        snprintf(body, sizeof body, "{\"primary\":{\"host\":\"127.0.0.1\",\"port\":%d}}",
+                 th_free_port());
+        json_t *j = ids[k] ? setup("PATCH", path, body) : NULL;
+        if (!j)
+            return -1;
+        json_decref(j);
+    }
+    /* the drill's id is the next of its sequence (a refused request takes none) */
+    PGresult *r = th_sql(url, "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+                              "FROM dr_drill_id_seq", NULL);
+    if (!r || PQntuples(r) != 1) {
+        PQclear(r);
+        return -1;
+    }
+    *e = (struct expect){"dr_drill.create", "dr_drill", "", 202};
+    snprintf(e->resource_id, sizeof e->resource_id, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    snprintf(c->path, sizeof c->path, "/api/v1/dr/drills");
+    snprintf(c->body, sizeof c->body, "{\"databases\":[%lld],\"target_environment\":\"dr\"}",
+             ids[0]);
+    return 0;
+}
+static int dr_drill_fail(struct call *c, long *status)
+{
+    snprintf(c->path, sizeof c->path, "/api/v1/dr/drills");
+    snprintf(c->body, sizeof c->body, "{\"databases\":[999999999],\"target_environment\":\"dr\"}");
+    *status = 422;
+    return 0;
+}
+
 static const struct recipe recipes[] = {
     {"POST", "/api/v1/tokens", NULL, token_create_ok, token_create_fail},
     {"DELETE", "/api/v1/tokens/{id}", NULL, token_revoke_ok, token_revoke_fail},
@@ -1005,6 +1123,9 @@ static const struct recipe recipes[] = {
     {"POST", "/api/v1/databases/{id}/backups", NULL, bk_run_ok, bk_run_fail},
     {"POST", "/api/v1/backups/{id}/verify", NULL, bk_verify_ok, bk_verify_fail},
     {"POST", "/api/v1/backups/{id}/restore", NULL, bk_restore_ok, bk_restore_fail},
+    {"POST", "/api/v1/dr/drills", NULL, dr_drill_ok, dr_drill_fail},
+    {"POST", "/api/v1/databases/{id}/failover", NULL, dr_failover_ok, dr_failover_fail},
+    {"POST", "/api/v1/databases/{id}/switchover", NULL, dr_switchover_ok, dr_switchover_fail},
 };
 
 /* ---- the walk ---- */
@@ -1204,7 +1325,17 @@ int main(void)
                           tokens[k], NULL) == 0,
               "bearer token of %s absent", role_names[k]);
     json_decref(routes);
+    /* the switchover recipe's job runs against its own pair: let it end before they go */
+    for (double end = th_now_ms() + 180000;
+         th_now_ms() < end && th_sql_long(url, "SELECT count(*) FROM job WHERE kind LIKE 'dr.%' "
+                                               "AND state IN ('pending', 'running', 'retrying')",
+                                          NULL) > 0;)
+        th_sleep_ms(100);
+    CHECK(th_sql_long(url, "SELECT count(*) FROM job WHERE kind = 'dr.switchover' AND state = "
+                           "'succeeded'", NULL) == 1,
+          "the recipe's switchover ran to its end");
     CHECK(th_server_stop(&srv) == 0, "clean stop");
+    dr_servers_destroy(&dr_pgs);
     for (int k = 1; k < 4; k++)
         free(tokens[k]);
     free(other_admin);
