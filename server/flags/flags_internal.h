@@ -183,6 +183,7 @@ struct flags_variant {
 /* Evaluation counters per variant: bumped with relaxed atomics on the hot path, harvested
  * by the counter thread (flags_counts.c). */
 struct flags_flag {
+    uint64_t entry_hash; /* flags_entry_hash of the store entry it was built from */
     char *key;      /* owned */
     char *key_json; /* owned: key as a JSON string literal */
     char *head;     /* owned: the start of its OFREP answer, {"key":K,"reason":" */
@@ -242,7 +243,9 @@ struct flags_env {
     struct flags_segment *segments;
     size_t nsegments;
     char config_etag[24]; /* hash of the environment's configuration, for SSE and lists */
-    json_t *doc; /* the store's document it was built from (a per-flag reload edits a copy) */
+    char *doc; /* the store's document it was built from, as JSON text (owned; NULL when out
+                * of memory): a per-flag reload edits a copy */
+    size_t doc_len;
     atomic_int refs;
     /* the bulk answers cache: entries [0, ncache) are published; inserts under cache_mu */
     struct flags_bulk_entry *cache[FLAGS_BULK_CACHE];
@@ -266,6 +269,11 @@ struct flags_bulk_entry *flags_bulk_cache_publish(struct flags_env *env, const c
                                                   size_t len, struct flags_bulk_entry **entry);
 /* Add the cache's hits to the flags' per-variant counts (for the harvest). */
 void flags_bulk_cache_count(struct flags_env *env);
+
+/* A hash of a flag's store entry (an element of the document's "flags") but for its
+ * flag_version, which every change of the flag bumps: equal hashes serve the same, so a
+ * per-flag reload leaves an environment whose entry hashes the same as it is. */
+uint64_t flags_entry_hash(const json_t *entry);
 
 /* Build an environment's snapshot from the store's document
  * {"flags": [{key, type, variants, salt, archived, version, config}], "segments":

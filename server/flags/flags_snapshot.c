@@ -19,6 +19,9 @@
  * right after its commit (the flag, from the handler), so a change is served by the
  * replica that made it before the reply, and by every other within a second. */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -204,20 +207,25 @@ static int reload(struct db_conn *conn, const char *only)
      * dropped, its evaluations would answer 404 until the next reload */
     install(fresh, n, !only && !failed);
     atomic_fetch_add(&S.full_reloads, 1);
+#ifdef __GLIBC__
+    /* A full load parses every flag of every environment at once and frees it: glibc keeps
+     * the freed heap (47 MB resident after loading 1,000 flags in five environments, 24 MB
+     * once trimmed). Full loads are rare (start, reconnect, segments, imports). */
+    malloc_trim(0);
+#endif
     pthread_mutex_unlock(&S.reload_mu);
     reloaded(t0, only ? only : "*");
     return 0;
 }
 
 /* A copy of an environment's store document with the flag `key`'s entry replaced by
- * `entry` (NULL: removed); *changed says whether that changes anything. The other entries
- * and the segments are shared with the old document, never modified. */
-static json_t *doc_with_flag(const json_t *doc, const char *key, json_t *entry, int *changed)
+ * `entry` (NULL: removed). The other entries and the segments are shared with the old
+ * document. */
+static json_t *doc_with_flag(const json_t *doc, const char *key, json_t *entry)
 {
     const json_t *flags = json_object_get(doc, "flags");
     json_t *out = json_object(), *arr = json_array();
     int found = 0;
-    *changed = 0;
     size_t i;
     json_t *f;
     json_array_foreach(flags, i, f)
@@ -225,21 +233,14 @@ static json_t *doc_with_flag(const json_t *doc, const char *key, json_t *entry, 
         const char *k = json_string_value(json_object_get(f, "key"));
         if (!found && k && strcmp(k, key) == 0) {
             found = 1;
-            if (!entry) {
-                *changed = 1;
-                continue;
-            }
-            if (!json_equal(f, entry))
-                *changed = 1;
-            json_array_append(arr, entry);
+            if (entry)
+                json_array_append(arr, entry);
             continue;
         }
         json_array_append(arr, f);
     }
-    if (!found && entry) {
+    if (!found && entry)
         json_array_append(arr, entry);
-        *changed = 1;
-    }
     json_t *segs = json_object_get(doc, "segments");
     if (!out || !arr || json_object_set_new(out, "flags", arr) != 0 ||
         json_object_set_new(out, "segments", segs ? json_incref(segs) : json_array()) != 0) {
@@ -268,27 +269,31 @@ int flags_snapshot_reload_flag(struct db_conn *conn, const char *key)
     json_t *entry;
     json_object_foreach(doc, name, entry)
     {
+        json_t *e = json_is_object(entry) ? entry : NULL;
         struct flags_env *cur = flags_snapshot_acquire(name);
-        int changed = 0;
-        json_t *nd = cur && cur->doc && n < MAX_ENVS
-                         ? doc_with_flag(cur->doc, key, json_is_object(entry) ? entry : NULL,
-                                         &changed)
-                         : NULL;
-        flags_env_release(cur);
-        if (!nd) { /* an environment not loaded (new), or no memory: read everything */
+        if (!cur || !cur->doc || n >= MAX_ENVS) { /* not loaded (new), or no memory */
+            flags_env_release(cur);
             full = 1;
             break;
         }
-        if (changed) {
-            fresh[n] = flags_env_build(name, nd);
-            if (!fresh[n])
-                full = 1;
-            else
-                n++;
+        /* what it serves now against what the store holds: most changes touch one
+         * environment, and the others are left without reading their documents */
+        const struct flags_flag *was = flags_env_find(cur, key);
+        if (was ? e && was->entry_hash == flags_entry_hash(e) : !e) {
+            flags_env_release(cur);
+            continue;
         }
+        json_t *od = json_loadb(cur->doc, cur->doc_len, 0, NULL);
+        flags_env_release(cur);
+        json_t *nd = od ? doc_with_flag(od, key, e) : NULL;
+        json_decref(od);
+        fresh[n] = nd ? flags_env_build(name, nd) : NULL;
         json_decref(nd);
-        if (full)
+        if (!fresh[n]) {
+            full = 1;
             break;
+        }
+        n++;
     }
     json_decref(doc);
     if (full) {
