@@ -60,11 +60,11 @@ const struct http_route qdb_routes[] = {
     {"PATCH", "/api/v1/schedules/{name}", jobs_api_schedules_update, HTTP_OPERATOR,
      HTTP_BODY_JSON},
 
-    /* flags: OFREP evaluation from the in-memory snapshot, on the event loop */
+    /* flags: OFREP evaluation from the in-memory snapshot, on the event loop; the handlers
+     * check and parse the JSON body themselves (a body seen before is not parsed again) */
     {"POST", "/ofrep/v1/evaluate/flags/{key}", flags_ofrep_evaluate_one, HTTP_VIEWER,
-     HTTP_BODY_JSON | HTTP_INLINE},
-    {"POST", "/ofrep/v1/evaluate/flags", flags_ofrep_evaluate_bulk, HTTP_VIEWER,
-     HTTP_BODY_JSON | HTTP_INLINE},
+     HTTP_INLINE},
+    {"POST", "/ofrep/v1/evaluate/flags", flags_ofrep_evaluate_bulk, HTTP_VIEWER, HTTP_INLINE},
     {"GET", "/ofrep/v1/configuration", flags_ofrep_configuration, HTTP_VIEWER, HTTP_INLINE},
     /* flags: management; the fixed paths before /{key} (the router takes the first match) */
     {"GET", "/api/v1/flags", flags_api_list, HTTP_VIEWER, 0},

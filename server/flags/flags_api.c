@@ -105,9 +105,10 @@ static void reload_env_after_commit(struct db_conn *c, const char *environment)
         log_warn("flags: reload after a change failed; the listener will reload");
 }
 
-static void reload_after_commit(struct db_conn *c)
+/* The same for a change to one flag: only that flag is read again. */
+static void reload_flag_after_commit(struct db_conn *c, const char *key)
 {
-    if (flags_snapshot_reload(c) != 0)
+    if (flags_snapshot_reload_flag(c, key) != 0)
         log_warn("flags: reload after a change failed; the listener will reload");
 }
 
@@ -298,7 +299,7 @@ void flags_api_create(struct http_request *req)
         http_reply_db_error(req, rc);
         return;
     }
-    reload_after_commit(c);
+    reload_flag_after_commit(c, t.key);
     char loc[300];
     snprintf(loc, sizeof loc, "/api/v1/flags/%s", t.key);
     http_reply_header(req, "Location", loc);
@@ -445,7 +446,7 @@ void flags_api_update(struct http_request *req)
         reply_write_error(req, rc, &ch);
         return;
     }
-    reload_after_commit(c);
+    reload_flag_after_commit(c, t.key);
     set_etag(req, t.result);
     http_reply_json(req, 200, t.result);
 }
@@ -513,7 +514,7 @@ void flags_api_delete(struct http_request *req)
         reply_write_error(req, rc, &ch);
         return;
     }
-    reload_after_commit(c);
+    reload_flag_after_commit(c, t.key);
     http_reply_empty(req, 204);
 }
 
@@ -644,7 +645,7 @@ static void run_env_change(struct http_request *req, struct env_tx *t)
         http_reply_json(req, 202, t->request);
         return;
     }
-    reload_env_after_commit(c, t->ch.environment);
+    reload_flag_after_commit(c, t->ch.key);
     set_etag(req, t->ch.result);
     http_reply_json(req, 200, t->ch.result);
 }

@@ -183,6 +183,7 @@ struct flags_variant {
 /* Evaluation counters per variant: bumped with relaxed atomics on the hot path, harvested
  * by the counter thread (flags_counts.c). */
 struct flags_flag {
+    uint64_t entry_hash; /* flags_entry_hash of the store entry it was built from */
     char *key;      /* owned */
     char *key_json; /* owned: key as a JSON string literal */
     char *head;     /* owned: the start of its OFREP answer, {"key":K,"reason":" */
@@ -213,19 +214,23 @@ struct flags_segment {
 /* A bulk answer remembered for one request body: the answer is a pure function of the
  * snapshot and the context, so a snapshot keeps the answers to the first
  * FLAGS_BULK_CACHE distinct bodies it is asked (static-context clients poll with the same
- * context) and serves them, and their 304s, without evaluating again. Entries are
- * immutable once published and live as long as their snapshot; their evaluations are
- * counted through `hits` (harvested per variant with the snapshot's counts). */
+ * context) and serves them, and their 304s, without parsing the body or evaluating again.
+ * A single-flag evaluation with a body seen before is served the slice of the bulk answer
+ * that is its flag's (the same bytes flags_render_result writes). Entries are immutable
+ * once published and live as long as their snapshot; their bulk evaluations are counted
+ * through `hits` (harvested per variant with the snapshot's counts). */
 #define FLAGS_BULK_CACHE 64
 #define FLAGS_BULK_CACHE_REQ_MAX 4096
+#define FLAGS_BULK_MAX (64u * 1024u * 1024u)
 struct flags_bulk_entry {
     uint64_t key;
-    char *req; /* the request body */
+    char *req; /* the request body (set when published) */
     size_t req_len;
     char *body; /* the answer */
     size_t body_len;
     char etag[24];
     uint16_t *variants; /* per flag: the variant served, UINT16_MAX for an error */
+    uint32_t *spans;    /* per flag: offset and length of its answer in body */
     atomic_uint_fast64_t hits;
 };
 
@@ -238,6 +243,9 @@ struct flags_env {
     struct flags_segment *segments;
     size_t nsegments;
     char config_etag[24]; /* hash of the environment's configuration, for SSE and lists */
+    char *doc; /* the store's document it was built from, as JSON text (owned; NULL when out
+                * of memory): a per-flag reload edits a copy */
+    size_t doc_len;
     atomic_int refs;
     /* the bulk answers cache: entries [0, ncache) are published; inserts under cache_mu */
     struct flags_bulk_entry *cache[FLAGS_BULK_CACHE];
@@ -245,14 +253,27 @@ struct flags_env {
     pthread_mutex_t cache_mu;
     atomic_size_t bulk_size_hint; /* the last bulk answer's size, to size the next buffer */
 };
+/* The bulk answer for `context` (an object, or NULL), not yet counted nor published; NULL
+ * when out of memory or past FLAGS_BULK_MAX. */
+struct flags_bulk_entry *flags_bulk_entry_new(struct flags_env *env, const json_t *context);
+void flags_bulk_entry_free(struct flags_bulk_entry *e);
+/* Count n evaluations of every flag as the entry answered them. */
+void flags_bulk_entry_count(struct flags_env *env, const struct flags_bulk_entry *e, uint64_t n);
 /* The cached answer to this request body, or NULL. Lock-free. */
 const struct flags_bulk_entry *flags_bulk_cache_find(struct flags_env *env, const char *req,
                                                      size_t len);
-/* Remember an answer (copied); does nothing when the cache is full or the body too big. */
-void flags_bulk_cache_put(struct flags_env *env, const char *req, size_t len, const char *body,
-                          size_t body_len, const char *etag, const uint16_t *variants);
+/* Remember *entry as the answer to this body: returns the published entry that answers it
+ * (*entry itself, taken and set to NULL, or an equal one published first, *entry left to
+ * the caller), or NULL when the cache is full or the body too big (*entry left). */
+struct flags_bulk_entry *flags_bulk_cache_publish(struct flags_env *env, const char *req,
+                                                  size_t len, struct flags_bulk_entry **entry);
 /* Add the cache's hits to the flags' per-variant counts (for the harvest). */
 void flags_bulk_cache_count(struct flags_env *env);
+
+/* A hash of a flag's store entry (an element of the document's "flags") but for its
+ * flag_version, which every change of the flag bumps: equal hashes serve the same, so a
+ * per-flag reload leaves an environment whose entry hashes the same as it is. */
+uint64_t flags_entry_hash(const json_t *entry);
 
 /* Build an environment's snapshot from the store's document
  * {"flags": [{key, type, variants, salt, archived, version, config}], "segments":
@@ -295,6 +316,11 @@ void flags_env_release(struct flags_env *env);
 int flags_snapshot_reload(struct db_conn *conn);
 /* The same for one environment (a change to its configurations only). */
 int flags_snapshot_reload_env(struct db_conn *conn, const char *environment);
+/* The same for one flag: its entry in every environment is read again, and each
+ * environment where it changed is rebuilt from the document it was built from with that
+ * entry replaced (nothing else is read); an environment not loaded yet means a full
+ * reload. */
+int flags_snapshot_reload_flag(struct db_conn *conn, const char *key);
 /* Whether the snapshots are loaded (at least once). */
 int flags_snapshot_ready(void);
 /* Names of the loaded environments (static storage until stop). */

@@ -2,6 +2,7 @@
  * synchronously, so that evaluations are served from the first request; then the
  * listener), stop, and the `flags diff` command (the pre-deploy check of infrastructure
  * design 5.3). */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,8 @@
 #include "platform/config.h"
 #include "platform/log.h"
 #include "platform/metrics.h"
+
+#define FIRST_LOAD_ATTEMPTS 8
 
 struct flags_settings flags_cfg;
 static struct db_settings listen_db;
@@ -54,12 +57,18 @@ static int flags_init(struct qdb_app *app)
 static int flags_start(struct qdb_app *app)
 {
     (void)app;
-    struct db_conn *c = db_conn_open(&listen_db);
-    if (c) {
-        if (flags_snapshot_reload(c) != 0)
-            log_warn("flags: first load failed; the listener will retry");
+    /* The first load before the server listens, tried a few times: a replica that opens
+     * without its snapshots answers every evaluation 503 until the listener has loaded
+     * them (a store slow to answer at start, as on a loaded machine). */
+    for (int attempt = 1; attempt <= FIRST_LOAD_ATTEMPTS && !flags_snapshot_ready(); attempt++) {
+        struct db_conn *c = db_conn_open(&listen_db);
+        int rc = c ? flags_snapshot_reload(c) : DB_RETRY;
         db_conn_close(c);
+        if (rc != 0 && attempt < FIRST_LOAD_ATTEMPTS)
+            poll(NULL, 0, 250);
     }
+    if (!flags_snapshot_ready())
+        log_warn("flags: first load failed; evaluations answer 503 until the listener loads");
     return flags_listener_start(&listen_db);
 }
 

@@ -317,7 +317,7 @@ static void stop(struct http_request *req, int abort_)
         reply_error(req, rc, &t.ch);
         return;
     }
-    if (abort_ && flags_snapshot_reload(c) != 0)
+    if (abort_ && flags_snapshot_reload_flag(c, t.key) != 0)
         log_warn("flags: reload after an abort failed; the listener will reload");
     http_reply_json(req, 200, t.result);
 }

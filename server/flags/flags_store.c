@@ -28,6 +28,25 @@ int flags_store_snapshot(struct db_conn *c, const char *environment, json_t **ou
     return db_execp_json(c, &q_snapshot, &p, out);
 }
 
+/* One flag as each environment's snapshot holds it: {env: entry, or null where the flag
+ * is not served (no configuration there, archived, deleted)}, the entry in the shape of
+ * q_snapshot's. Every environment is named, so that a deleted flag leaves them all. */
+static struct db_stmt q_snapshot_flag = DB_STMT(
+    "flags_snapshot_flag", 1,
+    "SELECT COALESCE(json_object_agg(e.name, (SELECT json_build_object('key', f.key,"
+    "      'type', f.type, 'variants', f.variants, 'salt', f.salt, 'archived', f.archived,"
+    "      'version', fe.version, 'flag_version', f.version, 'config', fe.config)"
+    "    FROM flag f JOIN flag_env fe ON fe.flag_key = f.key AND fe.environment = e.name"
+    "    WHERE f.key = $1 AND NOT f.archived)), '{}'::json)::text "
+    "FROM environment e");
+
+int flags_store_snapshot_flag(struct db_conn *c, const char *key, json_t **out)
+{
+    struct db_params p = DB_PARAMS_INIT;
+    db_param_text(&p, key);
+    return db_execp_json(c, &q_snapshot_flag, &p, out);
+}
+
 static struct db_stmt q_get = DB_STMT("flags_get", 1,
                                       "SELECT (" FLAG_API_DOC ")::text FROM flag f WHERE key = $1");
 

@@ -13,6 +13,10 @@
  * for that one (the snapshot). */
 int flags_store_snapshot(struct db_conn *c, const char *environment, json_t **out);
 
+/* {env: entry or null} for one flag, the entry as in the snapshot's "flags" (the per-flag
+ * reload). */
+int flags_store_snapshot_flag(struct db_conn *c, const char *key, json_t **out);
+
 /* The flag document (flag_doc + created_at, updated_at). */
 int flags_store_get(struct db_conn *c, const char *key, json_t **doc);
 /* The same, locking the flag's row for the rest of the transaction. */

@@ -8,6 +8,10 @@
 //    another and aborts it (the configuration from before comes back);
 //  - an admin's production change shows the diff behind a confirmation, and cancelling it
 //    changes nothing; an admin promotes development to staging;
+//  - an admin creates a flag from the list, creates a segment and edits it;
+//  - four eyes (QDB_FLAGS_PROD_APPROVAL=1): a production change made by another admin waits
+//    as a change request, shown with its diff; the admin approves it (the flag changes) and
+//    rejects another (nothing changes);
 //  - stale flags; axe-core (no serious or critical violation) and a screenshot of every
 //    page visited at 1280 and 390 px, light and dark.
 //
@@ -181,6 +185,88 @@ process.exit(await run('flags', async (t) => {
     `staging now has development's configuration: ${JSON.stringify(f.environments.staging)}`);
   await audit(adm, 'flag-promoted');
 
+  step('admin: create a flag from the list');
+  const NEWKEY = 'qdb.console.created-flag';
+  await adm.goto(`${t.base}/#/flags?env=staging`);
+  await heading(adm, 'Flags');
+  await settled(adm);
+  await adm.locator('summary', { hasText: 'Create a flag' }).click();
+  await adm.locator('input[name="key"]').fill(NEWKEY);
+  await adm.locator('input[name="description"]').fill('made by the browser test');
+  await audit(adm, 'flag-create-form');
+  await adm.locator('button', { hasText: 'Create flag' }).click();
+  await heading(adm, `Flag ${NEWKEY}`);
+  await settled(adm);
+  const made = (await api('viewer', 'GET', `/api/v1/flags/${NEWKEY}`)).body;
+  check(made?.key === NEWKEY && made.type === 'boolean' && made.description === 'made by the browser test',
+    `the API has the new flag: ${JSON.stringify(made)}`);
+  check(await adm.locator('[data-env="staging"] [data-state="disabled"]').count() === 1, 'a new flag is off until configured');
+
+  step('admin: create a segment, then edit it');
+  await adm.goto(`${t.base}/#/flags?view=segments`);
+  await heading(adm, 'Segments');
+  await settled(adm);
+  await adm.locator('summary', { hasText: 'Create a segment' }).click();
+  const createSeg = adm.locator('form[aria-label="Create a segment"]');
+  await createSeg.locator('input[name="name"]').fill('console-team');
+  await createSeg.locator('textarea[name="conditions"]').fill('[{"attribute": "email", "operator": "ends_with", "value": "@team.qa"}]');
+  await createSeg.locator('textarea[name="included"]').fill('user-1\nuser-2');
+  await adm.locator('button', { hasText: 'Create segment' }).click();
+  await adm.locator('.message-ok', { hasText: 'Segment console-team created.' }).waitFor({ timeout: T });
+  await adm.locator('tr[data-segment="console-team"]').waitFor({ timeout: T });
+  check(/email ends with "@team.qa"/.test(await adm.locator('tr[data-segment="console-team"]').textContent()), 'the segment lists its condition');
+  await audit(adm, 'segments');
+  await adm.locator('details[data-segment="console-team"] summary').click();
+  const editSeg = adm.locator('details[data-segment="console-team"] form');
+  await editSeg.locator('input[name="description"]').fill('the console team');
+  await editSeg.locator('textarea[name="excluded"]').fill('user-3');
+  await editSeg.locator('button', { hasText: 'Save segment' }).click();
+  await adm.locator('.message-ok', { hasText: 'Segment console-team saved: now version 2.' }).waitFor({ timeout: T });
+  const seg = (await api('viewer', 'GET', '/api/v1/segments/console-team')).body;
+  check(seg?.description === 'the console team' && JSON.stringify(seg.included) === '["user-1","user-2"]' && JSON.stringify(seg.excluded) === '["user-3"]',
+    `the API has the edited segment: ${JSON.stringify(seg)}`);
+
+  step('four eyes: another admin\'s production change, approved from its diff; another rejected');
+  const propose = async (comment) => {
+    const cur = await flag();
+    const r = await api('admin', 'PUT', `/api/v1/flags/${KEY}/environments/production`,
+      { ...cur.environments.production, enabled: !cur.environments.production.enabled, comment }, { 'If-Match': `"${cur.version}"` });
+    check(r.status === 202 && r.body?.id > 0, `a production change waits as a change request: ${r.status} ${JSON.stringify(r.body)}`);
+    return { id: r.body?.id, was: cur.environments.production.enabled, version: cur.version };
+  };
+  const cr1 = await propose('go live');
+  await adm.goto(`${t.base}/#/flags?view=requests`);
+  await heading(adm, 'Change requests');
+  await settled(adm);
+  const crRow = (id) => adm.locator(`tr[data-request="${id}"]`);
+  await crRow(cr1.id).waitFor({ timeout: T });
+  check((await crRow(cr1.id).locator('[data-diff]').textContent()).includes(`enabled: ${cr1.was} → ${!cr1.was}`),
+    `the request shows its diff: ${await crRow(cr1.id).textContent()}`);
+  await audit(adm, 'change-requests');
+  await crRow(cr1.id).locator('[data-action="approve"]').click();
+  await adm.locator('dialog[open]').waitFor({ timeout: T });
+  check((await adm.locator('dialog[open]').textContent()).includes(`enabled: ${cr1.was} → ${!cr1.was}`), 'the approval asks with the diff');
+  await adm.locator('dialog[open] [data-confirm]').click();
+  await adm.locator('.message-ok', { hasText: `Change request ${cr1.id} approved and applied` }).waitFor({ timeout: T });
+  f = await flag();
+  check(f.environments.production.enabled === !cr1.was && f.version > cr1.version, `approved: production enabled ${f.environments.production.enabled}, version ${f.version}`);
+  const cr2 = await propose('not now');
+  await adm.goto(`${t.base}/#/flags?view=requests&state=pending`);
+  await heading(adm, 'Change requests');
+  await settled(adm);
+  await crRow(cr2.id).locator('[data-action="reject"]').click();
+  await adm.locator('dialog[open] [data-confirm]').click();
+  await adm.locator('.message-ok', { hasText: `Change request ${cr2.id} rejected` }).waitFor({ timeout: T });
+  const after2 = await flag();
+  check(after2.version === cr2.version && after2.environments.production.enabled === cr2.was, `rejected: nothing changed (version ${after2.version})`);
+  const listed = (await api('viewer', 'GET', '/api/v1/change-requests')).body.items;
+  check(listed.find((x) => x.id === cr1.id)?.state === 'approved' && listed.find((x) => x.id === cr2.id)?.state === 'rejected',
+    `the API agrees on the decisions: ${JSON.stringify(listed.map((x) => [x.id, x.state]))}`);
+  await adm.goto(`${t.base}/#/flags?view=requests&state=all`);
+  await heading(adm, 'Change requests');
+  await settled(adm);
+  check(await adm.locator('#view [data-action="approve"]').count() === 0, 'nothing left to decide');
+
   step('stale flags');
   await adm.goto(`${t.base}/#/flags?env=staging&stale=true`);
   await heading(adm, 'Flags');
@@ -192,4 +278,18 @@ process.exit(await run('flags', async (t) => {
   check(await adm.locator('#flags-stale').isChecked(), 'the filter shows as set');
   await audit(adm, 'flags-stale');
   await adm.close();
-}));
+
+  step('viewer: segments and change requests without a mutating control');
+  const v2 = await newPage('viewer');
+  await signIn(v2, 'Val Viewer', 'viewer', '#/flags?view=segments');
+  await heading(v2, 'Segments');
+  await settled(v2);
+  check(await v2.locator('tr[data-segment="console-team"]').count() === 1, 'the viewer sees the segment');
+  check(await v2.locator('#view [data-mutating]').count() === 0, 'and no mutating control on segments');
+  await v2.goto(`${t.base}/#/flags?view=requests&state=all`);
+  await heading(v2, 'Change requests');
+  await settled(v2);
+  check(await v2.locator('#view tbody tr').count() >= 2, 'the viewer sees the change requests');
+  check(await v2.locator('#view [data-mutating]').count() === 0, 'and no mutating control on them');
+  await v2.close();
+}, { env: { QDB_FLAGS_PROD_APPROVAL: '1' } }));

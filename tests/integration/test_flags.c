@@ -456,6 +456,10 @@ static void bulk_etag(void)
 static void replicas(void)
 {
     th_step("two replicas: a change on one is served by the other within a second");
+    /* each change is read again flag by flag: b's whole environments never are */
+    long full_b = th_metric(&b, "qdb_flags_snapshot_full_reloads_total");
+    long flag_b = th_metric(&b, "qdb_flags_snapshot_flag_reloads_total");
+    CHECK(full_b >= 1, "b loaded in full at start: %ld", full_b);
     const char *key = "qdb.migration.legacy-login-banner";
     char v[64];
     ofrep_value(&b, viewer_any, "integration", key, NULL, v, sizeof v);
@@ -504,6 +508,46 @@ static void replicas(void)
         "{\"archived\":false}", &r);
     CHECK(r.status == 200, "unarchive: %ld", r.status);
     th_resp_free(&r);
+    CHECK(th_metric(&b, "qdb_flags_snapshot_full_reloads_total") == full_b,
+          "b reloaded only the changed flag, never a whole environment (%ld full reloads)",
+          th_metric(&b, "qdb_flags_snapshot_full_reloads_total") - full_b);
+    CHECK(th_metric(&b, "qdb_flags_snapshot_flag_reloads_total") > flag_b,
+          "b reloaded the changed flag");
+
+    th_step("a flag made and deleted on one replica appears and goes on the other");
+    const char *nk = "qdb.test.replicated";
+    ofrep_value(&b, viewer_any, "staging", nk, NULL, v, sizeof v);
+    CHECK(strcmp(v, "FLAG_NOT_FOUND") == 0, "b before: %s", v);
+    req(&a, "POST", "/api/v1/flags", admin, NULL,
+        "{\"key\":\"qdb.test.replicated\",\"type\":\"boolean\",\"variants\":{\"on\":true,"
+        "\"off\":false}}",
+        &r);
+    CHECK(r.status == 201, "create on a: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    t0 = th_now_ms();
+    seen = -1;
+    while (th_now_ms() - t0 < 10000 && seen < 0) {
+        ofrep_value(&b, viewer_any, "staging", nk, NULL, v, sizeof v);
+        seen = strcmp(v, "false") == 0 ? th_now_ms() - t0 : -1;
+        if (seen < 0)
+            th_sleep_ms(10);
+    }
+    CHECK(seen >= 0 && seen < 1000, "b serves the new flag after %.0f ms (%s)", seen, v);
+    req(&a, "DELETE", "/api/v1/flags/qdb.test.replicated", admin, "If-Match: \"1\"", NULL, &r);
+    CHECK(r.status == 204, "delete on a: %ld %s", r.status, r.body);
+    th_resp_free(&r);
+    t0 = th_now_ms();
+    seen = -1;
+    while (th_now_ms() - t0 < 10000 && seen < 0) {
+        ofrep_value(&b, viewer_any, "staging", nk, NULL, v, sizeof v);
+        seen = strcmp(v, "FLAG_NOT_FOUND") == 0 ? th_now_ms() - t0 : -1;
+        if (seen < 0)
+            th_sleep_ms(10);
+    }
+    CHECK(seen >= 0 && seen < 1000, "b stopped serving the deleted flag after %.0f ms (%s)", seen,
+          v);
+    CHECK(th_metric(&b, "qdb_flags_snapshot_full_reloads_total") == full_b,
+          "still no full reload on b");
 }
 
 static void four_eyes(void)

@@ -3,6 +3,9 @@
 // rules, split and prerequisites, an editor, versions with rollback, promotion from one
 // environment to another and scheduled rollouts (create, cancel, abort). A production
 // change needs the admin role and If-Match, and is shown as a diff behind a confirmation.
+// #/flags?view=requests lists the change requests (four eyes on production) with the diff
+// each would make, to approve or reject; #/flags?view=segments lists the segments, to create
+// and edit; the list has a form to create a flag.
 import * as api from '../api.js';
 import {
   h, fill, add, pageHeading, loading, empty, errorBox, table, time, text, badge, dl, field, select,
@@ -94,8 +97,241 @@ async function renderList(ctx, envs, env) {
   envSel.addEventListener('change', go);
   const msg = messageRegion();
   const body = h('div', {}, loading('Loading flags…'));
-  add(ctx.root, form, msg, body);
+  add(ctx.root, viewsNav(ctx, 'flags', env), form, ctx.can('operator') ? createFlagForm(ctx, env) : null, msg, body);
   await showList(ctx, env, { stale, tag }, body, msg);
+}
+
+/** The page's views: the flags of an environment, the segments, the change requests. */
+function viewsNav(ctx, current, env) {
+  const views = [['flags', 'Flags', { env }], ['segments', 'Segments', { view: 'segments' }], ['requests', 'Change requests', { view: 'requests' }]];
+  return h('nav', { class: 'views', 'aria-label': 'Flags, segments and change requests' },
+    h('ul', { class: 'plain views' }, views.map(([v, label, q]) => h('li', {},
+      h('a', { href: ctx.href('flags', null, q), 'aria-current': v === current ? 'page' : null }, label)))));
+}
+
+const VARIANTS_BY_TYPE = {
+  boolean: { on: true, off: false },
+  string: { a: 'a', b: 'b' },
+  number: { low: 0, high: 1 },
+  object: { empty: {}, set: { key: 'value' } },
+};
+
+/** A new flag: its key, type and variants (disabled everywhere until configured). */
+function createFlagForm(ctx, env) {
+  const key = h('input', { type: 'text', name: 'key', required: true, maxlength: '200', pattern: '[a-z0-9]([a-z0-9\\-]*[a-z0-9])?(\\.[a-z0-9]([a-z0-9\\-]*[a-z0-9])?)*', spellcheck: 'false' });
+  const type = select('type', Object.keys(VARIANTS_BY_TYPE), 'boolean');
+  const variants = h('textarea', { name: 'variants', rows: '3', spellcheck: 'false' }, JSON.stringify(VARIANTS_BY_TYPE.boolean));
+  type.addEventListener('change', () => { variants.value = JSON.stringify(VARIANTS_BY_TYPE[type.value]); });
+  const def = h('input', { type: 'text', name: 'new_default_variant', maxlength: '64' });
+  const off = h('input', { type: 'text', name: 'new_off_variant', maxlength: '64' });
+  const description = h('input', { type: 'text', name: 'description', maxlength: '2000' });
+  const owner = h('input', { type: 'text', name: 'owner', maxlength: '200' });
+  const tags = h('input', { type: 'text', name: 'tags', maxlength: '1000' });
+  const msg = messageRegion();
+  const go = h('button', { type: 'submit', class: 'primary', dataset: { mutating: '' } }, 'Create flag');
+  const form = h('form', { class: 'inline-form', 'aria-label': 'Create a flag' },
+    field('Key', key, 'dotted lowercase, e.g. qdb.guarantee.new-feature'), field('Type', type),
+    field('Variants (JSON: name → value of the type)', variants),
+    h('div', { class: 'cols' }, field('Default variant (empty: the first)', def), field('Off variant (empty: the last)', off)),
+    field('Description', description), field('Owner', owner), field('Tags (comma-separated)', tags),
+    h('div', { class: 'actions' }, go), msg);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const v = parseJson(variants, 'Variants', msg); if (!v.ok) return;
+    const body = { key: key.value.trim(), type: type.value, variants: v.value };
+    if (def.value.trim()) body.default_variant = def.value.trim();
+    if (off.value.trim()) body.off_variant = off.value.trim();
+    if (description.value.trim()) body.description = description.value.trim();
+    if (owner.value.trim()) body.owner = owner.value.trim();
+    const t = tags.value.split(',').map((x) => x.trim()).filter(Boolean);
+    if (t.length) body.tags = t;
+    go.disabled = true;
+    try {
+      await api.mutate('POST', '/api/v1/flags', body);
+      ctx.go(ctx.href('flags', body.key, { env }));
+    } catch (err) {
+      showMessage(msg, err);
+    } finally {
+      go.disabled = false;
+    }
+  });
+  return h('details', { class: 'panel' }, h('summary', {}, 'Create a flag'), form);
+}
+
+// ---- segments ----
+
+function lines(textarea) {
+  return textarea.value.split('\n').map((x) => x.trim()).filter(Boolean);
+}
+
+/** The fields of a segment (create and edit share them). */
+function segmentFields(seg, idp) {
+  const description = h('input', { type: 'text', name: 'description', maxlength: '2000', value: seg?.description || '' });
+  const conditions = h('textarea', { name: 'conditions', rows: '4', spellcheck: 'false' }, JSON.stringify(seg?.conditions || [], null, 2));
+  const included = h('textarea', { name: 'included', rows: '3', spellcheck: 'false' }, (seg?.included || []).join('\n'));
+  const excluded = h('textarea', { name: 'excluded', rows: '3', spellcheck: 'false' }, (seg?.excluded || []).join('\n'));
+  return {
+    description, conditions, included, excluded,
+    nodes: [field('Description', description),
+      field('Conditions (JSON; all must hold)', conditions, '[{"attribute": "email", "operator": "ends_with", "value": "@qdb.qa"}]'),
+      field('Included targeting keys (one a line; always in)', included), field('Excluded targeting keys (one a line; never in)', excluded)],
+    id: idp,
+  };
+}
+
+function segmentBody(f, msg) {
+  const c = parseJson(f.conditions, 'Conditions', msg);
+  if (!c.ok) return null;
+  return { description: f.description.value.trim(), conditions: c.value || [], included: lines(f.included), excluded: lines(f.excluded) };
+}
+
+function segmentEditor(ctx, seg, reload) {
+  const f = segmentFields(seg);
+  const msg = messageRegion();
+  const save = h('button', { type: 'submit', class: 'primary', dataset: { mutating: '' } }, 'Save segment');
+  const form = h('form', { class: 'inline-form', 'aria-label': `Edit segment ${seg.name}` }, f.nodes, h('div', { class: 'actions' }, save), msg);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const body = segmentBody(f, msg); if (!body) return;
+    save.disabled = true;
+    try {
+      const r = await api.mutate('PUT', `/api/v1/segments/${encodeURIComponent(seg.name)}`, body, { headers: { 'If-Match': `"${seg.version}"` } });
+      await reload(`Segment ${seg.name} saved: now version ${r.data?.version}.`);
+    } catch (err) {
+      showMessage(msg, err);
+    } finally {
+      save.disabled = false;
+    }
+  });
+  return h('details', { class: 'panel', dataset: { segment: seg.name } }, h('summary', {}, `Edit ${seg.name}`), form);
+}
+
+function createSegmentForm(ctx, reload) {
+  const name = h('input', { type: 'text', name: 'name', required: true, maxlength: '64', pattern: '[A-Za-z0-9_.\\-]{1,64}' });
+  const f = segmentFields(null);
+  const msg = messageRegion();
+  const go = h('button', { type: 'submit', class: 'primary', dataset: { mutating: '' } }, 'Create segment');
+  const form = h('form', { class: 'inline-form', 'aria-label': 'Create a segment' }, field('Name', name), f.nodes, h('div', { class: 'actions' }, go), msg);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const body = segmentBody(f, msg); if (!body) return;
+    go.disabled = true;
+    try {
+      await api.mutate('POST', '/api/v1/segments', { name: name.value.trim(), ...body });
+      await reload(`Segment ${name.value.trim()} created.`);
+    } catch (err) {
+      showMessage(msg, err);
+    } finally {
+      go.disabled = false;
+    }
+  });
+  return h('details', { class: 'panel' }, h('summary', {}, 'Create a segment'), form);
+}
+
+async function renderSegments(ctx, note) {
+  const msg = messageRegion();
+  const body = h('div', {}, loading('Loading segments…'));
+  fill(ctx.root, pageHeading('Segments'), viewsNav(ctx, 'segments', null), msg, body);
+  if (note) showMessage(msg, note);
+  const reload = (m) => renderSegments(ctx, m);
+  let items;
+  try {
+    items = (await api.get('/api/v1/segments', undefined, { signal: ctx.signal })).items;
+  } catch (e) {
+    if (e.name !== 'AbortError') fill(body, errorBox(e));
+    return;
+  }
+  const columns = [
+    { label: 'Name', cell: (s) => h('code', {}, s.name) },
+    { label: 'Description', cell: (s) => text(s.description) },
+    { label: 'Conditions', cell: (s) => (s.conditions || []).map(conditionText).join(' and ') || '—' },
+    { label: 'Included', cell: (s) => String((s.included || []).length) },
+    { label: 'Excluded', cell: (s) => String((s.excluded || []).length) },
+    { label: 'Version', cell: (s) => String(s.version) },
+    { label: 'Updated', cell: (s) => time(s.updated_at) },
+  ];
+  const op = ctx.can('operator');
+  fill(body,
+    items.length ? table('Segments', columns, items) : empty('No segments yet.'),
+    op ? items.map((s) => segmentEditor(ctx, s, reload)) : null,
+    op ? createSegmentForm(ctx, reload) : null);
+  body.querySelectorAll('tbody tr').forEach((tr, i) => { tr.dataset.segment = items[i].name; });
+}
+
+// ---- change requests ----
+
+const CR_STATES = ['pending', 'approved', 'rejected'];
+
+async function renderRequests(ctx, note) {
+  const state = CR_STATES.includes(ctx.query.get('state')) ? ctx.query.get('state') : (ctx.query.get('state') === 'all' ? '' : 'pending');
+  const stateSel = select('state', [['pending', 'Pending'], ['approved', 'Approved'], ['rejected', 'Rejected'], ['all', 'All']], state || 'all');
+  const form = h('form', { class: 'filters', 'aria-label': 'Filter the change requests' }, field('State', stateSel));
+  stateSel.addEventListener('change', () => ctx.go(ctx.href('flags', null, { view: 'requests', state: stateSel.value })));
+  form.addEventListener('submit', (e) => e.preventDefault());
+  const msg = messageRegion();
+  const body = h('div', {}, loading('Loading change requests…'));
+  fill(ctx.root, pageHeading('Change requests'), viewsNav(ctx, 'requests', null),
+    h('p', { class: 'muted' }, 'With four eyes on production (QDB_FLAGS_PROD_APPROVAL=1) a production change waits here until an admin other than its author approves it.'),
+    form, msg, body);
+  if (note) showMessage(msg, note);
+  const reload = (m) => renderRequests(ctx, m);
+  let items;
+  try {
+    items = (await api.get('/api/v1/change-requests', { state: state || undefined }, { signal: ctx.signal })).items;
+  } catch (e) {
+    if (e.name !== 'AbortError') fill(body, errorBox(e));
+    return;
+  }
+  // the diff of a pending request is against the flag as it is now: one read per flag shown
+  const keys = [...new Set(items.filter((r) => r.state === 'pending').map((r) => r.flag))];
+  const flags = {};
+  const got = await Promise.allSettled(keys.map((k) => api.get(fpath(k), undefined, { signal: ctx.signal })));
+  if (ctx.signal.aborted) return;
+  got.forEach((g, i) => { if (g.status === 'fulfilled') flags[keys[i]] = g.value; });
+  const diffOf = (r) => (flags[r.flag] ? configDiff(configOf(flags[r.flag], r.environment), { ...configOf({ environments: { [r.environment]: r.config || {} } }, r.environment) }) : null);
+  const columns = [
+    { label: 'Id', cell: (r) => String(r.id) },
+    { label: 'Flag', cell: (r) => h('a', { href: ctx.href('flags', r.flag, { env: r.environment }) }, r.flag) },
+    { label: 'Environment', cell: (r) => r.environment },
+    { label: 'Action', cell: (r) => text(r.action) },
+    { label: 'State', cell: (r) => badge(r.state) },
+    { label: 'Requested', cell: (r) => h('span', {}, text(r.requested_by), ' ', time(r.requested_at)) },
+    { label: 'Comment', cell: (r) => text(r.comment) },
+    {
+      label: 'Change',
+      cell: (r) => {
+        if (r.state !== 'pending') return h('span', {}, r.decided_by ? [`${r.state} by ${r.decided_by} `, time(r.decided_at)] : '—', r.decision_comment ? ` (${r.decision_comment})` : null);
+        const d = diffOf(r);
+        return d ? diffNode(d) : h('span', { class: 'muted' }, 'the flag could not be read');
+      },
+    },
+  ];
+  if (ctx.can('admin')) {
+    const decide = (r, verb, label) => h('button', {
+      type: 'button', class: verb === 'approve' ? 'primary' : '', dataset: { mutating: '', action: verb, request: String(r.id) },
+      'aria-label': `${label} change request ${r.id}`,
+      onclick: async (e) => {
+        const d = diffOf(r) || [];
+        const ok = await confirm({
+          title: `${label} change request ${r.id} (${r.flag} in ${r.environment})?`,
+          body: h('span', {}, h('span', { class: 'diff-intro' }, verb === 'approve' ? `${r.environment} gets this change now:` : 'The change is dropped:'), diffNode(d)),
+          confirmLabel: label, danger: verb === 'approve' && r.environment === PRODUCTION,
+        });
+        if (!ok) return;
+        e.target.disabled = true;
+        try {
+          const res = await api.mutate('POST', `/api/v1/change-requests/${r.id}/${verb}`, { comment: `${verb === 'approve' ? 'approved' : 'rejected'} from the console` });
+          await reload(`Change request ${r.id} ${verb === 'approve' ? 'approved and applied' : 'rejected'}${res.data?.version ? `: ${r.flag} is now version ${res.data.version}` : ''}.`);
+        } catch (err) {
+          showMessage(msg, err);
+          e.target.disabled = false;
+        }
+      },
+    }, label);
+    columns.push({ label: 'Decide', cell: (r) => (r.state !== 'pending' ? '—' : h('span', { class: 'actions' }, decide(r, 'approve', 'Approve'), decide(r, 'reject', 'Reject'))) });
+  }
+  fill(body, items.length ? table('Change requests', columns, items) : empty(state ? `No ${state} change requests.` : 'No change requests.'));
+  body.querySelectorAll('tbody tr').forEach((tr, i) => { tr.dataset.request = String(items[i].id); });
 }
 
 async function showList(ctx, env, { stale, tag }, body, msg) {
@@ -419,6 +655,9 @@ async function renderFlag(ctx, envs, env, note) {
 
 export default {
   async render(ctx) {
+    const view = ctx.id ? null : ctx.query.get('view');
+    if (view === 'segments') { await renderSegments(ctx); return; }
+    if (view === 'requests') { await renderRequests(ctx); return; }
     const holder = loading('Loading environments…');
     add(ctx.root, ctx.id ? null : pageHeading('Flags'), holder);
     let envs;
