@@ -325,6 +325,7 @@ struct tar_check {
     int mismatch, unknown;  /* a checksum or size that differs; something not checked */
     char detail[600];
     int write_errno;
+    int end_seen; /* the end-of-archive blocks went by: tar may stop reading after them */
     atomic_int done;
 };
 
@@ -401,8 +402,10 @@ static void *tar_check_main(void *arg)
             int zero = 1;
             for (int k = 0; k < 512 && zero; k++)
                 zero = hdr[k] == 0;
-            if (zero)
+            if (zero) {
+                tc->end_seen = 1;
                 continue; /* the end-of-archive blocks */
+            }
             char type = (char)hdr[156];
             uint64_t size = tar_number(hdr + 124, 12);
             char nm[101], prefix[156];
@@ -443,14 +446,20 @@ static void *tar_check_main(void *arg)
                 tc->unknown++; /* not a file, directory or symbolic link: not ours to judge */
             }
         }
-        for (ssize_t off = 0; off < got && !tc->write_errno;) {
+        for (ssize_t off = 0; off < got && !tc->write_errno && tc->out >= 0;) {
             ssize_t w = write(tc->out, buf + off, (size_t)(got - off));
             if (w < 0 && errno == EINTR)
                 continue;
-            if (w <= 0)
+            if (w < 0 && errno == EPIPE && tc->end_seen) {
+                /* tar has all of the archive and stopped reading its padding: read gzip's
+                 * output to its end all the same, so that gzip ends well */
+                close(tc->out);
+                tc->out = -1;
+            } else if (w <= 0) {
                 tc->write_errno = w < 0 ? errno : EIO;
-            else
+            } else {
                 off += w;
+            }
         }
         if (tc->write_errno)
             break;
@@ -459,7 +468,8 @@ static void *tar_check_main(void *arg)
         tc->unknown++; /* the stream ended inside a member */
     EVP_MD_CTX_free(md);
     free(buf);
-    close(tc->out);
+    if (tc->out >= 0)
+        close(tc->out);
     close(tc->in);
     atomic_store(&tc->done, 1);
     return NULL;
@@ -477,6 +487,7 @@ static pid_t spawn_piped(const char *const *argv, int in_fd, int out_fd, const c
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL); /* the server ignores it; a tool in a pipe must not */
         dup2(in_fd >= 0 ? in_fd : nul, 0);
         dup2(out_fd >= 0 ? out_fd : nul, 1);
         dup2(err, 2);
