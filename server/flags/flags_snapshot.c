@@ -8,9 +8,10 @@
  * are freed by whichever reader releases last. No evaluation waits for a reload, and no
  * evaluation touches the database.
  *
- * The listener thread (its own connection) LISTENs on flag_changes (the triggers of
- * migrations/0009 and 0018 notify on every change to a flag, a configuration or a
- * segment, naming the flag where there is one) and reloads once per batch of
+ * The listener thread (its own connection) LISTENs on flag_changes_by_flag (the triggers
+ * of migrations/0009 and 0018 notify on every change to a flag, a configuration or a
+ * segment, naming the flag where there is one; flag_changes carries the previous
+ * release's payloads for its replicas during a rolling update) and reloads once per batch of
  * notifications: each flag named is read again alone and spliced into a copy of the
  * document its environments were built from (flags_snapshot_reload_flag), and anything
  * else (a segment, a batch naming many flags) reloads in full. After every (re)connect it
@@ -372,7 +373,7 @@ static void *listener_main(void *arg)
             c = db_conn_open(&S.db);
             if (!c)
                 continue;
-            if (db_exec_fixed(c, "LISTEN flag_changes") < 0) {
+            if (db_exec_fixed(c, "LISTEN flag_changes_by_flag") < 0) {
                 db_conn_close(c);
                 c = NULL;
                 continue;

@@ -453,6 +453,26 @@ static void bulk_etag(void)
     free(etag);
 }
 
+/* The previous release's replicas listen on flag_changes for 0009's payloads (an
+ * environment, or "*"), and serve during a rolling update: wait up to 5 s for `want` there. */
+static int old_release_hears(PGconn *pg, const char *want)
+{
+    for (double end = th_now_ms() + 5000; th_now_ms() < end; th_sleep_ms(10)) {
+        if (!PQconsumeInput(pg))
+            return 0;
+        PGnotify *n;
+        int found = 0;
+        while ((n = PQnotifies(pg)) != NULL) {
+            if (strcmp(n->relname, "flag_changes") == 0 && strcmp(n->extra, want) == 0)
+                found = 1;
+            PQfreemem(n);
+        }
+        if (found)
+            return 1;
+    }
+    return 0;
+}
+
 static void replicas(void)
 {
     th_step("two replicas: a change on one is served by the other within a second");
@@ -467,6 +487,8 @@ static void replicas(void)
     long ver = flag_version(key);
     char ifm[64];
     snprintf(ifm, sizeof ifm, "If-Match: \"%ld\"", ver);
+    PGconn *old_release = PQconnectdb(url);
+    PQclear(PQexec(old_release, "LISTEN flag_changes"));
     struct th_resp r;
     req(&a, "PUT", "/api/v1/flags/qdb.migration.legacy-login-banner/environments/integration",
         operator_, ifm, "{\"enabled\":true,\"default_variant\":\"on\",\"off_variant\":\"off\"}",
@@ -487,12 +509,17 @@ static void replicas(void)
     }
     fprintf(stderr, "   replica b served the change after %.0f ms\n", seen);
     CHECK(seen >= 0 && seen < 1000, "b served it after %.0f ms", seen);
+    CHECK(old_release_hears(old_release, "integration"),
+          "a replica of the previous release hears the change as its environment's name");
 
     th_step("a definition change (every environment) reaches the other replica too");
     req(&a, "PATCH", "/api/v1/flags/qdb.migration.legacy-login-banner", admin, NULL,
         "{\"archived\":true}", &r);
     CHECK(r.status == 200, "archive on a: %ld %s", r.status, r.body);
     th_resp_free(&r);
+    CHECK(old_release_hears(old_release, "*"),
+          "a replica of the previous release hears the definition change as \"*\"");
+    PQfinish(old_release);
     t0 = th_now_ms();
     seen = -1;
     while (th_now_ms() - t0 < 10000) {
