@@ -178,7 +178,9 @@ CREATE INDEX dr_drill_recent_idx ON dr_drill (id DESC);
 -- checked; rpo_seconds: the source's last committed transaction -> the last transaction
 -- present in the restore (rpo_basis says how the first was known: "commit_timestamp" from
 -- the source's track_commit_timestamp, or "drill_start" when the source could not say, an
--- upper bound that assumes it committed until the drill began). The targets are copied from
+-- upper bound that assumes it committed until the drill began; "+backup_start" when the
+-- restore replayed no commit to time it by, and the backup's start, before which every
+-- commit is in the restore, stands for its end: an upper bound). The targets are copied from
 -- dr_target at the time, so that the history keeps what was promised then.
 CREATE TABLE dr_drill_result (
     drill_id bigint NOT NULL REFERENCES dr_drill (id) ON DELETE CASCADE,

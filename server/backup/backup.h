@@ -31,6 +31,9 @@ struct backup_restore_outcome {
     int64_t backup_id;            /* the backup that was restored */
     double restore_seconds;       /* measured, start to target consistent + counted */
     char recovered_to[64];        /* ISO time of the last transaction replayed ("" n/a) */
+    char backup_started[64];      /* ISO time the backup began: every transaction committed
+                                     before it is in the restore (a bound where nothing was
+                                     replayed to time the restore by) */
     json_t *row_counts;           /* new reference, {"schema.table": n} in the target */
 };
 /* Restore a backup into spec->target: refuses the source itself, a target holding tables

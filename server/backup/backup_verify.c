@@ -1543,6 +1543,8 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
         goto out;
     }
     out->restore_seconds = now_s() - t0;
+    const char *began = json_string_value(json_object_get(b, "started_at"));
+    snprintf(out->backup_started, sizeof out->backup_started, "%s", began ? began : "");
     jobs_log(ctx, "info", "backup %lld restored into %s in %.3f s", (long long)id, key,
              out->restore_seconds);
     ret = 0;

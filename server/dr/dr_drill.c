@@ -213,8 +213,18 @@ static int drill_one(struct jobs_ctx *ctx, int64_t drill_id, const char *target_
     json_object_set_new(checks, "restore", json_string("ok"));
     json_object_set_new(r, "backup_id", json_integer(out.backup_id));
     json_object_set_new(r, "restore_seconds", json_real(out.restore_seconds));
-    if (out.recovered_to[0])
+    if (out.recovered_to[0]) {
         json_object_set_new(r, "recovered_to", json_string(out.recovered_to));
+    } else if (out.backup_started[0]) {
+        /* nothing replayed to time the restore by (a restore to a backup's end whose WAL
+         * holds no commit): everything committed before the backup began is in it, so the
+         * RPO measured from there is an upper bound, and says so */
+        json_object_set_new(r, "recovered_to", json_string(out.backup_started));
+        const char *basis = json_string_value(json_object_get(r, "rpo_basis"));
+        int by_commit = basis && strcmp(basis, "commit_timestamp") == 0;
+        json_object_set_new(r, "rpo_basis", json_string(by_commit ? "commit_timestamp+backup_start"
+                                                                   : "drill_start+backup_start"));
+    }
     json_object_set(r, "row_counts", out.row_counts);
     if (check_restored(&dst, out.row_counts, checks, err, sizeof err) == 0)
         ok = 1;
