@@ -136,11 +136,12 @@ static void after_commit(struct db_conn *c, void *cls)
         pthread_cond_signal(&notifier.cv);
     }
     pthread_mutex_unlock(&notifier.mu);
-    /* The thread stopped meanwhile (shutdown): announce it ourselves, after the commit. */
-    if (!running)
-        jobs_workers_wake();
+    /* The thread stopped meanwhile (shutdown): announce it ourselves, after the commit, and
+     * only then wake the workers (see notifier_main). */
     if (!running && batch_payload(b) == 0 && jobs_store_notify(c, b->text.data) < 0)
         log_warn("jobs: a new job's notification was not sent; workers find it by the poll");
+    if (!running)
+        jobs_workers_wake();
     batch_free(b);
 }
 
@@ -200,14 +201,17 @@ static void *notifier_main(void *arg)
         batch_merge(&out, &notifier.queue);
         pthread_mutex_unlock(&notifier.mu);
         if (may_claim(&out)) {
-            /* This replica's workers first, with no round trip; from here rather than from
-             * the enqueuing request, whose thread would otherwise wait for the pool's lock
-             * (seen in its stacks under load) before it replies. */
-            jobs_workers_wake();
             out.more |= lost;
             int sent = 0;
             if (batch_payload(&out) == 0 && jobs_thread_db(&c, &notifier.dbs, &last_try))
                 sent = jobs_store_notify_async(c, out.text.data) >= 0;
+            /* Then this replica's workers, from here rather than from the enqueuing request,
+             * whose thread would otherwise wait for the pool's lock (seen in its stacks under
+             * load) before it replies. Not before the send: a woken worker's claim notifies
+             * "running" (and its completion "succeeded") from the update trigger, and had
+             * that commit come first, the event streams would see a job finish before it
+             * was announced, and go back to pending after it. */
+            jobs_workers_wake();
             if (!sent && !lost)
                 log_warn("jobs: new jobs' notifications were not sent (state store away); "
                          "workers find them by the poll");
