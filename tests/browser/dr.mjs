@@ -18,6 +18,12 @@ import { freePort } from './lib.mjs';
 import { run, T } from './rooms.mjs';
 
 const sourceDir = process.argv[3];
+// run() checks these too, but it exits at once: checked here before any server starts, so
+// that a wrong call leaves none behind
+if (!process.argv[2] || !sourceDir || !process.env.QDB_TEST_PG_PORT) {
+  console.error('usage: QDB_TEST_PG_PORT=N node dr.mjs <qdb-control> <source dir> [screenshot dir]');
+  process.exit(2);
+}
 const root = mkdtempSync('/tmp/qdb-test-drb-');
 const sh = (...args) => execFileSync('bash', [path.join(sourceDir, 'tests/integration/dr_pg.sh'), ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
 const on = (port, db, sql) => execFileSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', db, '-tAc', sql], { encoding: 'utf8' }).trim();
