@@ -145,6 +145,15 @@ json_t *bk_count_rows(PGconn *pg, const json_t *tables, char *err, size_t errlen
 struct inventory_pg_endpoint;
 void bk_conninfo(char *out, size_t n, const struct inventory_pg_endpoint *ep, const char *db);
 
+/* ---- the checked unpack of a base backup (backup_unpack.c) ---- */
+/* Unpack `tarball` (base.tar.gz) into the folder dest, comparing each file's SHA-256 with
+ * the manifest's on the way; gzip's stderr appended to errpath. 0 (*all_checked: every
+ * file of the manifest was there and matched), -1 (detail says: a checksum or size
+ * differs, a name would leave dest, or the unpack failed), -2 (the job was told to stop). */
+int bk_unpack_base(struct jobs_ctx *ctx, const char *tarball, const char *manifest,
+                   const char *dest, const char *errpath, int *all_checked, char *detail,
+                   size_t n);
+
 /* ---- verification and restore (backup_verify.c) ---- */
 /* How many user tables a managed database holds: >= 0, or -1 (err says why). */
 struct inventory_database;

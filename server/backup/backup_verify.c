@@ -7,9 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdatomic.h>
-#include <strings.h>
-#include <sys/wait.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +16,6 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
-#include <openssl/evp.h>
 
 #include "audit/audit.h"
 #include "backup/backup_internal.h"
@@ -146,13 +142,13 @@ static void temp_stop(struct jobs_ctx *ctx, struct temp_pg *tp)
     if (!tp->scratch[0])
         return;
     if (tp->started) {
+        /* immediate: its folder is removed next, so a shutdown checkpoint would write
+         * pages (the hint bits of the counts' scans) that nobody reads */
         char bin[600];
         tool(bin, sizeof bin, "pg_ctl");
-        const char *argv[] = {bin, "-D", tp->data, "-m", "fast", "-w", "-t", "120", "stop", NULL};
-        if (bk_run(ctx, argv, NULL, 1, NULL, 0) != 0) {
-            const char *imm[] = {bin, "-D", tp->data, "-m", "immediate", "-w", "stop", NULL};
-            bk_run(ctx, imm, NULL, 1, NULL, 0);
-        }
+        const char *argv[] = {bin, "-D", tp->data, "-m", "immediate", "-w", "-t", "120", "stop",
+                              NULL};
+        bk_run(ctx, argv, NULL, 1, NULL, 0);
         tp->started = 0;
     }
     if (bk_remove_tree(tp->scratch) != 0)
@@ -307,212 +303,9 @@ static int run_verifybackup(struct jobs_ctx *ctx, const char *dir, struct temp_p
     return 0;
 }
 
-/* ---- the unpack of base.tar.gz that checks the manifest's checksums as it goes ----
- * pg_verifybackup reads every unpacked file back to compare its SHA-256 with the
- * manifest's: at scale 50 that is a second pass over 750 MB after tar's. Here gzip -dc
- * feeds a thread that parses the tar stream, hashes each member against its manifest entry
- * and hands the bytes on to tar -x: gunzip on one core, hashing and writing on the other,
- * so the checksums cost about nothing beside the unpack a restore needs anyway. When every
- * file of the manifest was seen and matched, pg_verifybackup then runs with
- * --skip-checksums (it still checks the manifest's own checksum, that every file is there
- * with its size and none is extra, and parses the WAL); on anything this parser does not
- * know (an extended header, a member the manifest does not list) it runs in full. */
-
-struct tar_check {
-    int in, out;            /* gzip's output, tar's input */
-    json_t *files;          /* manifest path -> {Size, Checksum-Algorithm, Checksum} */
-    size_t matched, seen;   /* regular members checked against the manifest; all members */
-    int mismatch, unknown;  /* a checksum or size that differs; something not checked */
-    char detail[600];
-    int write_errno;
-    int end_seen; /* the end-of-archive blocks went by: tar may stop reading after them */
-    atomic_int done;
-};
-
-static uint64_t tar_number(const unsigned char *f, size_t n)
-{
-    uint64_t v = 0;
-    if (f[0] & 0x80) { /* base-256 (sizes beyond 8 GB) */
-        v = f[0] & 0x7f;
-        for (size_t i = 1; i < n; i++)
-            v = (v << 8) | f[i];
-        return v;
-    }
-    for (size_t i = 0; i < n && f[i]; i++)
-        if (f[i] >= '0' && f[i] <= '7')
-            v = v * 8 + (uint64_t)(f[i] - '0');
-    return v;
-}
-
-/* The member's digest against the manifest's. */
-static void member_done(struct tar_check *tc, EVP_MD_CTX *md, const char *name, const char *want)
-{
-    unsigned char d[32];
-    unsigned int dl = 0;
-    char hex[65];
-    EVP_DigestFinal_ex(md, d, &dl);
-    for (unsigned k = 0; k < 32; k++)
-        snprintf(hex + 2 * k, 3, "%02x", d[k]);
-    if (strcasecmp(hex, want) == 0) {
-        tc->matched++;
-    } else if (!tc->mismatch) {
-        tc->mismatch = 1;
-        snprintf(tc->detail, sizeof tc->detail, "%.300s: SHA-256 %s, the manifest says %.64s",
-                 name, hex, want);
-    }
-}
-
-static void *tar_check_main(void *arg)
-{
-    struct tar_check *tc = arg;
-    unsigned char hdr[512], *buf = malloc(1 << 18);
-    size_t hlen = 0;
-    uint64_t remaining = 0, pad = 0, expect_size = 0;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    const char *want = NULL; /* the current member's manifest checksum, NULL: not hashed */
-    char name[512] = "";
-    ssize_t got;
-    while (buf && md && (got = read(tc->in, buf, 1 << 18)) > 0) {
-        for (ssize_t i = 0; i < got;) {
-            if (remaining > 0) {
-                size_t take = (size_t)got - (size_t)i < remaining ? (size_t)got - (size_t)i : (size_t)remaining;
-                if (want)
-                    EVP_DigestUpdate(md, buf + i, take);
-                i += (ssize_t)take;
-                remaining -= take;
-                if (remaining == 0 && want) {
-                    member_done(tc, md, name, want);
-                    want = NULL;
-                }
-                continue;
-            }
-            if (pad > 0) {
-                size_t take = (size_t)got - (size_t)i < pad ? (size_t)got - (size_t)i : (size_t)pad;
-                i += (ssize_t)take;
-                pad -= take;
-                continue;
-            }
-            size_t take = (size_t)got - (size_t)i < 512 - hlen ? (size_t)got - (size_t)i : 512 - hlen;
-            memcpy(hdr + hlen, buf + i, take);
-            hlen += take;
-            i += (ssize_t)take;
-            if (hlen < 512)
-                continue;
-            hlen = 0;
-            int zero = 1;
-            for (int k = 0; k < 512 && zero; k++)
-                zero = hdr[k] == 0;
-            if (zero) {
-                tc->end_seen = 1;
-                continue; /* the end-of-archive blocks */
-            }
-            char type = (char)hdr[156];
-            uint64_t size = tar_number(hdr + 124, 12);
-            char nm[101], prefix[156];
-            memcpy(nm, hdr, 100);
-            nm[100] = '\0';
-            memcpy(prefix, hdr + 345, 155);
-            prefix[155] = '\0';
-            if (memcmp(hdr + 257, "ustar", 5) == 0 && prefix[0])
-                snprintf(name, sizeof name, "%s/%s", prefix, nm);
-            else
-                snprintf(name, sizeof name, "%s", nm);
-            tc->seen++;
-            remaining = size;
-            pad = (512 - size % 512) % 512;
-            if (type == '0' || type == '\0') {
-                json_t *e = json_object_get(tc->files, name);
-                const char *alg = json_string_value(json_object_get(e, "Checksum-Algorithm"));
-                want = alg && strcmp(alg, "SHA256") == 0
-                           ? json_string_value(json_object_get(e, "Checksum")) : NULL;
-                expect_size = (uint64_t)json_integer_value(json_object_get(e, "Size"));
-                if (!want) {
-                    tc->unknown++;
-                } else if (expect_size != size && !tc->mismatch) {
-                    tc->mismatch = 1;
-                    snprintf(tc->detail, sizeof tc->detail,
-                             "%.300s: %llu bytes, the manifest says %llu", name,
-                             (unsigned long long)size, (unsigned long long)expect_size);
-                    want = NULL;
-                }
-                if (want) {
-                    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
-                    if (size == 0) { /* an empty file: its digest now */
-                        member_done(tc, md, name, want);
-                        want = NULL;
-                    }
-                }
-            } else if (type != '5' && type != '2') {
-                tc->unknown++; /* not a file, directory or symbolic link: not ours to judge */
-            }
-        }
-        for (ssize_t off = 0; off < got && !tc->write_errno && tc->out >= 0;) {
-            ssize_t w = write(tc->out, buf + off, (size_t)(got - off));
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0 && errno == EPIPE && tc->end_seen) {
-                /* tar has all of the archive and stopped reading its padding: read gzip's
-                 * output to its end all the same, so that gzip ends well */
-                close(tc->out);
-                tc->out = -1;
-            } else if (w <= 0) {
-                tc->write_errno = w < 0 ? errno : EIO;
-            } else {
-                off += w;
-            }
-        }
-        if (tc->write_errno)
-            break;
-    }
-    if (remaining || want)
-        tc->unknown++; /* the stream ended inside a member */
-    EVP_MD_CTX_free(md);
-    free(buf);
-    if (tc->out >= 0)
-        close(tc->out);
-    close(tc->in);
-    atomic_store(&tc->done, 1);
-    return NULL;
-}
-
-/* fork + exec argv with stdin from in_fd and stdout to out_fd (-1: /dev/null), stderr
- * appended to errpath. Everything is prepared before the fork. The child's pid, or -1. */
-static pid_t spawn_piped(const char *const *argv, int in_fd, int out_fd, const char *errpath)
-{
-    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-    int err = open(errpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    pid_t pid = nul >= 0 && err >= 0 ? fork() : -1;
-    if (pid == 0) {
-        setpgid(0, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL); /* the server ignores it; a tool in a pipe must not */
-        dup2(in_fd >= 0 ? in_fd : nul, 0);
-        dup2(out_fd >= 0 ? out_fd : nul, 1);
-        dup2(err, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    if (nul >= 0)
-        close(nul);
-    if (err >= 0)
-        close(err);
-    return pid;
-}
-
-static int wait_child(pid_t pid)
-{
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-}
-
-/* Unpack base.tar.gz into tp->data, checking each member against the manifest on the way.
- * Returns 0 (*all_checked: every manifest file matched), -1 (detail says: a checksum or
- * size differs, or the unpack failed), -2 (the job was told to stop). */
+/* Unpack base.tar.gz into tp->data, checking each member against the manifest on the way
+ * (backup_unpack.c). Returns 0 (*all_checked: every manifest file matched), -1 (detail
+ * says: a checksum or size differs, or the unpack failed), -2 (the job was told to stop). */
 static int unpack_base_checked(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp,
                                int *all_checked, char *detail, size_t n)
 {
@@ -520,101 +313,7 @@ static int unpack_base_checked(struct jobs_ctx *ctx, const char *dir, struct tem
     snprintf(base, sizeof base, "%s/base.tar.gz", dir);
     snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
     snprintf(errpath, sizeof errpath, "%s/unpack.err", tp->scratch);
-    *all_checked = 0;
-    json_error_t jerr;
-    json_t *m = json_load_file(manifest, 0, &jerr);
-    struct tar_check tc = {.in = -1, .out = -1};
-    tc.files = json_object();
-    size_t i, nfiles = 0;
-    json_t *f;
-    json_array_foreach(json_object_get(m, "Files"), i, f)
-    {
-        const char *p = json_string_value(json_object_get(f, "Path"));
-        if (p) {
-            json_object_set(tc.files, p, f);
-            nfiles++;
-        }
-    }
-    json_decref(m);
-    int a[2] = {-1, -1}, b[2] = {-1, -1};
-    pid_t gz = -1, tar = -1;
-    int rc = -1;
-    if (pipe2(a, O_CLOEXEC) != 0 || pipe2(b, O_CLOEXEC) != 0) {
-        snprintf(detail, n, "pipe: %s", strerror(errno));
-        goto out;
-    }
-    const char *gzip[] = {"/bin/gzip", "-dc", base, NULL};
-    const char *untar[] = {"/bin/tar", "-xf", "-", "-C", tp->data, NULL};
-    jobs_log(ctx, "info", "run: /bin/gzip -dc base.tar.gz | (the manifest's SHA-256 of each "
-                          "file) | /bin/tar -x");
-    gz = spawn_piped(gzip, -1, a[1], errpath);
-    tar = spawn_piped(untar, b[0], -1, errpath);
-    close(a[1]);
-    close(b[0]);
-    a[1] = b[0] = -1;
-    if (gz < 0 || tar < 0) {
-        snprintf(detail, n, "could not start gzip and tar: %s", strerror(errno));
-        goto out;
-    }
-    tc.in = a[0];
-    tc.out = b[1];
-    pthread_t th;
-    if (pthread_create(&th, NULL, tar_check_main, &tc) != 0) {
-        snprintf(detail, n, "could not start the checking thread");
-        goto out;
-    }
-    a[0] = b[1] = -1; /* the thread closes them */
-    int stopped = 0;
-    for (int k = 0; !atomic_load(&tc.done); k++) {
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-        if (k % 10 == 9 && !stopped && jobs_heartbeat(ctx) != 0) {
-            stopped = 1;
-            kill(-gz, SIGTERM);
-            kill(-tar, SIGTERM);
-        }
-    }
-    pthread_join(th, NULL);
-    int grc = wait_child(gz), trc = wait_child(tar);
-    gz = tar = -1;
-    if (stopped) {
-        snprintf(detail, n, "stopped");
-        rc = -2;
-    } else if (tc.mismatch) {
-        snprintf(detail, n, "%s", tc.detail);
-    } else if (grc != 0 || trc != 0 || tc.write_errno) {
-        char tail[600] = "";
-        FILE *ef = fopen(errpath, "r");
-        if (ef) {
-            size_t got = fread(tail, 1, sizeof tail - 1, ef);
-            tail[got] = '\0';
-            fclose(ef);
-        }
-        snprintf(detail, n, "unpacking base.tar.gz: gzip %d, tar %d: %.500s", grc, trc, tail);
-    } else {
-        *all_checked = tc.unknown == 0 && tc.matched == nfiles && nfiles > 0;
-        jobs_log(ctx, "info", "base.tar.gz unpacked: %zu of the manifest's %zu files matched "
-                              "their SHA-256%s",
-                 tc.matched, nfiles, *all_checked ? "" : " (pg_verifybackup checks them all)");
-        rc = 0;
-    }
-out:
-    for (int k = 0; k < 2; k++) {
-        if (a[k] >= 0)
-            close(a[k]);
-        if (b[k] >= 0)
-            close(b[k]);
-    }
-    if (gz > 0) {
-        kill(-gz, SIGKILL);
-        wait_child(gz);
-    }
-    if (tar > 0) {
-        kill(-tar, SIGKILL);
-        wait_child(tar);
-    }
-    json_decref(tc.files);
-    return rc;
+    return bk_unpack_base(ctx, base, manifest, tp->data, errpath, all_checked, detail, n);
 }
 
 /* Every table the policy names must be there; returns the counts (new) or NULL. */
@@ -648,6 +347,22 @@ static json_t *count_checked(PGconn *pg, const json_t *tables, char *detail, siz
 }
 
 /* ---- backup.verify {"backup": id} or {"policy": component} (its newest backup) ---- */
+
+/* count_checked on a thread of its own, beside pg_amcheck: it uses only its connection
+ * (the runner's, which waits for it) and writes no job log. */
+struct count_job {
+    PGconn *pg;
+    const json_t *tables;
+    json_t *counts; /* NULL: detail says why */
+    char detail[1024];
+};
+
+static void *count_main(void *arg)
+{
+    struct count_job *cj = arg;
+    cj->counts = count_checked(cj->pg, cj->tables, cj->detail, sizeof cj->detail);
+    return NULL;
+}
 
 static int verify_validate(json_t *args, char *err, size_t errlen)
 {
@@ -815,19 +530,32 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
             snprintf(detail, sizeof detail, "the restored cluster is still in recovery");
             goto record;
         }
-        json_t *counts = count_checked(pg, tables, detail, sizeof detail);
-        if (!counts) {
-            json_object_set_new(checks, "row_counts", json_string("failed"));
-            goto record;
-        }
-        json_object_set_new(checks, "row_counts", counts);
-        jobs_progress(ctx, 70, "pg_amcheck");
+        /* the row counts on their own thread while pg_amcheck runs: two scans of the same
+         * tables, one per core, rather than one after the other */
+        jobs_progress(ctx, 70, "row counts and pg_amcheck");
+        struct count_job cj = {.pg = pg, .tables = tables};
+        pthread_t counter;
+        int threaded = pthread_create(&counter, NULL, count_main, &cj) == 0;
+        if (!threaded)
+            count_main(&cj);
         tool(bin, sizeof bin, "pg_amcheck");
         snprintf(port, sizeof port, "%d", tp.port);
         /* two connections: the heap of the biggest table and its index are checked at once */
         const char *amcheck[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user,
                                  "--install-missing", "--jobs=2", "-w", dbname, NULL};
-        if (bk_run(ctx, amcheck, NULL, 0, tail, sizeof tail) != 0) {
+        int arc = bk_run(ctx, amcheck, NULL, 0, tail, sizeof tail);
+        if (threaded)
+            pthread_join(counter, NULL);
+        if (!cj.counts) {
+            snprintf(detail, sizeof detail, "%s", cj.detail);
+            json_object_set_new(checks, "row_counts", json_string("failed"));
+            goto record;
+        }
+        json_object_set_new(checks, "row_counts", cj.counts);
+        char *counted = json_dumps(cj.counts, JSON_COMPACT | JSON_SORT_KEYS);
+        jobs_log(ctx, "info", "row counts: %.600s", counted ? counted : "?");
+        free(counted);
+        if (arc != 0) {
             snprintf(detail, sizeof detail, "pg_amcheck: %.700s", tail);
             json_object_set_new(checks, "amcheck", json_string("failed"));
             goto record;

@@ -6,6 +6,7 @@
  * last verified good backup when every newer one is bad, an offsite copy, the RPO/RTO
  * table with a report and a breach event, and bad input that changes nothing. */
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backup/backup_internal.h"
 #include "harness.h"
 #include "inventory_helpers.h"
 
@@ -105,6 +107,96 @@ static int flip_byte(const char *dir, const char *name)
         rc = -1;
     close(fd);
     return rc;
+}
+
+/* Run a shell command made from fmt (its output to /dev/null). Its exit status. */
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    char cmd[2000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    return run(argv);
+}
+
+/* The catalog's size and SHA-256 of a backup's base.tar.gz, set to the file's as it is now
+ * (so that only what lies inside the archive can tell a change). 0 or -1. */
+static int catalog_resum(const char *url, long long id, const char *dir)
+{
+    char path[700], hex[65], size[24], bid[24];
+    int64_t n = 0;
+    snprintf(path, sizeof path, "%s/base.tar.gz", dir);
+    if (bk_sha256_file(path, hex, &n) != 0)
+        return -1;
+    snprintf(size, sizeof size, "%lld", (long long)n);
+    snprintf(bid, sizeof bid, "%lld", id);
+    PGresult *res = th_sql(url, "UPDATE backup_file SET sha256 = $1, size_bytes = $2::bigint "
+                                "WHERE backup_id = $3::bigint AND name = 'base.tar.gz'",
+                           hex, size, bid, NULL);
+    int ok = res && atoi(PQcmdTuples(res)) == 1;
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/* In the uncompressed archive dir/name, one byte flipped in the middle of the first
+ * member under base/ of at least 8 kB (a table's file). 0 or -1. */
+static int flip_member(const char *dir, const char *name)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR);
+    if (fd < 0)
+        return -1;
+    unsigned char h[512];
+    off_t at = 0;
+    int rc = -1;
+    while (pread(fd, h, sizeof h, at) == (ssize_t)sizeof h && h[0]) {
+        unsigned long long size = strtoull((const char *)h + 124, NULL, 8);
+        if ((h[156] == '0' || h[156] == 0) && size >= 8192 && strncmp((char *)h, "base/", 5) == 0) {
+            unsigned char b;
+            off_t byte = at + 512 + (off_t)size / 2;
+            if (pread(fd, &b, 1, byte) == 1) {
+                b ^= 0xff;
+                rc = pwrite(fd, &b, 1, byte) == 1 ? 0 : -1;
+            }
+            break;
+        }
+        at += 512 + (off_t)((size + 511) / 512 * 512);
+    }
+    close(fd);
+    return rc;
+}
+
+/* dir/t.tar: an archive of one member, ../../../escape, then the end blocks. 0 or -1. */
+static int write_escape_tar(const char *dir)
+{
+    unsigned char block[3 * 512 + 1024] = {0};
+    unsigned char *h = block;
+    snprintf((char *)h, 100, "../../../escape");
+    memcpy(h + 100, "0000600", 8);
+    memcpy(h + 108, "0000000", 8);
+    memcpy(h + 116, "0000000", 8);
+    memcpy(h + 124, "00000000003", 12);
+    memcpy(h + 136, "00000000000", 12);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++)
+        sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    memcpy(block + 512, "hi\n", 3);
+    char path[700];
+    snprintf(path, sizeof path, "%s/t.tar", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int rc = fwrite(block, 1, sizeof block, f) == sizeof block ? 0 : -1;
+    return fclose(f) != 0 ? -1 : rc;
 }
 
 static long long verify(const struct th_server *s, const char *tok, long long id, const char *want)
@@ -385,15 +477,59 @@ int main(void)
           "verified, under its policy: %s", b ? json_dumps(b, JSON_COMPACT) : "");
     json_decref(b);
 
-    th_step("retention keeps 2 and the last verified good one when all newer are bad");
+    th_step("inside the archive: a member unpacked by tar, a changed member, a way out");
     long long b3 = base_backup(&srv, admin, main_id);
+    CHECK(b3 > 0, "backup 3");
+    char b3_dir[600];
+    snprintf(b3_dir, sizeof b3_dir, "%s/bk_main/%lld", bdir, b3);
+    /* pax headers (tar --format=posix gives every member one): not this unpacker's to
+     * write, so tar unpacks the archive and pg_verifybackup checks every checksum */
+    CHECK(sh("cd '%s' && mkdir x && tar -xzf base.tar.gz -C x && cp base.tar.gz orig.tar.gz && "
+             "tar --format=posix -czf base.tar.gz -C x . && rm -rf x", b3_dir) == 0 &&
+              catalog_resum(url, b3, b3_dir) == 0,
+          "base.tar.gz of backup 3 repacked in pax format, the catalog's SHA-256 updated");
+    CHECK(verify(&srv, admin, b3, "succeeded"), "a pax archive verifies");
+    b = get_backup(&srv, viewer, b3);
+    v = json_array_get(json_object_get(b, "verifications"), 0);
+    CHECK(strcmp(str_of(json_object_get(v, "checks"), "manifest_checksums"),
+                 "left to pg_verifybackup") == 0 &&
+              strcmp(str_of(json_object_get(v, "checks"), "pg_verifybackup"), "ok") == 0,
+          "through tar and a full pg_verifybackup: %s", b ? json_dumps(v, JSON_COMPACT) : "");
+    json_decref(b);
+    /* one byte of one table's file changed, and the catalog told the new archive's SHA-256:
+     * only the manifest's own checksum of that file can tell */
+    CHECK(sh("cd '%s' && gzip -dc orig.tar.gz > t.tar", b3_dir) == 0 &&
+              flip_member(b3_dir, "t.tar") == 0 &&
+              sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar", b3_dir) == 0 &&
+              catalog_resum(url, b3, b3_dir) == 0,
+          "a byte of a table's file changed inside base.tar.gz");
+    CHECK(verify(&srv, admin, b3, "failed"), "a changed member fails verification");
+    b = get_backup(&srv, viewer, b3);
+    v = json_array_get(json_object_get(b, "verifications"), 0);
+    CHECK(strcmp(str_of(b, "status"), "bad") == 0 &&
+              strstr(str_of(v, "detail"), "the manifest says") &&
+              strstr(str_of(v, "detail"), "base/"),
+          "bad, naming the member: %s", b ? json_dumps(v, JSON_COMPACT) : "");
+    json_decref(b);
+    /* a member named ../../../escape would land in QDB_BACKUP_DIR itself */
+    CHECK(write_escape_tar(b3_dir) == 0 &&
+              sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar orig.tar.gz", b3_dir) == 0 &&
+              catalog_resum(url, b3, b3_dir) == 0,
+          "an archive whose member climbs out of the restore folder");
+    CHECK(verify(&srv, admin, b3, "failed"), "it fails verification");
+    b = get_backup(&srv, viewer, b3);
+    v = json_array_get(json_object_get(b, "verifications"), 0);
+    snprintf(path, sizeof path, "%s/escape", bdir);
+    CHECK(strstr(str_of(v, "detail"), "outside the restore folder") && access(path, F_OK) != 0,
+          "refused before anything was written outside: %s", b ? json_dumps(v, JSON_COMPACT) : "");
+    json_decref(b);
+
+    th_step("retention keeps 2 and the last verified good one when all newer are bad");
     long long b4 = base_backup(&srv, admin, main_id);
-    CHECK(b3 > 0 && b4 > 0, "backups 3 and 4");
-    for (long long id = b3; id <= b4; id++) {
-        snprintf(path, sizeof path, "%s/bk_main/%lld", bdir, id);
-        flip_byte(path, "base.tar.gz");
-        CHECK(verify(&srv, admin, id, "failed"), "backup %lld is bad", id);
-    }
+    CHECK(b4 > 0, "backup 4");
+    snprintf(path, sizeof path, "%s/bk_main/%lld", bdir, b4);
+    flip_byte(path, "base.tar.gz");
+    CHECK(verify(&srv, admin, b4, "failed"), "backup %lld is bad", b4);
     j = inv_run_job(&srv, admin,
                     "{\"kind\":\"backup.prune\",\"args\":{\"database\":\"development/bk_main\"}}",
                     60000);
