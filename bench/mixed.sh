@@ -32,7 +32,10 @@
 # 10 ms at the 99th percentile, whatever it does once it runs.
 #
 #   bench/mixed.sh [seconds=300]      QDB_PG_FSYNC=off to run PostgreSQL without fsync
-#                                     (default on, as in production); extra server settings
+#                                     (default on, as in production); QDB_PG_OPTS adds
+#                                     PostgreSQL settings ("-c shared_preload_libraries=
+#                                     pg_stat_statements" to see where its time goes);
+#                                     extra server settings
 #                                     pass through the environment (QDB_DB_POOL_SIZE, ...);
 #                                     QDB_BENCH_BASELINE=<git rev> (default bedf5f3) or
 #                                     "none" to run this tree only.

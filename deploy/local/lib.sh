@@ -74,7 +74,7 @@ qdb_pg_start() {
     return 0
   fi
   pg_as_owner "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=300 -c fsync=${QDB_PG_FSYNC:-on}" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c max_connections=300 -c fsync=${QDB_PG_FSYNC:-on} ${QDB_PG_OPTS:-}" \
     start >/dev/null || { tail -20 "$data/server.log" >&2; qdb_die "PostgreSQL did not start"; }
 }
 

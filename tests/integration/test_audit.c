@@ -391,6 +391,18 @@ static void test_append_only(void)
     r = th_sql(url, "UPDATE audit_chain_head SET last_seq = 0", NULL);
     CHECK(r == NULL, "head cannot move back");
     PQclear(r);
+    /* forward only onto events that are there and chained to it (migration 0019) */
+    r = th_sql(url, "UPDATE audit_chain_head SET last_seq = last_seq + 1", NULL);
+    CHECK(r == NULL, "head cannot move onto an event that is not there");
+    PQclear(r);
+    r = th_sql(url, "DO $$ BEGIN INSERT INTO audit_event (seq, time, actor_subject, "
+                    "auth_method, action, resource_type, prev_hash, hash) SELECT last_seq + 2, "
+                    "now(), 'x', 'none', 'x.y', 'x', repeat('a', 64), repeat('b', 64) "
+                    "FROM audit_chain_head; UPDATE audit_chain_head SET last_seq = last_seq + 2, "
+                    "last_hash = repeat('b', 64); END $$",
+               NULL);
+    CHECK(r == NULL, "nor jump over a gap onto an event inserted by hand");
+    PQclear(r);
     r = th_sql(url, "DELETE FROM audit_chain_head", NULL);
     CHECK(r == NULL, "head cannot go");
     PQclear(r);
