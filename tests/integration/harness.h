@@ -84,6 +84,9 @@ const char *th_audit_key_env(void);
 /* Run the binary with a command (e.g. "migrate") and env; returns exit status, stderr
  * into `err` (may be NULL). */
 int th_run_binary(const char *const *argv, const char *const *env, char *err, size_t errlen);
+/* Run the shell command made from fmt (sh -c); its exit status, the command on stderr when
+ * it failed. */
+int th_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- HTTP ---- */
 struct th_resp {

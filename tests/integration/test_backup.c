@@ -6,7 +6,6 @@
  * last verified good backup when every newer one is bad, an offsite copy, the RPO/RTO
  * table with a report and a breach event, and bad input that changes nothing. */
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,19 +108,6 @@ static int flip_byte(const char *dir, const char *name)
     return rc;
 }
 
-/* Run a shell command made from fmt (its output to /dev/null). Its exit status. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[2000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    return run(argv);
-}
-
 /* The catalog's size and SHA-256 of a backup's base.tar.gz, set to the file's as it is now
  * (so that only what lies inside the archive can tell a change). 0 or -1. */
 static int catalog_resum(const char *url, long long id, const char *dir)
@@ -136,7 +122,7 @@ static int catalog_resum(const char *url, long long id, const char *dir)
     PGresult *res = th_sql(url, "UPDATE backup_file SET sha256 = $1, size_bytes = $2::bigint "
                                 "WHERE backup_id = $3::bigint AND name = 'base.tar.gz'",
                            hex, size, bid, NULL);
-    int ok = res && atoi(PQcmdTuples(res)) == 1;
+    int ok = res && strtol(PQcmdTuples(res), NULL, 10) == 1;
     PQclear(res);
     return ok ? 0 : -1;
 }
@@ -484,7 +470,7 @@ int main(void)
     snprintf(b3_dir, sizeof b3_dir, "%s/bk_main/%lld", bdir, b3);
     /* pax headers (tar --format=posix gives every member one): not this unpacker's to
      * write, so tar unpacks the archive and pg_verifybackup checks every checksum */
-    CHECK(sh("cd '%s' && mkdir x && tar -xzf base.tar.gz -C x && cp base.tar.gz orig.tar.gz && "
+    CHECK(th_sh("cd '%s' && mkdir x && tar -xzf base.tar.gz -C x && cp base.tar.gz orig.tar.gz && "
              "tar --format=posix -czf base.tar.gz -C x . && rm -rf x", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "base.tar.gz of backup 3 repacked in pax format, the catalog's SHA-256 updated");
@@ -498,9 +484,9 @@ int main(void)
     json_decref(b);
     /* one byte of one table's file changed, and the catalog told the new archive's SHA-256:
      * only the manifest's own checksum of that file can tell */
-    CHECK(sh("cd '%s' && gzip -dc orig.tar.gz > t.tar", b3_dir) == 0 &&
+    CHECK(th_sh("cd '%s' && gzip -dc orig.tar.gz > t.tar", b3_dir) == 0 &&
               flip_member(b3_dir, "t.tar") == 0 &&
-              sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar", b3_dir) == 0 &&
+              th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "a byte of a table's file changed inside base.tar.gz");
     CHECK(verify(&srv, admin, b3, "failed"), "a changed member fails verification");
@@ -513,7 +499,7 @@ int main(void)
     json_decref(b);
     /* a member named ../../../escape would land in QDB_BACKUP_DIR itself */
     CHECK(write_escape_tar(b3_dir) == 0 &&
-              sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar orig.tar.gz", b3_dir) == 0 &&
+              th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar orig.tar.gz", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "an archive whose member climbs out of the restore folder");
     CHECK(verify(&srv, admin, b3, "failed"), "it fails verification");

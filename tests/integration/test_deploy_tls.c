@@ -12,7 +12,6 @@
 #include <curl/curl.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,24 +22,10 @@
 
 static char dir[256]; /* the test's certificates */
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int rc = system(cmd);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n", rc, cmd);
-    return rc;
-}
-
 /* A CA (name.pem, name.key). */
 static int make_ca(const char *name)
 {
-    return sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+    return th_sh("cd %s && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
               "-keyout %s.key -out %s.pem -days 2 -subj /CN=%s 2>/dev/null",
               dir, name, name, name);
 }
@@ -48,7 +33,7 @@ static int make_ca(const char *name)
 /* A server certificate for localhost and 127.0.0.1 (name.pem, name.key) signed by ca. */
 static int make_cert(const char *name, const char *cn, const char *ca)
 {
-    return sh("cd %s && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > %s.ext && "
+    return th_sh("cd %s && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > %s.ext && "
               "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s.key "
               "-out %s.csr -subj /CN=%s 2>/dev/null && "
               "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -CAcreateserial -out "
@@ -176,7 +161,7 @@ static void test_https(void)
     snprintf(cert, sizeof cert, "%s/served.pem", dir);
     snprintf(key, sizeof key, "%s/served.key", dir);
     th_step("https: the server serves QDB_TLS_CERT_FILE, TLS 1.3 only");
-    CHECK(sh("cp %s/first.pem %s && cp %s/first.key %s", dir, cert, dir, key) == 0, "copied");
+    CHECK(th_sh("cp %s/first.pem %s && cp %s/first.key %s", dir, cert, dir, key) == 0, "copied");
     char *url = th_db_create("deploy_tls");
     char cert_env[400], key_env[400];
     snprintf(cert_env, sizeof cert_env, "QDB_TLS_CERT_FILE=%s", cert);
@@ -241,7 +226,7 @@ static void test_https(void)
     CHECK(stream_until(m, &stream, want, 20000), "events reach it before the reload: %s",
           stream.body);
 
-    CHECK(sh("cp %s/second.pem %s && cp %s/second.key %s", dir, cert, dir, key) == 0,
+    CHECK(th_sh("cp %s/second.pem %s && cp %s/second.key %s", dir, cert, dir, key) == 0,
           "the files now hold the second certificate");
     kill(s.pid, SIGHUP);
     int reloaded = 0;
@@ -264,7 +249,7 @@ static void test_https(void)
     CHECK(running == 1, "the stream has not ended");
 
     th_step("https: a SIGHUP with a broken key keeps the certificate in use");
-    CHECK(sh("cp %s/first.key %s", dir, key) == 0, "a key that does not match");
+    CHECK(th_sh("cp %s/first.key %s", dir, key) == 0, "a key that does not match");
     kill(s.pid, SIGHUP);
     int refused = 0;
     for (int i = 0; i < 200 && !refused; i++) {
@@ -400,12 +385,12 @@ static void test_postgres_tls(void)
         return;
     }
     /* the cluster's certificate, owned by the cluster's user, the key readable by it only */
-    CHECK(sh("cp %s/pg.pem %s/data/server.crt && cp %s/pg.key %s/data/server.key && "
+    CHECK(th_sh("cp %s/pg.pem %s/data/server.crt && cp %s/pg.key %s/data/server.key && "
              "chmod 600 %s/data/server.key",
              dir, pg.dir, dir, pg.dir, pg.dir) == 0,
           "certificate in the data folder");
     if (getuid() == 0)
-        CHECK(sh("chown postgres:postgres %s/data/server.crt %s/data/server.key", pg.dir, pg.dir) ==
+        CHECK(th_sh("chown postgres:postgres %s/data/server.crt %s/data/server.key", pg.dir, pg.dir) ==
                   0,
               "owned by postgres");
     char *admin = th_pg_private_db(&pg, "postgres");
@@ -484,7 +469,7 @@ int main(void)
         test_config_errors();
         test_postgres_tls();
     }
-    sh("rm -rf %s", dir);
+    th_sh("rm -rf %s", dir);
     curl_global_cleanup();
     return th_done();
 }
