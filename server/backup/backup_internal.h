@@ -114,14 +114,7 @@ int bk_wal_prune(const char *database, const char *stop_lsn, int tli, int *delet
 /* The folder of the WAL streamed for a database: QDB_BACKUP_DIR/<name>/wal. */
 void bk_wal_dir(char *out, size_t n, const char *database);
 
-/* ---- child processes (backup_tools.c) ---- */
-/* Run argv (argv[0] a full path) with stdout and stderr into the job's log line by line,
- * heartbeating; PGPASSWORD set from `password` when non-NULL; as the postgres user when
- * as_postgres and this process is root (initdb, pg_ctl, postgres refuse root). Returns the
- * exit status (0 ok), -1 when it could not run, -2 when the job was told to stop (the child
- * was killed). The last lines of output go into tail[tailn] for the job's error. */
-int bk_run(struct jobs_ctx *ctx, const char *const *argv, const char *password, int as_postgres,
-           char *tail, size_t tailn);
+/* ---- files (backup_tools.c); the tools run through jobs_run_tool (jobs.h) ---- */
 /* SHA-256 of a file as 64 hex digits; its size in *size. 0 or -1. */
 int bk_sha256_file(const char *path, char hex[65], int64_t *size);
 /* mkdir -p with mode. 0 or -1. */

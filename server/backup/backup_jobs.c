@@ -1,6 +1,6 @@
 /* The backup room's runners: base backups, dumps, verifications by test restore,
  * retention, offsite copies, restores, and the RPO/RTO check. Each writes its steps and
- * its tools' output to the job's log (backup_tools.c) and changes the catalog in its own
+ * its tools' output to the job's log (jobs_run_tool) and changes the catalog in its own
  * transactions, audited and with an event. */
 #include <dirent.h>
 #include <errno.h>
@@ -392,7 +392,7 @@ static enum jobs_outcome base_run(struct jobs_ctx *ctx, json_t *args, json_t **r
     const char *argv[] = {bin, "-d", ci, "-D", s.path, "-Ft", "-z", "-X", "stream",
                           "--manifest-checksums=SHA256", "-c", "fast", "-w", "-v", NULL};
     double t0 = now_s();
-    int rc = bk_run(ctx, argv, t.has_password ? t.password : NULL, 0, tail, sizeof tail);
+    int rc = jobs_run_tool(ctx, argv, t.has_password ? t.password : NULL, 0, tail, sizeof tail);
     double took = now_s() - t0;
     if (rc != 0) {
         finish_failed(ctx, s.id, s.path, rc == -2 ? "stopped" : tail);
@@ -495,7 +495,7 @@ static enum jobs_outcome dump_run(struct jobs_ctx *ctx, json_t *args, json_t **r
     snprintf(file, sizeof file, "%s/dump.fc", s.path);
     const char *argv[] = {bin, "-d", ci, "-Fc", snapshot, "-f", file, "-w", NULL};
     double t0 = now_s();
-    int rc = bk_run(ctx, argv, t.has_password ? t.password : NULL, 0, tail, sizeof tail);
+    int rc = jobs_run_tool(ctx, argv, t.has_password ? t.password : NULL, 0, tail, sizeof tail);
     double took = now_s() - t0;
     PQclear(PQexec(src, "COMMIT"));
     if (rc != 0) {

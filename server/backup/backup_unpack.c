@@ -38,16 +38,16 @@
 #define READ_CHUNK (1 << 18)
 
 struct tar_unpack {
-    int in;               /* gzip's output */
-    const char *dest;     /* the folder the members are written into */
-    json_t *files;        /* manifest path -> {Size, Checksum-Algorithm, Checksum} */
-    json_t *links;        /* the archive's symbolic links so far: name -> true */
-    size_t matched;       /* regular members that matched their manifest entry */
-    int mismatch;         /* a checksum or size differs (detail says) */
-    int unknown;          /* a file not checked against the manifest */
-    int unsupported;      /* a member this writer does not write (detail says) */
-    int refused;          /* a member whose name would escape dest (detail says) */
-    int write_errno;      /* writing into dest failed (detail says) */
+    int in;           /* gzip's output */
+    const char *dest; /* the folder the members are written into */
+    json_t *files;    /* manifest path -> {Size, Checksum-Algorithm, Checksum} */
+    json_t *links;    /* the archive's symbolic links so far: name -> true */
+    size_t matched;   /* regular members that matched their manifest entry */
+    int mismatch;     /* a checksum or size differs (detail says) */
+    int unknown;      /* a file not checked against the manifest */
+    int unsupported;  /* a member this writer does not write (detail says) */
+    int refused;      /* a member whose name would escape dest (detail says) */
+    int write_errno;  /* writing into dest failed (detail says) */
     char detail[700];
     atomic_int done;
 };
@@ -68,8 +68,7 @@ static uint64_t tar_number(const unsigned char *f, size_t n)
 }
 
 /* The member's digest against the manifest's. */
-static void member_done(struct tar_unpack *tu, EVP_MD_CTX *md, const char *name,
-                        const char *want)
+static void member_done(struct tar_unpack *tu, EVP_MD_CTX *md, const char *name, const char *want)
 {
     unsigned char d[32];
     unsigned int dl = 0;
@@ -81,8 +80,8 @@ static void member_done(struct tar_unpack *tu, EVP_MD_CTX *md, const char *name,
         tu->matched++;
     } else if (!tu->mismatch) {
         tu->mismatch = 1;
-        snprintf(tu->detail, sizeof tu->detail, "%.300s: SHA-256 %s, the manifest says %.64s",
-                 name, hex, want);
+        snprintf(tu->detail, sizeof tu->detail, "%.300s: SHA-256 %s, the manifest says %.64s", name,
+                 hex, want);
     }
 }
 
@@ -162,8 +161,8 @@ static void write_all(struct tar_unpack *tu, int fd, const unsigned char *p, siz
 
 /* A member header: where its data goes (*fd, -1 for none) and which digest it must have
  * (*want, NULL: none). 0 to go on, -1 to stop reading (tu says why). */
-static int member_begin(struct tar_unpack *tu, const unsigned char *hdr, uint64_t size,
-                        char *name, size_t namelen, EVP_MD_CTX *md, int *fd, const char **want)
+static int member_begin(struct tar_unpack *tu, const unsigned char *hdr, uint64_t size, char *name,
+                        size_t namelen, EVP_MD_CTX *md, int *fd, const char **want)
 {
     char type = (char)hdr[156];
     char nm[101], prefix[156], raw[300];
@@ -193,8 +192,7 @@ static int member_begin(struct tar_unpack *tu, const unsigned char *hdr, uint64_
     if (name_is_safe(tu, name) != 0) {
         tu->refused = 1;
         snprintf(tu->detail, sizeof tu->detail,
-                 "base.tar.gz: member %.300s would be written outside the restore folder",
-                 raw);
+                 "base.tar.gz: member %.300s would be written outside the restore folder", raw);
         return -1;
     }
     char path[1400];
@@ -381,7 +379,7 @@ static int unpack_with_tar(struct jobs_ctx *ctx, const char *tarball, const char
         return -1;
     }
     const char *untar[] = {"/bin/tar", "-xzf", tarball, "-C", dest, NULL};
-    int rc = bk_run(ctx, untar, NULL, 0, tail, sizeof tail);
+    int rc = jobs_run_tool(ctx, untar, NULL, 0, tail, sizeof tail);
     if (rc == -2) {
         snprintf(detail, n, "stopped");
         return -2;
@@ -394,8 +392,7 @@ static int unpack_with_tar(struct jobs_ctx *ctx, const char *tarball, const char
 }
 
 int bk_unpack_base(struct jobs_ctx *ctx, const char *tarball, const char *manifest,
-                   const char *dest, const char *errpath, int *all_checked, char *detail,
-                   size_t n)
+                   const char *dest, const char *errpath, int *all_checked, char *detail, size_t n)
 {
     *all_checked = 0;
     json_error_t jerr;
@@ -425,8 +422,9 @@ int bk_unpack_base(struct jobs_ctx *ctx, const char *tarball, const char *manife
      * cores instead of waking each other every 64 kB (best effort: the default works) */
     (void)fcntl(a[1], F_SETPIPE_SZ, 1 << 20);
     const char *gzip[] = {"/bin/gzip", "-dc", tarball, NULL};
-    jobs_log(ctx, "info", "run: /bin/gzip -dc base.tar.gz | (each member written, its SHA-256 "
-                          "checked against the manifest)");
+    jobs_log(ctx, "info",
+             "run: /bin/gzip -dc base.tar.gz | (each member written, its SHA-256 "
+             "checked against the manifest)");
     gz = spawn_piped(gzip, -1, a[1], errpath);
     close(a[1]);
     a[1] = -1;
@@ -459,8 +457,9 @@ int bk_unpack_base(struct jobs_ctx *ctx, const char *tarball, const char *manife
     } else if (tu.mismatch || tu.refused) {
         snprintf(detail, n, "%s", tu.detail);
     } else if (tu.unsupported) {
-        jobs_log(ctx, "warn", "base.tar.gz holds a %s, which this unpacker does not write: "
-                              "unpacking it with tar, pg_verifybackup checks every file",
+        jobs_log(ctx, "warn",
+                 "base.tar.gz holds a %s, which this unpacker does not write: "
+                 "unpacking it with tar, pg_verifybackup checks every file",
                  tu.detail);
         rc = unpack_with_tar(ctx, tarball, dest, detail, n);
     } else if (tu.write_errno) {
@@ -471,8 +470,9 @@ int bk_unpack_base(struct jobs_ctx *ctx, const char *tarball, const char *manife
         snprintf(detail, n, "unpacking base.tar.gz: gzip exited with %d: %.500s", grc, tail);
     } else {
         *all_checked = tu.unknown == 0 && tu.matched == nfiles && nfiles > 0;
-        jobs_log(ctx, "info", "base.tar.gz unpacked: %zu of the manifest's %zu files matched "
-                              "their SHA-256%s",
+        jobs_log(ctx, "info",
+                 "base.tar.gz unpacked: %zu of the manifest's %zu files matched "
+                 "their SHA-256%s",
                  tu.matched, nfiles, *all_checked ? "" : " (pg_verifybackup checks them all)");
         rc = 0;
     }

@@ -124,13 +124,13 @@ static int temp_start(struct jobs_ctx *ctx, struct temp_pg *tp)
     tool(bin, sizeof bin, "pg_ctl");
     const char *argv[] = {bin, "-D", tp->data, "-l", log, "-w", "-t", "3600", "-o", opts,
                           "start", NULL};
-    int rc = bk_run(ctx, argv, NULL, 1, tail, sizeof tail);
+    int rc = jobs_run_tool(ctx, argv, NULL, 1, tail, sizeof tail);
     if (rc != 0) {
         jobs_error(ctx, "the temporary PostgreSQL did not start (%d): %s (its log: %s)", rc, tail,
                    log);
         /* pg_ctl may have left it starting */
         const char *stop[] = {bin, "-D", tp->data, "-m", "immediate", "-w", "stop", NULL};
-        bk_run(ctx, stop, NULL, 1, NULL, 0);
+        jobs_run_tool(ctx, stop, NULL, 1, NULL, 0);
         return -1;
     }
     tp->started = 1;
@@ -148,7 +148,7 @@ static void temp_stop(struct jobs_ctx *ctx, struct temp_pg *tp)
         tool(bin, sizeof bin, "pg_ctl");
         const char *argv[] = {bin, "-D", tp->data, "-m", "immediate", "-w", "-t", "120", "stop",
                               NULL};
-        bk_run(ctx, argv, NULL, 1, NULL, 0);
+        jobs_run_tool(ctx, argv, NULL, 1, NULL, 0);
         tp->started = 0;
     }
     if (bk_remove_tree(tp->scratch) != 0)
@@ -275,7 +275,7 @@ static int unpack_wal(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp,
         return -1;
     }
     const char *unwal[] = {"/bin/tar", "-xzf", wal, "-C", waldir, NULL};
-    if (bk_run(ctx, unwal, NULL, 0, tail, sizeof tail) != 0) {
+    if (jobs_run_tool(ctx, unwal, NULL, 0, tail, sizeof tail) != 0) {
         snprintf(detail, n, "unpacking pg_wal.tar.gz: %.700s", tail);
         return -1;
     }
@@ -293,7 +293,7 @@ static int run_verifybackup(struct jobs_ctx *ctx, const char *dir, struct temp_p
     const char *verify[] = {bin, "-m", manifest, tp->data, skip_checksums ? "--skip-checksums" : NULL,
                             NULL};
     double v0 = now_s();
-    int rc = bk_run(ctx, verify, NULL, 0, tail, sizeof tail);
+    int rc = jobs_run_tool(ctx, verify, NULL, 0, tail, sizeof tail);
     if (verify_s)
         *verify_s = now_s() - v0;
     if (rc != 0) {
@@ -543,7 +543,7 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
         /* two connections: the heap of the biggest table and its index are checked at once */
         const char *amcheck[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user,
                                  "--install-missing", "--jobs=2", "-w", dbname, NULL};
-        int arc = bk_run(ctx, amcheck, NULL, 0, tail, sizeof tail);
+        int arc = jobs_run_tool(ctx, amcheck, NULL, 0, tail, sizeof tail);
         if (threaded)
             pthread_join(counter, NULL);
         if (!cj.counts) {
@@ -572,7 +572,8 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
         tool(bin, sizeof bin, "initdb");
         const char *initdb[] = {bin, "-D", tp.data, "-U", "postgres", "--auth=trust", "-E",
                                 "UTF8", "--locale=C.UTF-8", "--no-sync", NULL};
-        if (bk_run(ctx, initdb, NULL, 1, tail, sizeof tail) != 0 || temp_start(ctx, &tp) != 0) {
+        if (jobs_run_tool(ctx, initdb, NULL, 1, tail, sizeof tail) != 0 ||
+            temp_start(ctx, &tp) != 0) {
             jobs_error(ctx, "scratch cluster: %s", tail);
             o = JOBS_RETRY;
             goto out;
@@ -598,7 +599,7 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
         const char *restore[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d",
                                  "restore_check", "--no-owner", "--no-privileges",
                                  "--exit-on-error", "-w", file, NULL};
-        if (bk_run(ctx, restore, NULL, 0, tail, sizeof tail) != 0) {
+        if (jobs_run_tool(ctx, restore, NULL, 0, tail, sizeof tail) != 0) {
             snprintf(detail, sizeof detail, "pg_restore: %.700s", tail);
             json_object_set_new(checks, "pg_restore", json_string("failed"));
             goto record;
@@ -1080,7 +1081,7 @@ static int drop_target(struct temp_pg *tp)
     return write_text(sig, "");
 }
 
-/* -1 error, -2 cancelled: bk_run's -2 says the job was told to stop */
+/* -1 error, -2 cancelled: jobs_run_tool's -2 says the job was told to stop */
 #define RESTORE_FAIL(rc) ((rc) == -2 ? -2 : -1)
 
 int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
@@ -1242,7 +1243,7 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
         jobs_progress(ctx, 40, "pg_dump from the restored cluster");
         const char *dump[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", user, "-Fc", "-w",
                               "-f", file, source_db, NULL};
-        rc = bk_run(ctx, dump, NULL, 0, tail, sizeof tail);
+        rc = jobs_run_tool(ctx, dump, NULL, 0, tail, sizeof tail);
         if (rc != 0) {
             snprintf(err, errlen, "pg_dump of the restored cluster: %s", tail);
             ret = RESTORE_FAIL(rc);
@@ -1256,7 +1257,7 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
                              "-w", spec->force ? "--clean" : file,
                              spec->force ? "--if-exists" : NULL, spec->force ? file : NULL,
                              NULL};
-    rc = bk_run(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
+    rc = jobs_run_tool(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);
     if (rc != 0) {
         snprintf(err, errlen, "pg_restore into %s failed: %s", key, tail);
         ret = RESTORE_FAIL(rc);

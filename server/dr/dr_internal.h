@@ -61,14 +61,6 @@ struct dr_server_state {
 void dr_server_probe(const struct inventory_pg_endpoint *ep, const char *db, int timeout_s,
                      struct dr_server_state *st, PGconn **pg);
 
-/* ---- child processes (dr_tools.c) ---- */
-/* Run argv (argv[0] a full path) with its output into the job's log line by line while
- * heartbeating; PGPASSWORD from `password` when not NULL; as the postgres user when
- * as_postgres and this process is root. Returns the exit status, -1 when it could not run,
- * -2 when the job was told to stop. The last output lines go into tail. */
-int dr_run(struct jobs_ctx *ctx, const char *const *argv, const char *password, int as_postgres,
-           char *tail, size_t tailn);
-
 /* ---- store (dr_store.c): one function per statement ---- */
 int dr_store_scenarios(struct db_conn *c, json_t **arr);
 int dr_store_targets(struct db_conn *c, json_t **arr);

@@ -371,7 +371,7 @@ static int rejoin(struct op *o, const char *dir, const struct inventory_pg_endpo
     snprintf(log, sizeof log, "%s/qdb-dr-rejoin.log", dir);
     tool(bin, sizeof bin, "pg_rewind");
     const char *rewind[] = {bin, "-D", dir, "--source-server", ci, "-R", "--progress", NULL};
-    int rc = dr_run(o->ctx, rewind, pw, 1, tail, sizeof tail);
+    int rc = jobs_run_tool(o->ctx, rewind, pw, 1, tail, sizeof tail);
     *method_out = "pg_rewind";
     if (rc == -2) {
         snprintf(err, errlen, "stopped");
@@ -392,8 +392,8 @@ static int rejoin(struct op *o, const char *dir, const struct inventory_pg_endpo
         tool(bin, sizeof bin, "pg_basebackup");
         const char *base[] = {bin,  "-d",     ci,   "-D",   dir,  "-R",
                               "-X", "stream", "-c", "fast", "-w", NULL};
-        if (dr_run(o->ctx, wipe, NULL, 1, tail, sizeof tail) != 0 ||
-            dr_run(o->ctx, base, pw, 1, tail, sizeof tail) != 0) {
+        if (jobs_run_tool(o->ctx, wipe, NULL, 1, tail, sizeof tail) != 0 ||
+            jobs_run_tool(o->ctx, base, pw, 1, tail, sizeof tail) != 0) {
             snprintf(err, errlen, "pg_basebackup -R into %s: %.600s", dir, tail);
             rc = -1;
             goto out;
@@ -409,7 +409,7 @@ static int rejoin(struct op *o, const char *dir, const struct inventory_pg_endpo
     }
     tool(bin, sizeof bin, "pg_ctl");
     const char *start[] = {bin, "-D", dir, "-l", log, "-w", "-t", "120", "restart", NULL};
-    rc = dr_run(o->ctx, start, NULL, 1, tail, sizeof tail);
+    rc = jobs_run_tool(o->ctx, start, NULL, 1, tail, sizeof tail);
     if (rc != 0) {
         snprintf(err, errlen, "starting the old primary as a standby: %.600s (its log: %.300s)",
                  tail, log);
@@ -575,7 +575,7 @@ static enum jobs_outcome run_op(struct jobs_ctx *ctx, json_t *args, json_t **res
         char bin[600], tail[1024];
         tool(bin, sizeof bin, "pg_ctl");
         const char *stop[] = {bin, "-D", dir, "-m", "fast", "-w", "-t", "60", "stop", NULL};
-        if (dr_run(ctx, stop, NULL, 1, tail, sizeof tail) != 0) {
+        if (jobs_run_tool(ctx, stop, NULL, 1, tail, sizeof tail) != 0) {
             out = op_fail(&o, "could not stop the old primary: %s", tail);
             goto done;
         }

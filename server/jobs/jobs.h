@@ -132,6 +132,15 @@ void jobs_log(struct jobs_ctx *ctx, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Say why the attempt failed (kept in errors[]). */
 void jobs_error(struct jobs_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Run a tool (argv[0] a full path) as a child process in its own process group: its
+ * stdout and stderr go into the job's log line by line while this heartbeats, and a stop
+ * (jobs_heartbeat says so) kills the group. PGPASSWORD is `password` in the child's
+ * environment only (unset when NULL); as the postgres user (runuser) when as_postgres and
+ * this process is root (initdb, pg_ctl and postgres refuse root). Returns the exit status
+ * (0 ok, 128 + signal), -1 when it could not run, -2 when the job was told to stop. The
+ * last lines of output go into tail[tailn] (may be NULL) for the job's error. */
+int jobs_run_tool(struct jobs_ctx *ctx, const char *const *argv, const char *password,
+                  int as_postgres, char *tail, size_t tailn);
 int64_t jobs_id(const struct jobs_ctx *ctx);
 int jobs_attempt(const struct jobs_ctx *ctx);
 const char *jobs_created_by(const struct jobs_ctx *ctx);

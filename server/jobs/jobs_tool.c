@@ -1,8 +1,6 @@
-/* The PostgreSQL tools a switchover runs (pg_ctl, pg_rewind, pg_basebackup) as child
- * processes: their output goes line by line into the job's log while the runner keeps
- * heartbeating, and a job told to stop kills them. The same shape as the backup room's
- * runner of its tools (backup_tools.c), which is that room's own; a platform seam for
- * both would be the next step. */
+/* A tool run by a job's runner as a child process (pg_basebackup, pg_ctl, pg_rewind, ...):
+ * its output goes line by line into the job's log while the runner keeps heartbeating, and
+ * a job told to stop kills it. One seam for every room whose jobs run tools (backup, DR). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -13,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dr/dr_internal.h"
+#include "jobs/jobs.h"
 
 /* Keep the last bytes of output, for the job's error message. */
 static void tail_add(char *tail, size_t n, const char *line)
@@ -33,8 +31,8 @@ static void tail_add(char *tail, size_t n, const char *line)
     snprintf(tail + have, n - have, "%s%s", have ? "\n" : "", line);
 }
 
-int dr_run(struct jobs_ctx *ctx, const char *const *argv, const char *password, int as_postgres,
-           char *tail, size_t tailn)
+int jobs_run_tool(struct jobs_ctx *ctx, const char *const *argv, const char *password,
+                  int as_postgres, char *tail, size_t tailn)
 {
     if (tail && tailn)
         tail[0] = '\0';
