@@ -89,21 +89,31 @@ static const char *str_of(const json_t *j, const char *k)
     return v ? v : "";
 }
 
+/* Flip the byte at `at` of an open file. 0 or -1. */
+static int flip_at(int fd, off_t at)
+{
+    unsigned char b;
+    if (pread(fd, &b, 1, at) != 1)
+        return -1;
+    b ^= 0xff;
+    return pwrite(fd, &b, 1, at) == 1 ? 0 : -1;
+}
+
+/* dir/name opened for reading and writing, or -1. */
+static int open_rw(const char *dir, const char *name)
+{
+    char path[700];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return open(path, O_RDWR);
+}
+
 /* Flip one byte in the middle of a backup's file. */
 static int flip_byte(const char *dir, const char *name)
 {
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_RDWR);
+    int fd = open_rw(dir, name);
     if (fd < 0)
         return -1;
-    off_t size = lseek(fd, 0, SEEK_END);
-    unsigned char b;
-    off_t at = size / 2;
-    int rc = pread(fd, &b, 1, at) == 1 ? 0 : -1;
-    b ^= 0xff;
-    if (rc == 0 && pwrite(fd, &b, 1, at) != 1)
-        rc = -1;
+    int rc = flip_at(fd, lseek(fd, 0, SEEK_END) / 2);
     close(fd);
     return rc;
 }
@@ -131,9 +141,7 @@ static int catalog_resum(const char *url, long long id, const char *dir)
  * member under base/ of at least 8 kB (a table's file). 0 or -1. */
 static int flip_member(const char *dir, const char *name)
 {
-    char path[700];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_RDWR);
+    int fd = open_rw(dir, name);
     if (fd < 0)
         return -1;
     unsigned char h[512];
@@ -142,12 +150,7 @@ static int flip_member(const char *dir, const char *name)
     while (pread(fd, h, sizeof h, at) == (ssize_t)sizeof h && h[0]) {
         unsigned long long size = strtoull((const char *)h + 124, NULL, 8);
         if ((h[156] == '0' || h[156] == 0) && size >= 8192 && strncmp((char *)h, "base/", 5) == 0) {
-            unsigned char b;
-            off_t byte = at + 512 + (off_t)size / 2;
-            if (pread(fd, &b, 1, byte) == 1) {
-                b ^= 0xff;
-                rc = pwrite(fd, &b, 1, byte) == 1 ? 0 : -1;
-            }
+            rc = flip_at(fd, at + 512 + (off_t)size / 2);
             break;
         }
         at += 512 + (off_t)((size + 511) / 512 * 512);
@@ -195,6 +198,16 @@ static long long verify(const struct th_server *s, const char *tok, long long id
         fprintf(stderr, "verify %lld: %s (wanted %s) %s\n", id, job_state(j), want,
                 j ? inv_errors(j) : "");
     json_decref(j);
+    return ok;
+}
+
+/* verify(), then the backup (*b, new) and its newest verification (*v, borrowed from *b). */
+static int verify_seen(const struct th_server *s, const char *admin, const char *viewer,
+                       long long id, const char *want, json_t **b, json_t **v)
+{
+    int ok = verify(s, admin, id, want);
+    *b = get_backup(s, viewer, id);
+    *v = json_array_get(json_object_get(*b, "verifications"), 0);
     return ok;
 }
 
@@ -474,9 +487,7 @@ int main(void)
              "tar --format=posix -czf base.tar.gz -C x . && rm -rf x", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "base.tar.gz of backup 3 repacked in pax format, the catalog's SHA-256 updated");
-    CHECK(verify(&srv, admin, b3, "succeeded"), "a pax archive verifies");
-    b = get_backup(&srv, viewer, b3);
-    v = json_array_get(json_object_get(b, "verifications"), 0);
+    CHECK(verify_seen(&srv, admin, viewer, b3, "succeeded", &b, &v), "a pax archive verifies");
     CHECK(strcmp(str_of(json_object_get(v, "checks"), "manifest_checksums"),
                  "left to pg_verifybackup") == 0 &&
               strcmp(str_of(json_object_get(v, "checks"), "pg_verifybackup"), "ok") == 0,
@@ -489,9 +500,8 @@ int main(void)
               th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "a byte of a table's file changed inside base.tar.gz");
-    CHECK(verify(&srv, admin, b3, "failed"), "a changed member fails verification");
-    b = get_backup(&srv, viewer, b3);
-    v = json_array_get(json_object_get(b, "verifications"), 0);
+    CHECK(verify_seen(&srv, admin, viewer, b3, "failed", &b, &v),
+          "a changed member fails verification");
     CHECK(strcmp(str_of(b, "status"), "bad") == 0 &&
               strstr(str_of(v, "detail"), "the manifest says") &&
               strstr(str_of(v, "detail"), "base/"),
@@ -502,9 +512,7 @@ int main(void)
               th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar orig.tar.gz", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "an archive whose member climbs out of the restore folder");
-    CHECK(verify(&srv, admin, b3, "failed"), "it fails verification");
-    b = get_backup(&srv, viewer, b3);
-    v = json_array_get(json_object_get(b, "verifications"), 0);
+    CHECK(verify_seen(&srv, admin, viewer, b3, "failed", &b, &v), "it fails verification");
     snprintf(path, sizeof path, "%s/escape", bdir);
     CHECK(strstr(str_of(v, "detail"), "outside the restore folder") && access(path, F_OK) != 0,
           "refused before anything was written outside: %s", b ? json_dumps(v, JSON_COMPACT) : "");
