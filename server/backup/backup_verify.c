@@ -52,6 +52,7 @@ struct temp_pg {
     int port;
     int started;
     const char *extra; /* more server options, after the defaults (the last -c wins) */
+    int tablespaces;   /* unpacked into scratch/tblspc and linked from pg_tblspc */
 };
 
 static int write_text(const char *path, const char *text)
@@ -290,8 +291,16 @@ static int run_verifybackup(struct jobs_ctx *ctx, const char *dir, struct temp_p
     char manifest[1200], tail[1024], bin[600];
     snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
     tool(bin, sizeof bin, "pg_verifybackup");
-    const char *verify[] = {bin, "-m", manifest, tp->data, skip_checksums ? "--skip-checksums" : NULL,
-                            NULL};
+    /* a backup with tablespaces: its tablespace_map was replaced by links (unpack_base) */
+    const char *verify[8] = {bin, "-m", manifest, tp->data};
+    int k = 4;
+    if (skip_checksums)
+        verify[k++] = "--skip-checksums";
+    if (tp->tablespaces) {
+        verify[k++] = "-i";
+        verify[k++] = "tablespace_map";
+    }
+    verify[k] = NULL;
     double v0 = now_s();
     int rc = jobs_run_tool(ctx, verify, NULL, 0, tail, sizeof tail);
     if (verify_s)
@@ -303,9 +312,90 @@ static int run_verifybackup(struct jobs_ctx *ctx, const char *dir, struct temp_p
     return 0;
 }
 
+/* The tablespaces of a base backup: pg_basebackup -Ft writes each into <oid>.tar.gz and
+ * lists them in the base's tablespace_map, from which PostgreSQL, at its first start,
+ * links pg_tblspc/<oid> to the source's own folders. Unpacking base.tar.gz alone left
+ * their files out (pg_verifybackup found them missing: such a backup was marked bad and
+ * could not be restored), and following tablespace_map would open the source's live
+ * folders on its own host. Each is unpacked instead into scratch/tblspc/<oid>,
+ * pg_tblspc/<oid> links there, and tablespace_map goes (PostgreSQL keeps the links it
+ * finds; pg_verifybackup is told to ignore the missing file). 0, -1 (detail says), -2 (the
+ * job was told to stop). */
+static int unpack_tablespaces(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp,
+                              char *detail, size_t n)
+{
+    char map[1300];
+    snprintf(map, sizeof map, "%s/tablespace_map", tp->data);
+    FILE *f = fopen(map, "r");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(detail, n, "tablespace_map: %s", strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    while (rc == 0 && getline(&line, &cap, f) > 0) {
+        char *end;
+        unsigned long oid = strtoul(line, &end, 10);
+        if (end == line || *end != ' ' || oid == 0) {
+            snprintf(detail, n, "tablespace_map: a line that is not \"oid path\": %.200s", line);
+            rc = -1;
+            break;
+        }
+        char tarball[1300], where[1300], link[1400], tail[800];
+        snprintf(tarball, sizeof tarball, "%s/%lu.tar.gz", dir, oid);
+        snprintf(where, sizeof where, "%s/tblspc/%lu", tp->scratch, oid);
+        snprintf(link, sizeof link, "%s/pg_tblspc/%lu", tp->data, oid);
+        if (access(tarball, R_OK) != 0) {
+            snprintf(detail, n, "tablespace %lu: the backup has no %lu.tar.gz: %s", oid, oid,
+                     strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (bk_mkdirs(where, 0700) != 0) {
+            snprintf(detail, n, "%.600s: %s", where, strerror(errno));
+            rc = -1;
+            break;
+        }
+        const char *untar[] = {"/bin/tar", "-xzf", tarball, "-C", where, NULL};
+        int trc = jobs_run_tool(ctx, untar, NULL, 0, tail, sizeof tail);
+        if (trc == -2) {
+            snprintf(detail, n, "stopped");
+            rc = -2;
+            break;
+        }
+        if (trc != 0) {
+            snprintf(detail, n, "unpacking %lu.tar.gz: %.700s", oid, tail);
+            rc = -1;
+            break;
+        }
+        if ((unlink(link) != 0 && errno != ENOENT) || symlink(where, link) != 0) {
+            snprintf(detail, n, "linking %.600s: %s", link, strerror(errno));
+            rc = -1;
+            break;
+        }
+        tp->tablespaces++;
+    }
+    free(line);
+    fclose(f);
+    if (rc == 0 && tp->tablespaces) {
+        if (unlink(map) != 0) {
+            snprintf(detail, n, "tablespace_map: %s", strerror(errno));
+            return -1;
+        }
+        jobs_log(ctx, "info", "%d tablespace(s) unpacked into %s/tblspc and linked from "
+                              "pg_tblspc, in place of the source's folders",
+                 tp->tablespaces, tp->scratch);
+    }
+    return rc;
+}
+
 /* Unpack base.tar.gz into tp->data, checking each member against the manifest on the way
- * (backup_unpack.c). Returns 0 (*all_checked: every manifest file matched), -1 (detail
- * says: a checksum or size differs, or the unpack failed), -2 (the job was told to stop). */
+ * (backup_unpack.c), then its tablespaces. Returns 0 (*all_checked: every manifest file
+ * matched), -1 (detail says: a checksum or size differs, or the unpack failed), -2 (the job
+ * was told to stop). */
 static int unpack_base_checked(struct jobs_ctx *ctx, const char *dir, struct temp_pg *tp,
                                int *all_checked, char *detail, size_t n)
 {
@@ -313,7 +403,8 @@ static int unpack_base_checked(struct jobs_ctx *ctx, const char *dir, struct tem
     snprintf(base, sizeof base, "%s/base.tar.gz", dir);
     snprintf(manifest, sizeof manifest, "%s/backup_manifest", dir);
     snprintf(errpath, sizeof errpath, "%s/unpack.err", tp->scratch);
-    return bk_unpack_base(ctx, base, manifest, tp->data, errpath, all_checked, detail, n);
+    int rc = bk_unpack_base(ctx, base, manifest, tp->data, errpath, all_checked, detail, n);
+    return rc == 0 ? unpack_tablespaces(ctx, dir, tp, detail, n) : rc;
 }
 
 /* Every table the policy names must be there; returns the counts (new) or NULL. */

@@ -4,7 +4,9 @@
  * test restore starts and counts the rows, one flipped byte that marks a backup bad, a dump
  * restored with equal counts, a restore into another database, retention that keeps the
  * last verified good backup when every newer one is bad, an offsite copy, the RPO/RTO
- * table with a report and a breach event, and bad input that changes nothing. */
+ * table with a report and a breach event, and bad input that changes nothing; inside the
+ * archive, a pax archive, a changed member and a member that climbs out; a tablespace
+ * verified from its own archive after the source's folder is gone. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,6 +550,41 @@ int main(void)
                            "method = 'basebackup' AND status <> 'pruned'",
                       (snprintf(body, sizeof body, "%lld", main_id), body), NULL) == 3,
           "b1, b3, b4 remain");
+
+    th_step("a tablespace: unpacked into the scratch folder, never the source's");
+    char ts_dir[400];
+    snprintf(ts_dir, sizeof ts_dir, "%s/tablespace", pg.dir);
+    CHECK(th_sh("mkdir -p '%s' && { [ \"$(id -u)\" != 0 ] || chown postgres '%s'; }", ts_dir,
+                ts_dir) == 0,
+          "a folder for it");
+    snprintf(body, sizeof body, "CREATE TABLESPACE bk_ts LOCATION '%s'", ts_dir);
+    PQclear(th_sql(main_url, body, NULL));
+    PQclear(th_sql(main_url, "CREATE TABLE spaced (v int) TABLESPACE bk_ts", NULL));
+    PQclear(th_sql(main_url, "INSERT INTO spaced SELECT generate_series(1, 1000)", NULL));
+    long long b5 = base_backup(&srv, admin, main_id);
+    snprintf(path, sizeof path, "%s/bk_main/%lld", bdir, b5);
+    CHECK(b5 > 0 && th_sh("ls '%s' | grep -q '^[0-9]*[.]tar[.]gz$'", path) == 0,
+          "backup %lld holds the tablespace's own archive", b5);
+    /* the source's tablespace folder goes: a test restore that opened it would fail */
+    PQclear(th_sql(main_url, "DROP TABLE spaced", NULL));
+    PQclear(th_sql(main_url, "DROP TABLESPACE bk_ts", NULL));
+    CHECK(th_sh("rm -rf '%s'", ts_dir) == 0, "the source's tablespace folder removed");
+    /* the policy names the table for the test restore to count, for this verification */
+    CHECK(inv_status(&srv, admin, "PATCH", "/api/v1/backup-policies/test-main",
+                     "{\"tables\":[\"pgbench_accounts\",\"spaced\"]}") == 200,
+          "the policy counts spaced");
+    CHECK(verify_seen(&srv, admin, viewer, b5, "succeeded", &b, &v),
+          "a backup with a tablespace verifies");
+    CHECK(inv_status(&srv, admin, "PATCH", "/api/v1/backup-policies/test-main",
+                     "{\"tables\":[\"pgbench_accounts\",\"pgbench_branches\"]}") == 200,
+          "and no longer");
+    CHECK(json_integer_value(json_object_get(json_object_get(json_object_get(v, "checks"),
+                                                             "row_counts"),
+                                             "public.spaced")) == 1000 &&
+              access(ts_dir, F_OK) != 0,
+          "its table counted from the unpacked tablespace, the source's folder untouched: %s",
+          b ? json_dumps(v, JSON_COMPACT) : "");
+    json_decref(b);
 
     th_step("an offsite copy, checked there");
     snprintf(body, sizeof body, "{\"kind\":\"backup.offsite\",\"args\":{\"backup\":%lld}}", b1);
