@@ -208,7 +208,7 @@ static int member_begin(struct tar_unpack *tu, const unsigned char *hdr, uint64_
         target[100] = '\0';
         if (symlink(target, path) != 0)
             write_failed(tu, "creating the symbolic link", name);
-        json_object_set_new(tu->links, name, json_true());
+        json_object_set_new_nocheck(tu->links, name, json_true()); /* any bytes */
         return tu->write_errno ? -1 : 0;
     }
     json_t *e = json_object_get(tu->files, name);
@@ -406,7 +406,7 @@ int bk_unpack_base(struct jobs_ctx *ctx, const char *tarball, const char *manife
     {
         const char *p = json_string_value(json_object_get(f, "Path"));
         if (p) {
-            json_object_set(tu.files, p, f);
+            json_object_set_nocheck(tu.files, p, f);
             nfiles++;
         }
     }
