@@ -161,18 +161,21 @@ static int flip_member(const char *dir, const char *name)
     return rc;
 }
 
-/* dir/t.tar: an archive of one member, ../../../escape, then the end blocks. 0 or -1. */
-static int write_escape_tar(const char *dir)
+/* One ustar member header at h: a regular file of `size` bytes, or (type '2') a symbolic
+ * link to `link`. */
+static void tar_header(unsigned char *h, const char *name, char type, const char *link,
+                       unsigned size)
 {
-    unsigned char block[3 * 512 + 1024] = {0};
-    unsigned char *h = block;
-    snprintf((char *)h, 100, "../../../escape");
+    memset(h, 0, 512);
+    snprintf((char *)h, 100, "%s", name);
     memcpy(h + 100, "0000600", 8);
     memcpy(h + 108, "0000000", 8);
     memcpy(h + 116, "0000000", 8);
-    memcpy(h + 124, "00000000003", 12);
+    snprintf((char *)h + 124, 12, "%011o", size);
     memcpy(h + 136, "00000000000", 12);
-    h[156] = '0';
+    h[156] = (unsigned char)type;
+    if (link)
+        snprintf((char *)h + 157, 100, "%s", link);
     memcpy(h + 257, "ustar", 6);
     memcpy(h + 263, "00", 2);
     memset(h + 148, ' ', 8);
@@ -180,13 +183,29 @@ static int write_escape_tar(const char *dir)
     for (int i = 0; i < 512; i++)
         sum += h[i];
     snprintf((char *)h + 148, 8, "%06o", sum);
-    memcpy(block + 512, "hi\n", 3);
+}
+
+/* dir/t.tar, the end blocks after: a member ../../../escape; with `link_to`, first a
+ * symbolic link named "\xff" (not UTF-8) to link_to, then a member under it. 0 or -1. */
+static int write_escape_tar(const char *dir, const char *link_to)
+{
+    unsigned char block[4 * 512 + 1024] = {0};
+    size_t n = 0;
+    if (link_to) {
+        tar_header(block, "\xff", '2', link_to, 0);
+        tar_header(block + 512, "\xff/escape", '0', NULL, 3);
+    } else {
+        tar_header(block, "../../../escape", '0', NULL, 3);
+    }
+    n = link_to ? 1024 : 512;
+    memcpy(block + n, "hi\n", 3);
+    n += 512 + 1024;
     char path[700];
     snprintf(path, sizeof path, "%s/t.tar", dir);
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    int rc = fwrite(block, 1, sizeof block, f) == sizeof block ? 0 : -1;
+    int rc = fwrite(block, 1, n, f) == n ? 0 : -1;
     return fclose(f) != 0 ? -1 : rc;
 }
 
@@ -510,14 +529,23 @@ int main(void)
           "bad, naming the member: %s", b ? json_dumps(v, JSON_COMPACT) : "");
     json_decref(b);
     /* a member named ../../../escape would land in QDB_BACKUP_DIR itself */
-    CHECK(write_escape_tar(b3_dir) == 0 &&
-              th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar orig.tar.gz", b3_dir) == 0 &&
+    CHECK(write_escape_tar(b3_dir, NULL) == 0 &&
+              th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar", b3_dir) == 0 &&
               catalog_resum(url, b3, b3_dir) == 0,
           "an archive whose member climbs out of the restore folder");
     CHECK(verify_seen(&srv, admin, viewer, b3, "failed", &b, &v), "it fails verification");
     snprintf(path, sizeof path, "%s/escape", bdir);
     CHECK(strstr(str_of(v, "detail"), "outside the restore folder") && access(path, F_OK) != 0,
           "refused before anything was written outside: %s", b ? json_dumps(v, JSON_COMPACT) : "");
+    json_decref(b);
+    /* a link of the archive (its name not UTF-8) to QDB_BACKUP_DIR, then a member under it */
+    CHECK(write_escape_tar(b3_dir, bdir) == 0 &&
+              th_sh("cd '%s' && gzip -c t.tar > base.tar.gz && rm t.tar orig.tar.gz", b3_dir) == 0 &&
+              catalog_resum(url, b3, b3_dir) == 0,
+          "an archive whose member goes through its own symbolic link");
+    CHECK(verify_seen(&srv, admin, viewer, b3, "failed", &b, &v), "it fails verification");
+    CHECK(strstr(str_of(v, "detail"), "outside the restore folder") && access(path, F_OK) != 0,
+          "refused, nothing written through the link: %s", b ? json_dumps(v, JSON_COMPACT) : "");
     json_decref(b);
 
     th_step("retention keeps 2 and the last verified good one when all newer are bad");
