@@ -12,7 +12,8 @@
 # then the ratios service / by hand (targets <= 1.10). The service's verification does more
 # than the hand-run one (checksums, pg_verifybackup, pg_amcheck): its job log, printed step
 # by step at the end, says how long each took, and the ratio is printed as measured.
-# ROUNDS (default 2) runs of each side, alternating, each side's fastest counted.
+# ROUNDS (default 3) runs of each side, alternating, each side's fastest counted: a 10 s
+# pg_basebackup moves by 0.5 s from run to run on a shared machine.
 #
 #   bench/backup.sh        SCALE=50; set SCALE to change
 set -euo pipefail
@@ -97,7 +98,7 @@ wait_job() {
 # the whole database), and the two sides alternate (service, hand, hand, service, ...) so
 # that neither always finds the page cache the other warmed. Each side's figure is its
 # fastest of ROUNDS runs.
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 checkpoint() { psql -X -qAtc CHECKPOINT -h 127.0.0.1 -p "$SRC_PORT" -U postgres postgres >/dev/null; }
 min() { if [ -z "$1" ]; then echo "$2"; else awk -v a="$1" -v b="$2" 'BEGIN { print (b < a) ? b : a }'; fi; }
 # job_steps JOB: the job's log as seconds since its first line, for where the time goes
