@@ -689,7 +689,7 @@ static enum jobs_outcome verify_run(struct jobs_ctx *ctx, json_t *args, json_t *
         jobs_progress(ctx, 40, "pg_restore");
         const char *restore[] = {bin, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d",
                                  "restore_check", "--no-owner", "--no-privileges",
-                                 "--exit-on-error", "-w", file, NULL};
+                                 "--no-tablespaces", "--exit-on-error", "-w", file, NULL};
         if (jobs_run_tool(ctx, restore, NULL, 0, tail, sizeof tail) != 0) {
             snprintf(detail, sizeof detail, "pg_restore: %.700s", tail);
             json_object_set_new(checks, "pg_restore", json_string("failed"));
@@ -1344,8 +1344,10 @@ int backup_restore(struct jobs_ctx *ctx, const struct backup_restore_spec *spec,
     jobs_progress(ctx, 60, "pg_restore into the target");
     tool(bin, sizeof bin, "pg_restore");
     bk_conninfo(ci, sizeof ci, &db->primary, db->name);
-    const char *restore[] = {bin, "-d", ci, "--no-owner", "--no-privileges", "--exit-on-error",
-                             "-w", spec->force ? "--clean" : file,
+    /* the data, not the source server's layout: owners, grants and tablespaces are the
+     * target's own */
+    const char *restore[] = {bin, "-d", ci, "--no-owner", "--no-privileges", "--no-tablespaces",
+                             "--exit-on-error", "-w", spec->force ? "--clean" : file,
                              spec->force ? "--if-exists" : NULL, spec->force ? file : NULL,
                              NULL};
     rc = jobs_run_tool(ctx, restore, has_password ? password : NULL, 0, tail, sizeof tail);

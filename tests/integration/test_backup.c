@@ -613,6 +613,18 @@ int main(void)
           "its table counted from the unpacked tablespace, the source's folder untouched: %s",
           b ? json_dumps(v, JSON_COMPACT) : "");
     json_decref(b);
+    /* and restored into another database of a server without that tablespace (the same
+     * server, whose bk_ts is gone): the data, not the source's layout */
+    snprintf(path, sizeof path, "/api/v1/backups/%lld/restore", b5);
+    snprintf(body, sizeof body, "{\"target\":%lld,\"force\":true}", target_id);
+    j = post_job(&srv, admin, path, body, 120000);
+    CHECK(j && strcmp(job_state(j), "succeeded") == 0, "restore of backup %lld: %s %s", b5,
+          job_state(j), j ? inv_errors(j) : "");
+    json_decref(j);
+    CHECK(th_sql_long(target_url, "SELECT count(*) FROM spaced", NULL) == 1000 &&
+              th_sql_long(target_url, "SELECT count(*) FROM pg_tables WHERE tablename = "
+                                      "'spaced' AND tablespace IS NULL", NULL) == 1,
+          "the target holds spaced's 1000 rows, in its default tablespace");
 
     th_step("an offsite copy, checked there");
     snprintf(body, sizeof body, "{\"kind\":\"backup.offsite\",\"args\":{\"backup\":%lld}}", b1);
