@@ -22,6 +22,7 @@
 #include "inventory/inventory.h"
 #include "platform/log.h"
 #include "platform/rfc3339.h"
+#include "platform/utf8.h"
 
 static double now_s(void)
 {
@@ -721,6 +722,7 @@ record:
         PQfinish(pg);
     pg = NULL;
     temp_stop(ctx, &tp);
+    utf8_scrub(detail); /* names from the archive, tools' output: into JSON and the catalog */
     jobs_log(ctx, ok ? "info" : "error", "backup %lld: %s%s%s", (long long)id,
              ok ? "verified by a test restore" : "verification failed", detail[0] ? ": " : "",
              detail);

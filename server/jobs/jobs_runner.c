@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "jobs/jobs_internal.h"
+#include "platform/utf8.h"
 
 int jobs_heartbeat(struct jobs_ctx *ctx)
 {
@@ -90,6 +91,9 @@ void jobs_log(struct jobs_ctx *ctx, const char *level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* a tool's output, a file name, or a line cut short inside a character: PostgreSQL
+     * would refuse the row, and the line would be lost */
+    utf8_scrub(msg);
     static const char *const levels[] = {"debug", "info", "warn", "error"};
     const char *lv = "info";
     for (int i = 0; i < 4; i++)
@@ -112,6 +116,7 @@ void jobs_error(struct jobs_ctx *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
     va_end(ap);
+    utf8_scrub(ctx->error);
 }
 
 int64_t jobs_id(const struct jobs_ctx *ctx)

@@ -51,23 +51,27 @@ int utf8_valid(const char *s, size_t len)
     return 1;
 }
 
+void utf8_scrub(char *s)
+{
+    size_t len = strlen(s);
+    unsigned char *p = (unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = seq_len(p + i, len - i);
+        if (n == 0)
+            p[i++] = '?';
+        else
+            i += n;
+    }
+}
+
 char *utf8_scrub_dup(const char *s)
 {
     size_t len = strlen(s);
     char *out = malloc(len + 1);
     if (!out)
         return NULL;
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        size_t n = seq_len(p + i, len - i);
-        if (n == 0) {
-            out[i++] = '?';
-        } else {
-            memcpy(out + i, s + i, n);
-            i += n;
-        }
-    }
-    out[len] = '\0';
+    memcpy(out, s, len + 1);
+    utf8_scrub(out);
     return out;
 }

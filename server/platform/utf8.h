@@ -13,5 +13,8 @@ int utf8_valid(const char *s, size_t len);
  * is not part of a well-formed sequence is replaced by '?', for echoing a client's bytes
  * into JSON, which takes only UTF-8. */
 char *utf8_scrub_dup(const char *s);
+/* The same in place: for text made here from bytes of unknown encoding (a tool's output, a
+ * file name, a message cut short inside a sequence) before it reaches either. */
+void utf8_scrub(char *s);
 
 #endif

@@ -194,6 +194,10 @@ static void test_utf8(void)
            "scrubbed: %s", scrubbed ? scrubbed : "(null)");
     EXPECT(scrubbed && utf8_valid(scrubbed, strlen(scrubbed)), "scrubbed is UTF-8");
     free(scrubbed);
+    /* in place: a message cut short inside a character, an archive's byte */
+    char cut[] = "member \xff/escape: \xc3\xa9t\xc3";
+    utf8_scrub(cut);
+    EXPECT(strcmp(cut, "member ?/escape: \xc3\xa9t?") == 0, "scrubbed in place: %s", cut);
 }
 
 struct q_case {
