@@ -15,7 +15,8 @@
  * symbolic links (pg_tblspc), in ustar headers. On any other member (an extended header, a
  * hard link, a device) it stops, and the archive is unpacked again by tar -x, with every
  * checksum left to pg_verifybackup. Names are checked before anything is written: none
- * absolute, none with a ".." component, none under a symbolic link of the archive. */
+ * absolute, none with a ".." component, none under a symbolic link of the archive, and no
+ * symbolic link that points out of the folder. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -105,6 +106,30 @@ static int name_is_safe(struct tar_unpack *tu, const char *name)
             parent[plen] = '\0';
             if (json_object_get(tu->links, parent))
                 return -1;
+        }
+        p = slash ? slash + 1 : p + len;
+    }
+    return 0;
+}
+
+/* Whether a symbolic link `name` (inside dest) to `target` points out of dest: an
+ * absolute target, or more ".." than the link's own depth. The server started from the
+ * folder would follow it (a pg_wal linked to a live cluster's, say). */
+static int link_escapes(const char *name, const char *target)
+{
+    if (target[0] == '/' || !target[0])
+        return 1;
+    int depth = 0;
+    for (const char *c = name; *c; c++)
+        depth += *c == '/';
+    for (const char *p = target; *p;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            if (--depth < 0)
+                return 1;
+        } else if (len && !(len == 1 && p[0] == '.')) {
+            depth++;
         }
         p = slash ? slash + 1 : p + len;
     }
@@ -206,6 +231,13 @@ static int member_begin(struct tar_unpack *tu, const unsigned char *hdr, uint64_
         char target[101];
         memcpy(target, hdr + 157, 100);
         target[100] = '\0';
+        if (link_escapes(name, target)) {
+            tu->refused = 1;
+            snprintf(tu->detail, sizeof tu->detail,
+                     "base.tar.gz: member %.300s links outside the restore folder (to %.100s)",
+                     raw, target);
+            return -1;
+        }
         if (symlink(target, path) != 0)
             write_failed(tu, "creating the symbolic link", name);
         json_object_set_new_nocheck(tu->links, name, json_true()); /* any bytes */
